@@ -1,0 +1,3 @@
+from brain_tumor.cli import app
+
+app()

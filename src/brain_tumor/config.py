@@ -1,0 +1,142 @@
+"""Typed configuration: one frozen dataclass per concern, loaded from YAML/JSON, overridden by
+``section.key=value`` strings, validated, and saved into every run directory."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import os
+
+# the team's shared folder sits beside the repository; override with $BRAIN_TUMOR_SHARED
+SHARED = Path(os.environ.get("BRAIN_TUMOR_SHARED", Path(__file__).resolve().parents[3] / "shared"))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the slices are and how they are split and fed."""
+
+    root: str = str(SHARED / "data" / "figshare-cheng2015")
+    image_size: int = 224
+    split: str = "paper"
+    val_fraction: float = 0.1
+    seed: int = 42
+    batch_size: int = 32
+    num_workers: int = 0
+    augmentation: str = "paper"
+    oversample: bool = False
+    cache_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which network and weights, and how much of it is frozen (in Keras layers)."""
+
+    weights: str = "keras"
+    weights_path: str | None = str(SHARED / "weights" / "resnet50-keras-imagenet")
+    freeze_layers: int = 30
+    bn_momentum: float = 0.1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation: Adam + cross-entropy + ReduceLROnPlateau + early stopping."""
+
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    max_epochs: int = 8
+    plateau_factor: float = 0.2
+    plateau_patience: int = 1
+    early_stop_patience: int = 3
+    class_weighted_loss: bool = False
+    seed: int = 42
+    precision: str = "32-true"
+    channels_last: bool = True
+    threads: int | None = None
+    accelerator: str = "auto"
+    devices: str = "auto"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> RunConfig:
+        """Raise ``ValueError`` on settings that cannot work."""
+        if self.model.weights not in ("keras", "torchvision", "none"):
+            raise ValueError(f"model.weights: unknown {self.model.weights!r}")
+        if not 0 <= self.model.freeze_layers <= 175:
+            raise ValueError("model.freeze_layers must be in 0..175 (Keras layers)")
+        if not 0 < self.data.val_fraction < 0.5:
+            raise ValueError("data.val_fraction must be in (0, 0.5)")
+        if self.data.image_size < 32:
+            raise ValueError("data.image_size must be at least 32")
+        if self.train.lr <= 0 or self.train.max_epochs < 1:
+            raise ValueError("train.lr must be > 0 and train.max_epochs >= 1")
+        return self
+
+
+def _coerce(value: str, current: Any) -> Any:
+    if value.lower() in ("none", "null"):
+        return None
+    if isinstance(current, bool):
+        return value.lower() in ("1", "true", "yes", "on")
+    if isinstance(current, int):
+        return int(value)
+    if isinstance(current, float):
+        return float(value)
+    try:
+        return json.loads(value) if current is None else value
+    except json.JSONDecodeError:
+        return value
+
+
+def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
+    """Apply ``section.key=value`` overrides, e.g. ``train.lr=3e-4``."""
+    for item in overrides:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ValueError(f"override {item!r}: expected section.key=value")
+        key, value = item.split("=", 1)
+        section_name, name = key.split(".", 1)
+        section = getattr(config, section_name, None)
+        if section is None or not hasattr(section, name):
+            raise ValueError(f"override {item!r}: no setting {key}")
+        section = dataclasses.replace(section, **{name: _coerce(value, getattr(section, name))})
+        config = dataclasses.replace(config, **{section_name: section})
+    return config.validate()
+
+
+def from_dict(raw: dict[str, Any]) -> RunConfig:
+    """Build a config from nested dicts, rejecting unknown keys."""
+    sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+    unknown = set(raw) - set(sections)
+    if unknown:
+        raise ValueError(f"unknown config sections {sorted(unknown)}")
+    return RunConfig(**{k: cls(**raw.get(k, {})) for k, cls in sections.items()}).validate()
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Defaults, then a YAML/JSON file, then overrides."""
+    config = RunConfig()
+    if path is not None:
+        config = from_dict(yaml.safe_load(Path(path).read_text()) or {})
+    return apply_overrides(config, overrides or [])
+
+
+def to_dict(config: RunConfig) -> dict[str, Any]:
+    """Plain nested dict of a config."""
+    return dataclasses.asdict(config)
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    """Write a config as YAML."""
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))

@@ -1,0 +1,115 @@
+"""Read one MRI slice from JPG/PNG, DICOM or figshare MATLAB into a float array in [0, 1].
+
+Every failure becomes an :class:`ImageReadError` whose message is one line naming the file.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+MAX_PIXELS = 64_000_000  # refuse decompression bombs well before they allocate gigabytes
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+SUPPORTED_SUFFIXES = IMAGE_SUFFIXES + DICOM_SUFFIXES + (".mat",)
+
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+class ImageReadError(ValueError):
+    """A file that cannot be read as an MRI slice; the message is one line."""
+
+
+def to_unit_range(array: np.ndarray) -> np.ndarray:
+    """Min-max scale any numeric image to float32 in [0, 1] (a constant image becomes zeros)."""
+    array = array.astype(np.float32)
+    lo, hi = float(array.min()), float(array.max())
+    if hi <= lo:
+        return np.zeros_like(array)
+    return (array - lo) / (hi - lo)
+
+
+def _read_pil(path: Path) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as img:
+            if img.width * img.height > MAX_PIXELS:
+                raise ImageReadError(f"{path}: image too large ({img.width}x{img.height})")
+            img.load()
+            if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                array = np.asarray(img, dtype=np.float32)
+                top = 65535.0 if img.mode.startswith("I;16") else max(float(array.max()), 1.0)
+                return np.clip(array / top, 0, 1)
+            if img.mode in ("RGBA", "LA", "P", "PA"):
+                img = img.convert("RGBA")
+                background = Image.new("RGBA", img.size, (0, 0, 0, 255))
+                img = Image.alpha_composite(background, img)
+            return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+
+
+def _read_dicom(path: Path, frame: int | None = None) -> np.ndarray:
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    ds = pydicom.dcmread(path)
+    if "PixelData" not in ds:
+        raise ImageReadError(f"{path}: DICOM file has no pixel data")
+    pixels = ds.pixel_array
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    if frames > 1:
+        if frame is None:
+            raise ImageReadError(f"{path}: multi-frame DICOM ({frames} frames); pick a frame")
+        pixels = pixels[frame]
+    if pixels.ndim == 3:  # colour DICOM
+        pixels = pixels.mean(axis=-1)
+    array = apply_modality_lut(pixels, ds).astype(np.float32)
+    if "WindowCenter" in ds and "WindowWidth" in ds:
+        array = apply_voi_lut(array, ds)
+    array = to_unit_range(np.asarray(array))
+    if getattr(ds, "PhotometricInterpretation", "") == "MONOCHROME1":
+        array = 1.0 - array
+    return array
+
+
+def dicom_frame_count(path: str | Path) -> int:
+    """Number of frames in a DICOM file (1 for single-frame files)."""
+    import pydicom
+
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    return int(getattr(ds, "NumberOfFrames", 1) or 1)
+
+
+def read_slice(path: str | Path, frame: int | None = None) -> np.ndarray:
+    """Read one slice as float32 grayscale HxW in [0, 1].
+
+    Raises:
+        ImageReadError: unreadable, empty, truncated, unsupported or malformed files.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if not path.is_file():
+            raise ImageReadError(f"{path}: no such file")
+        if path.stat().st_size == 0:
+            raise ImageReadError(f"{path}: empty file")
+        if suffix == ".mat":
+            from brain_tumor.data.figshare_mat import read_cjdata
+
+            array = to_unit_range(read_cjdata(path).image)
+        elif suffix in DICOM_SUFFIXES:
+            array = _read_dicom(path, frame)
+        elif suffix in IMAGE_SUFFIXES:
+            array = _read_pil(path)
+        else:
+            raise ImageReadError(f"{path}: unsupported file type {suffix or '(none)'}")
+    except ImageReadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every decoder error becomes one line
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ImageReadError(f"{path}: cannot read ({message})") from exc
+    if array.ndim != 2 or min(array.shape) < 8:
+        raise ImageReadError(f"{path}: not a 2-D image (shape {array.shape})")
+    return array

@@ -1,0 +1,108 @@
+"""Reproducible splits, written to disk and reused; patient-disjointness asserted in code."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+# the paper's test set: 286 glioma, 142 meningioma, 186 pituitary (614 of 3064)
+PAPER_TEST_COUNTS: dict[str, int] = {"glioma": 286, "meningioma": 142, "pituitary": 186}
+
+
+@dataclass(frozen=True)
+class Split:
+    """Indices (positions in the manifest) of train, validation and test, plus how they were made."""
+
+    name: str
+    seed: int
+    train: list[int]
+    val: list[int]
+    test: list[int]
+
+
+def stratified_pick(labels: Sequence[str], pool: Sequence[int], counts: dict[str, int],
+                    rng: np.random.Generator) -> list[int]:
+    """Pick exactly ``counts[label]`` positions of each label from ``pool`` at random."""
+    picked: list[int] = []
+    for label, count in counts.items():
+        candidates = [i for i in pool if labels[i] == label]
+        if count > len(candidates):
+            raise ValueError(f"need {count} {label} slices, only {len(candidates)} available")
+        picked += rng.choice(candidates, size=count, replace=False).tolist()
+    return sorted(picked)
+
+
+def paper_split(labels: Sequence[str], seed: int, val_fraction: float = 0.1,
+                test_counts: dict[str, int] | None = None) -> Split:
+    """The paper's stratified random 80:20 split, then a stratified validation part of train.
+
+    With the full dataset the test set is exactly 286/142/186; for other data the same
+    20% share per class is used.
+    """
+    rng = np.random.default_rng(seed)
+    everything = list(range(len(labels)))
+    classes = sorted(set(labels))
+    if test_counts is None:
+        full = {c: labels.count(c) for c in classes} if isinstance(labels, list) else None
+        paper_sizes = {"glioma": 1426, "meningioma": 708, "pituitary": 930}
+        if full == paper_sizes:
+            test_counts = dict(PAPER_TEST_COUNTS)
+        else:
+            test_counts = {c: round(0.2 * list(labels).count(c)) for c in classes}
+    test = stratified_pick(labels, everything, test_counts, rng)
+    rest = sorted(set(everything) - set(test))
+    val_counts = {c: round(val_fraction * sum(labels[i] == c for i in rest)) for c in classes}
+    val = stratified_pick(labels, rest, val_counts, rng)
+    train = sorted(set(rest) - set(val))
+    return Split("paper", seed, train, val, test)
+
+
+def assert_disjoint(split: Split, groups: Sequence[str | None] | None = None) -> None:
+    """Fail unless train/val/test share no slice and, given ``groups``, no patient."""
+    parts = {"train": split.train, "val": split.val, "test": split.test}
+    names = list(parts)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if set(parts[a]) & set(parts[b]):
+                raise AssertionError(f"split {split.name}: {a} and {b} share slices")
+            if groups is not None:
+                shared = {groups[k] for k in parts[a]} & {groups[k] for k in parts[b]}
+                if shared:
+                    raise AssertionError(
+                        f"split {split.name}: {a} and {b} share {len(shared)} patients")
+
+
+def save_split(split: Split, path: str | Path) -> None:
+    """Atomically write a split as JSON."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(asdict(split), f)
+    os.replace(tmp, path)
+
+
+def load_split(path: str | Path) -> Split:
+    """Read a split written by :func:`save_split`."""
+    return Split(**json.loads(Path(path).read_text()))
+
+
+def load_or_make_paper_split(path: str | Path, labels: Sequence[str], seed: int,
+                             val_fraction: float) -> Split:
+    """Reuse the split at ``path`` when it matches the data, else make and save it."""
+    path = Path(path)
+    if path.is_file():
+        split = load_split(path)
+        if split.seed == seed and max(split.train + split.val + split.test) < len(labels):
+            assert_disjoint(split)
+            return split
+    split = paper_split(list(labels), seed, val_fraction)
+    assert_disjoint(split)
+    save_split(split, path)
+    return split

@@ -1,0 +1,81 @@
+"""Evaluate one trained run on its test split: metrics.json, predictions and figures."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from brain_tumor.evaluation.metrics import classification_metrics, roc_curves
+from brain_tumor.evaluation.plots import plot_confusion_matrix, plot_history, plot_roc
+from brain_tumor.evaluation.predictions import predict_probabilities
+from brain_tumor.model.backbone import Preprocessing
+from brain_tumor.training.checkpoint import load_model_checkpoint
+
+
+def write_json(data: dict[str, Any], path: Path) -> Path:
+    """Atomic JSON write."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
+    return path
+
+
+def read_history(metrics_csv: Path) -> dict[str, list[float]]:
+    """Per-epoch values of each logged metric from Lightning's CSV log (one value per epoch)."""
+    if not metrics_csv.is_file():
+        return {}
+    by_epoch: dict[int, dict[str, float]] = {}
+    with metrics_csv.open() as f:
+        for row in csv.DictReader(f):
+            epoch = int(row["epoch"]) if row.get("epoch") else None
+            if epoch is None:
+                continue
+            for key, value in row.items():
+                if key not in ("epoch", "step") and value not in ("", None):
+                    by_epoch.setdefault(epoch, {})[key] = float(value)
+    keys = sorted({k for values in by_epoch.values() for k in values})
+    return {k: [by_epoch[e].get(k, float("nan")) for e in sorted(by_epoch)] for k in keys}
+
+
+def evaluate_checkpoint(checkpoint: Path, images: torch.Tensor, labels: torch.Tensor,
+                        positions: list[int]) -> tuple[dict[str, Any], np.ndarray, dict[str, Any]]:
+    """Metrics, probabilities and checkpoint metadata of a model on the given positions."""
+    network, meta = load_model_checkpoint(checkpoint)
+    pre = meta["preprocessing"]
+    preprocessing = Preprocessing(tuple(pre["mean"]), tuple(pre["std"]), pre["image_size"])  # type: ignore[arg-type]
+    probs = predict_probabilities(network, preprocessing, images[positions])
+    metrics = classification_metrics(labels[positions].numpy(), probs, meta["class_names"])
+    return metrics, probs, meta
+
+
+def write_predictions(path: Path, paths: list[str], y_true: np.ndarray, probs: np.ndarray,
+                      class_names: list[str]) -> Path:
+    """CSV of every test prediction (for later statistics)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "predicted", *[f"p_{c}" for c in class_names]])
+        for p, t, row in zip(paths, y_true, probs):
+            writer.writerow([p, class_names[t], class_names[int(row.argmax())], *[f"{v:.6f}" for v in row]])
+    return path
+
+
+def draw_run_figures(run_dir: Path, metrics: dict[str, Any], y_true: np.ndarray, probs: np.ndarray,
+                     class_names: list[str], title: str) -> None:
+    """Confusion matrix, ROC curves and accuracy/loss curves of a run."""
+    figures = run_dir / "figures"
+    plot_confusion_matrix(metrics["confusion_matrix"], class_names, figures / "confusion_matrix.png",
+                          f"{title}: test confusion matrix")
+    plot_roc(roc_curves(y_true, probs, class_names), metrics["auc"], figures / "roc.png",
+             f"{title}: test ROC")
+    plot_history(read_history(run_dir / "logs" / "metrics.csv"), figures / "curves.png",
+                 f"{title}: accuracy and loss")

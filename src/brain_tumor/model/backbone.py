@@ -1,0 +1,104 @@
+"""Build the ResNet-50 classifier: torchvision's network carrying Keras, torchvision or no weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import ResNet50_Weights, resnet50
+
+from brain_tumor.model.keras_weights import (
+    KERAS_BN_EPS,
+    KERAS_MEAN,
+    KERAS_STD,
+    keras_to_torchvision_state_dict,
+    read_tfjs_weights,
+)
+
+TORCHVISION_MEAN = (0.485, 0.456, 0.406)
+TORCHVISION_STD = (0.229, 0.224, 0.225)
+WEIGHT_CHOICES = ("keras", "torchvision", "none")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How pixels must be normalised for a set of weights: RGB in [0, 1], then (x - mean) / std."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    image_size: int = 224
+
+
+def preprocessing_for(weights: str, image_size: int = 224) -> Preprocessing:
+    """Return the normalisation that the named weights were trained with."""
+    if weights == "keras":
+        return Preprocessing(KERAS_MEAN, KERAS_STD, image_size)
+    return Preprocessing(TORCHVISION_MEAN, TORCHVISION_STD, image_size)
+
+
+def make_resnet50_v1(bn_eps: float = KERAS_BN_EPS, bn_momentum: float = 0.1) -> nn.Module:
+    """torchvision ResNet-50 rearranged as Keras' v1: stride 2 in the first 1x1 conv of a stage."""
+    model = resnet50(weights=None)
+    for stage in (model.layer2, model.layer3, model.layer4):
+        block = stage[0]
+        block.conv1.stride = (2, 2)
+        block.conv2.stride = (1, 1)
+    set_batchnorm(model, eps=bn_eps, momentum=bn_momentum)
+    return model
+
+
+def set_batchnorm(model: nn.Module, eps: float, momentum: float) -> None:
+    """Set eps and momentum of every BatchNorm layer."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eps = eps
+            module.momentum = momentum
+
+
+def load_keras_imagenet(weights_dir: str | Path, bn_momentum: float = 0.1) -> nn.Module:
+    """The Keras ImageNet ResNet-50 (1000 classes) as a torchvision module."""
+    model = make_resnet50_v1(KERAS_BN_EPS, bn_momentum)
+    state = keras_to_torchvision_state_dict(read_tfjs_weights(weights_dir), include_top=True)
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def load_torchvision_imagenet(weights_file: str | Path | None = None) -> nn.Module:
+    """torchvision's ImageNet ResNet-50 (v1.5), from a local file or the user's torch cache."""
+    if weights_file is None:
+        return resnet50(weights=ResNet50_Weights.IMAGENET1K_V2)
+    model = resnet50(weights=None)
+    model.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True))
+    return model
+
+
+def build_classifier(
+    weights: str,
+    num_classes: int,
+    weights_path: str | Path | None = None,
+    bn_momentum: float = 0.1,
+) -> nn.Module:
+    """ResNet-50 with a new ``num_classes`` head.
+
+    Args:
+        weights: ``keras`` (the paper's weights, from ``weights_path``, a tfjs model folder),
+            ``torchvision`` (from ``weights_path`` or torch's cache/download) or ``none``.
+        num_classes: size of the new softmax head.
+        weights_path: where the pretrained weights are.
+        bn_momentum: torch-style BatchNorm momentum for fine-tuning.
+    """
+    if weights == "keras":
+        if weights_path is None:
+            raise ValueError("keras weights need weights_path (a tfjs model folder)")
+        model = load_keras_imagenet(weights_path, bn_momentum)
+    elif weights == "torchvision":
+        model = load_torchvision_imagenet(weights_path)
+        set_batchnorm(model, eps=1e-5, momentum=bn_momentum)
+    elif weights == "none":
+        model = make_resnet50_v1(KERAS_BN_EPS, bn_momentum)
+    else:
+        raise ValueError(f"weights must be one of {WEIGHT_CHOICES}, got {weights!r}")
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    return model

@@ -1,0 +1,23 @@
+"""Small training policies as callbacks."""
+
+from __future__ import annotations
+
+import time
+
+import lightning as L
+
+
+class EpochTimer(L.Callback):
+    """Log each training epoch's wall time as ``epoch_seconds`` (survives resumption via logs)."""
+
+    def __init__(self) -> None:
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pl_module.log("epoch_seconds", time.perf_counter() - self._start, on_epoch=True)
+        images = len(trainer.train_dataloader.dataset) if trainer.train_dataloader else 0  # type: ignore[arg-type]
+        elapsed = max(time.perf_counter() - self._start, 1e-9)
+        pl_module.log("train_images_per_second", images / elapsed, on_epoch=True)

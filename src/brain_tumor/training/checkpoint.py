@@ -1,0 +1,72 @@
+"""Self-describing checkpoints: weights plus everything needed to rebuild and use the model."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from brain_tumor.model.backbone import Preprocessing, make_resnet50_v1
+from torchvision.models import resnet50
+
+FORMAT = "brain-tumor-checkpoint/1"
+
+
+def build_network(architecture: str, num_classes: int) -> nn.Module:
+    """An untrained network of the named architecture with a ``num_classes`` head."""
+    if architecture == "resnet50-v1":
+        model = make_resnet50_v1()
+    elif architecture == "resnet50-v1.5":
+        model = resnet50(weights=None)
+    else:
+        raise ValueError(f"unknown architecture {architecture!r}")
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    return model
+
+
+def architecture_for(weights: str) -> str:
+    """Keras weights (and random init) use Keras' v1 layout; torchvision's use v1.5."""
+    return "resnet50-v1.5" if weights == "torchvision" else "resnet50-v1"
+
+
+def save_model_checkpoint(path: str | Path, network: nn.Module, *, architecture: str,
+                          class_names: list[str], preprocessing: Preprocessing,
+                          config: dict[str, Any], epoch: int, metrics: dict[str, float]) -> Path:
+    """Atomically write a checkpoint loadable with ``torch.load(weights_only=True)``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()},
+        "architecture": architecture,
+        "class_names": list(class_names),
+        "preprocessing": {"mean": list(preprocessing.mean), "std": list(preprocessing.std),
+                          "image_size": preprocessing.image_size},
+        "bn_eps": [m.eps for m in network.modules() if isinstance(m, nn.BatchNorm2d)][0],
+        "config": config,
+        "epoch": epoch,
+        "metrics": metrics,
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_model_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the network from a checkpoint alone; returns ``(network in eval mode, metadata)``."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a brain-tumor checkpoint")
+    network = build_network(payload["architecture"], len(payload["class_names"]))
+    for m in network.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eps = payload["bn_eps"]
+    network.load_state_dict(payload["state_dict"])
+    meta = {k: v for k, v in payload.items() if k != "state_dict"}
+    return network.eval(), meta

@@ -1,0 +1,120 @@
+"""One training run: data -> model -> Lightning fit -> best self-describing checkpoint."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from brain_tumor.config import RunConfig, to_dict
+from brain_tumor.data.cache import cached_images
+from brain_tumor.data.datamodule import SliceDataModule
+from brain_tumor.data.manifest import CLASS_NAMES, Record, load_records
+from brain_tumor.data.splits import Split, load_or_make_paper_split
+from brain_tumor.model import FreezeReport, build_classifier, freeze_first_keras_layers, preprocessing_for
+from brain_tumor.training.callbacks import EpochTimer
+from brain_tumor.training.checkpoint import architecture_for, save_model_checkpoint
+from brain_tumor.training.module import SliceClassifier
+from brain_tumor.transforms import train_preset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedData:
+    """Decoded images of the readable records, their labels, and the split over them."""
+
+    records: list[Record]
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: list[str]
+    split: Split
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """Where the best model is and what training cost."""
+
+    checkpoint: Path
+    freeze: FreezeReport
+    epochs: int
+    best_epoch: int
+
+
+def load_data(root: str, image_size: int, cache_dir: str | None) -> tuple[list[Record], torch.Tensor, torch.Tensor]:
+    """Records, decoded uint8 images and integer labels (unreadable files reported and dropped)."""
+    records = load_records(root)
+    images, kept = cached_images(records, image_size, cache_dir)
+    records = [records[i] for i in kept]
+    labels = torch.tensor([CLASS_NAMES.index(r.label) for r in records])
+    return records, images, labels
+
+
+def prepare_data(config: RunConfig, split_path: Path) -> PreparedData:
+    """Load the data and the paper split (made once, saved at ``split_path`` and reused)."""
+    records, images, labels = load_data(config.data.root, config.data.image_size, config.data.cache_dir)
+    split = load_or_make_paper_split(split_path, [r.label for r in records], config.data.seed,
+                                     config.data.val_fraction)
+    return PreparedData(records, images, labels, list(CLASS_NAMES), split)
+
+
+def build_module(config: RunConfig, class_names: list[str],
+                 train_labels: torch.Tensor) -> tuple[SliceClassifier, FreezeReport]:
+    """The classifier with its first ``freeze_layers`` Keras layers frozen."""
+    network = build_classifier(config.model.weights, len(class_names), config.model.weights_path,
+                               config.model.bn_momentum)
+    report = freeze_first_keras_layers(network, config.model.freeze_layers)
+    weights = None
+    if config.train.class_weighted_loss:
+        counts = torch.bincount(train_labels, minlength=len(class_names)).float()
+        weights = counts.sum() / (len(class_names) * counts)
+    module = SliceClassifier(network, preprocessing_for(config.model.weights, config.data.image_size),
+                             lr=config.train.lr, weight_decay=config.train.weight_decay,
+                             plateau_factor=config.train.plateau_factor,
+                             plateau_patience=config.train.plateau_patience,
+                             class_weights=weights, channels_last=config.train.channels_last)
+    return module, report
+
+
+def make_trainer(config: RunConfig, run_dir: Path, work_dir: Path) -> tuple[L.Trainer, ModelCheckpoint]:
+    """Trainer with checkpointing, early stopping, LR monitor, epoch timing, CSV + TensorBoard."""
+    best = ModelCheckpoint(dirpath=work_dir, filename="best", monitor="val_loss", mode="min",
+                           save_last=True)
+    callbacks = [best, EarlyStopping("val_loss", patience=config.train.early_stop_patience),
+                 LearningRateMonitor("epoch"), EpochTimer()]
+    loggers = [CSVLogger(run_dir, name="logs", version=""),
+               TensorBoardLogger(work_dir, name="tensorboard", version="")]
+    trainer = L.Trainer(max_epochs=config.train.max_epochs, accelerator=config.train.accelerator,
+                        devices=config.train.devices, precision=config.train.precision,  # type: ignore[arg-type]
+                        callbacks=callbacks, logger=loggers, deterministic=False,
+                        log_every_n_steps=10, num_sanity_val_steps=0)
+    return trainer, best
+
+
+def fit(config: RunConfig, data: PreparedData, run_dir: Path, work_dir: Path) -> FitResult:
+    """Train (resuming from ``work_dir/last.ckpt`` if present) and export the best model."""
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    L.seed_everything(config.train.seed, workers=True)
+    module, report = build_module(config, data.class_names, data.labels[data.split.train])
+    datamodule = SliceDataModule(data.images, data.labels, data.split, train_preset(config.data.augmentation),
+                                 config.data.batch_size, config.data.num_workers,
+                                 config.data.oversample, config.train.seed)
+    trainer, best = make_trainer(config, run_dir, work_dir)
+    last = work_dir / "last.ckpt"
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
+    best_path = Path(best.best_model_path) if best.best_model_path else last
+    state = torch.load(best_path, map_location="cpu", weights_only=False)
+    module.load_state_dict(state["state_dict"])
+    best_epoch = int(state["epoch"])
+    out = save_model_checkpoint(
+        work_dir / "model.pt", module.network, architecture=architecture_for(config.model.weights),
+        class_names=data.class_names, preprocessing=preprocessing_for(config.model.weights, config.data.image_size),
+        config=to_dict(config), epoch=best_epoch,
+        metrics={"val_loss": float(best.best_model_score or float("nan"))})
+    return FitResult(out, report, trainer.current_epoch, best_epoch)

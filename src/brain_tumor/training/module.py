@@ -1,0 +1,76 @@
+"""The LightningModule: forward, loss, optimiser and LR schedule; nothing about data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from brain_tumor.model import Preprocessing, set_frozen_batchnorm_eval
+from brain_tumor.transforms import Normalize
+
+
+class SliceClassifier(L.LightningModule):
+    """Cross-entropy fine-tuning of a classifier with Adam and ReduceLROnPlateau.
+
+    Args:
+        network: the classifier (its frozen parameters already have ``requires_grad=False``).
+        preprocessing: normalisation of the network's weights.
+        lr, weight_decay: Adam settings.
+        plateau_factor, plateau_patience: ReduceLROnPlateau on validation loss.
+        class_weights: optional per-class loss weights (class imbalance).
+        channels_last: run convolutions in channels-last memory format.
+    """
+
+    def __init__(self, network: nn.Module, preprocessing: Preprocessing, lr: float = 1e-4,
+                 weight_decay: float = 0.0, plateau_factor: float = 0.2, plateau_patience: int = 1,
+                 class_weights: torch.Tensor | None = None, channels_last: bool = True) -> None:
+        super().__init__()
+        self.network = network.to(memory_format=torch.channels_last) if channels_last else network
+        self.normalize = Normalize(preprocessing)
+        self.lr, self.weight_decay = lr, weight_decay
+        self.plateau_factor, self.plateau_patience = plateau_factor, plateau_patience
+        self.channels_last = channels_last
+        self.loss_fn = nn.CrossEntropyLoss(weight=class_weights)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(images)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.network(x)
+
+    def train(self, mode: bool = True) -> SliceClassifier:
+        super().train(mode)
+        if mode:  # frozen BatchNorm stays in inference mode, as in tf.keras
+            set_frozen_batchnorm_eval(self.network)
+        return self
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = self.loss_fn(logits, labels)
+        acc = (logits.argmax(1) == labels).float().mean()
+        on_step = stage == "train"
+        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        self.log(f"{stage}_acc", acc, on_step=False, on_epoch=True, prog_bar=on_step or stage == "val",
+                 batch_size=len(labels))
+        return loss
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self(batch[0]).float()
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=self.plateau_factor, patience=self.plateau_patience)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss", "interval": "epoch"}}
