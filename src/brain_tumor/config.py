@@ -85,8 +85,8 @@ class RunConfig:
         return self
 
 
-def _coerce(value: str, current: Any) -> Any:
-    if value.lower() in ("none", "null"):
+def _coerce(value: str, current: Any, optional: bool) -> Any:
+    if optional and value.lower() in ("none", "null"):
         return None
     if isinstance(current, bool):
         return value.lower() in ("1", "true", "yes", "on")
@@ -110,7 +110,8 @@ def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
         section = getattr(config, section_name, None)
         if section is None or not hasattr(section, name):
             raise ValueError(f"override {item!r}: no setting {key}")
-        section = dataclasses.replace(section, **{name: _coerce(value, getattr(section, name))})
+        optional = "None" in str({f.name: f.type for f in dataclasses.fields(section)}[name])
+        section = dataclasses.replace(section, **{name: _coerce(value, getattr(section, name), optional)})
         config = dataclasses.replace(config, **{section_name: section})
     return config.validate()
 

@@ -1,0 +1,39 @@
+"""Shared fixtures: synthetic slices and the optional real shared folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from brain_tumor.config import SHARED
+
+DATA = SHARED / "data" / "figshare-cheng2015"
+WEIGHTS = SHARED / "weights" / "resnet50-keras-imagenet"
+LAYERS_TSV = SHARED / "reference" / "keras_resnet50_layers.tsv"
+
+needs_data = pytest.mark.skipif(not (DATA / "manifest.csv").is_file(), reason="shared dataset absent")
+needs_weights = pytest.mark.skipif(not (WEIGHTS / "model.json").is_file(), reason="shared weights absent")
+
+
+def synthetic_slice(rng: np.random.Generator, label: int, size: int = 48) -> np.ndarray:
+    """A dark 'head' disc with a bright blob whose position depends on the class."""
+    yy, xx = np.mgrid[:size, :size] / size
+    image = 60 * ((yy - 0.5) ** 2 + (xx - 0.5) ** 2 < 0.16)
+    cy, cx = [(0.35, 0.35), (0.5, 0.7), (0.7, 0.4)][label]
+    image = image + 180 * ((yy - cy) ** 2 + (xx - cx) ** 2 < 0.01)
+    return np.clip(image + rng.normal(0, 8, image.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def class_folder_dataset(tmp_path: Path) -> Path:
+    """``glioma_tumor/``, ``Meningioma/``, ``pituitary/`` with 12 synthetic PNGs each."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "folders"
+    for label, folder in enumerate(["glioma_tumor", "Meningioma", "pituitary"]):
+        (root / folder).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(synthetic_slice(rng, label)).save(root / folder / f"{i}.png")
+    return root

@@ -1,0 +1,50 @@
+"""The CLI end to end on a tiny synthetic dataset (CPU, 32 px, one epoch)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from typer.testing import CliRunner
+
+from brain_tumor.cli import app
+from brain_tumor.training.checkpoint import load_model_checkpoint
+
+runner = CliRunner()
+
+
+def test_train_then_evaluate(class_folder_dataset: Path, tmp_path: Path) -> None:
+    results, work = tmp_path / "results", tmp_path / "runs"
+    settings = [f"data.root={class_folder_dataset}", "data.image_size=32", "data.batch_size=8",
+                f"data.cache_dir={tmp_path / 'cache'}", "model.weights=none", "train.max_epochs=2",
+                "data.val_fraction=0.2"]
+    args = ["train", "--results-dir", str(results), "--work-dir", str(work)]
+    for s in settings:
+        args += ["--set", s]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((results / "metrics.json").read_text())
+    assert metrics["n_test"] == 3 * round(0.2 * 12) and metrics["frozen_parameters"] == 171_328
+    assert set(metrics["recall"]) == {"glioma", "meningioma", "pituitary"}
+    assert (results / "figures" / "confusion_matrix.png").is_file()
+    network, meta = load_model_checkpoint(work / "model.pt")
+    assert meta["class_names"] == ["glioma", "meningioma", "pituitary"] and meta["architecture"] == "resnet50-v1"
+    assert meta["config"]["model"]["freeze_layers"] == 30
+    payload = torch.load(work / "model.pt", weights_only=True)  # safe loading works
+    assert payload["preprocessing"]["image_size"] == 32
+
+    evaluated = runner.invoke(app, ["evaluate", str(work / "model.pt"), "--split", str(results / "split.json"),
+                                    "--output", str(tmp_path / "eval")])
+    assert evaluated.exit_code == 0, evaluated.output
+    again = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert again["accuracy"] == metrics["accuracy"]
+
+
+def test_bad_input_is_one_line(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["train", "--set", f"data.root={tmp_path / 'missing'}"])
+    assert result.exit_code == 2 and "not a folder" in result.output
+    result = runner.invoke(app, ["prepare", str(tmp_path), str(tmp_path / "out")])
+    assert result.exit_code == 2 and "no figshare N.mat files" in result.output
+    result = runner.invoke(app, ["train", "--set", "train.lr=-1"])
+    assert result.exit_code == 2 and "train.lr" in result.output
