@@ -37,3 +37,21 @@ def class_folder_dataset(tmp_path: Path) -> Path:
         for i in range(12):
             Image.fromarray(synthetic_slice(rng, label)).save(root / folder / f"{i}.png")
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained 3-class ResNet-50 (v1 layout) checkpoint at 64 px, written as train does."""
+    import torch
+
+    from brain_tumor.config import RunConfig, to_dict
+    from brain_tumor.model import build_classifier, preprocessing_for
+    from brain_tumor.training.checkpoint import save_model_checkpoint
+
+    torch.manual_seed(0)
+    network = build_classifier("none", 3).eval()
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    return save_model_checkpoint(path, network, architecture="resnet50-v1",
+                                 class_names=["glioma", "meningioma", "pituitary"],
+                                 preprocessing=preprocessing_for("keras", 64), config=to_dict(RunConfig()),
+                                 epoch=0, metrics={})

@@ -48,3 +48,20 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "no figshare N.mat files" in result.output
     result = runner.invoke(app, ["train", "--set", "train.lr=-1"])
     assert result.exit_code == 2 and "train.lr" in result.output
+
+
+def test_predict_reports_bad_files_and_exit_code(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from tests.test_imageio import bad_files
+
+    bad = bad_files(tmp_path)
+    result = runner.invoke(app, ["predict", str(tmp_path / "good.jpg"), str(bad["truncated"]), str(bad["text"]),
+                                 "--checkpoint", str(tiny_checkpoint), "--csv", str(tmp_path / "p.csv"),
+                                 "--cam-dir", str(tmp_path / "cams")])
+    assert result.exit_code == 1
+    assert "1 predicted, 2 failed" in result.output
+    assert (tmp_path / "p.csv").read_text().count("\n") == 4
+    assert (tmp_path / "cams" / "good_gradcam.png").is_file()
+    ok = runner.invoke(app, ["predict", str(tmp_path / "good.jpg"), "--checkpoint", str(tiny_checkpoint)])
+    assert ok.exit_code == 0
+    missing = runner.invoke(app, ["predict", "x.png", "--checkpoint", str(tmp_path / "nope.pt")])
+    assert missing.exit_code == 2 and "cannot load checkpoint" in missing.output

@@ -118,3 +118,136 @@ def evaluate(
     metrics, _, _ = evaluate_checkpoint(checkpoint, images, labels, load_split(split).test)
     write_json(metrics, output / "metrics.json")
     typer.echo(f"accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f} -> {output / 'metrics.json'}")
+
+
+CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", "-m", help="A model.pt written by train/reproduce.")]
+
+
+def _load_predictor(checkpoint: Path):  # type: ignore[no-untyped-def]
+    from brain_tumor.inference import Predictor
+
+    try:
+        return Predictor.from_checkpoint(checkpoint)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        _fail(f"{checkpoint}: cannot load checkpoint ({str(exc).splitlines()[0] if str(exc) else exc})")
+
+
+@app.command()
+def predict(
+    paths: Annotated[list[Path], typer.Argument(help="Files (JPG/PNG/DICOM/.mat) and folders.")],
+    checkpoint: CheckpointOpt,
+    csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Write predictions as CSV.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write predictions as JSON.")] = None,
+    cam_dir: Annotated[Optional[Path], typer.Option(help="Also write Grad-CAM overlays here.")] = None,
+) -> None:
+    """Predict slices; bad files get one error line each, the rest go on. Exit 1 if any failed."""
+    import csv
+    import json
+
+    predictor = _load_predictor(checkpoint)
+    rows, n_failed = [], 0
+    for p in predictor.predict_files(paths):
+        if p.error:
+            n_failed += 1
+            typer.secho(f"error: {p.error}", fg=typer.colors.RED, err=True)
+        else:
+            flag = "  REFER" if p.refer else ""
+            typer.echo(f"{p.source}\t{p.predicted}\t{p.confidence:.3f}{flag}")
+            if cam_dir is not None:
+                _write_overlay(predictor, Path(p.source.split("#frame")[0]), cam_dir)
+        rows.append(p.row())
+    if csv_out and rows:
+        fields = sorted({k for r in rows for k in r}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
+        with csv_out.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+    if json_out:
+        json_out.write_text(json.dumps(rows, indent=2))
+    typer.echo(f"{len(rows) - n_failed} predicted, {n_failed} failed")
+    raise typer.Exit(1 if n_failed else 0)
+
+
+def _write_overlay(predictor, path: Path, out_dir: Path) -> Path:  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    from brain_tumor.data.imageio import read_slice
+    from brain_tumor.explain.gradcam import grad_cam, overlay
+
+    image = predictor.to_tensor(read_slice(path))
+    cam = grad_cam(predictor.network, predictor.normalize, image[None])[0]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{path.stem}_gradcam.png"
+    Image.fromarray(overlay(image[0].numpy(), cam)).save(target)
+    return target
+
+
+@app.command()
+def explain(
+    paths: Annotated[list[Path], typer.Argument(help="Files and folders to explain.")],
+    checkpoint: CheckpointOpt,
+    output: Annotated[Path, typer.Option(help="Folder for the overlays.")] = Path("gradcam"),
+) -> None:
+    """Write Grad-CAM overlays (last ResNet stage, predicted class) for each slice."""
+    from brain_tumor.data.imageio import ImageReadError
+    from brain_tumor.inference import expand_inputs
+
+    predictor = _load_predictor(checkpoint)
+    n_failed = 0
+    for path in expand_inputs(paths):
+        try:
+            typer.echo(f"{path} -> {_write_overlay(predictor, path, output)}")
+        except ImageReadError as exc:
+            n_failed += 1
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(1 if n_failed else 0)
+
+
+@app.command()
+def trust(
+    run_dir: Annotated[Path, typer.Option(help="The run's results folder.")] = Path("results/paper-split/freeze-15"),
+    checkpoint: Annotated[Path, typer.Option(help="The run's model.pt.")] = Path("runs/paper-split/freeze-15/model.pt"),
+    split: Annotated[Optional[Path], typer.Option(help="split.json (default: beside the run folder).")] = None,
+    target_risk: Annotated[float, typer.Option(help="Error rate allowed among answered cases.")] = 0.02,
+    tolerance_px: Annotated[int, typer.Option(help="Pointing-game tolerance around the box.")] = 15,
+) -> None:
+    """Calibrate (temperature on validation), choose the refer threshold, score Grad-CAM against
+    tumour boxes on test, store calibration in the checkpoint and write the model card."""
+    import torch
+
+    from brain_tumor.data.splits import load_split
+    from brain_tumor.evaluation.trust import run_trust
+    from brain_tumor.training.fit import load_data
+
+    meta = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    data_cfg = meta["config"]["data"]
+    records, images, labels = load_data(data_cfg["root"], meta["preprocessing"]["image_size"], data_cfg["cache_dir"])
+    s = load_split(split or run_dir.parent / "split.json")
+    result = run_trust(checkpoint, run_dir, images, labels, [r.box for r in records], s.val, s.test,
+                       target_risk, tolerance_px)
+    c, loc = result["calibration"], result["localisation"]
+    typer.echo(f"T={c['temperature']:.3f} ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}; "
+               f"referred {c['test_referred_rate']:.1%}; pointing game {loc['pointing_game']:.1%}")
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="A model.pt.")],
+    output: Annotated[Path, typer.Option(help="ONNX file to write.")] = Path("model.onnx"),
+) -> None:
+    """Export to ONNX (normalisation inside) and check parity with PyTorch."""
+    import numpy as np
+    import torch
+
+    from brain_tumor.export import OnnxPredictor, export_onnx
+
+    predictor = _load_predictor(checkpoint)
+    export_onnx(checkpoint, output)
+    size = predictor.preprocessing.image_size
+    x = torch.randint(0, 256, (4, 1, size, size), dtype=torch.uint8)
+    ours = predictor.logits(x).softmax(1).numpy()
+    theirs = torch.from_numpy(OnnxPredictor(output).logits(x.numpy())).softmax(1).numpy()
+    diff = float(np.abs(ours - theirs).max())
+    typer.echo(f"wrote {output}; max |p_torch - p_onnx| = {diff:.2e}")
+    if diff > 1e-4:
+        _fail(f"ONNX parity failed ({diff:.2e} > 1e-4)")

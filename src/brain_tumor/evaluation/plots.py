@@ -79,3 +79,53 @@ def plot_image_grid(images: list[np.ndarray], titles: list[str], path: Path, col
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+def plot_reliability(before: tuple[np.ndarray, np.ndarray, np.ndarray], after: tuple[np.ndarray, np.ndarray, np.ndarray],
+                     ece_before: float, ece_after: float, path: Path) -> Path:
+    """Reliability diagrams ``(confidence, accuracy, count)`` per bin, before/after scaling."""
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.8), sharey=True)
+    for ax, (conf, acc, count), name, ece in zip(axes, (before, after), ("before", "after"), (ece_before, ece_after)):
+        used = count > 0
+        edges = np.linspace(0, 1, len(count) + 1)
+        ax.bar(edges[:-1][used], acc[used], width=1 / len(count), align="edge", alpha=0.7,
+               edgecolor="k", label="accuracy")
+        ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+        ax.scatter(conf[used], acc[used], s=12, color="C3", label="bin mean confidence", zorder=3)
+        ax.set_title(f"{name} temperature scaling (ECE {ece:.4f})")
+        ax.set_xlabel("confidence")
+    axes[0].set_ylabel("accuracy")
+    axes[0].legend(fontsize=8, loc="upper left")
+    return _save(fig, path)
+
+
+def plot_risk_coverage(coverage: np.ndarray, risk: np.ndarray, chosen: tuple[float, float], path: Path,
+                       target: float) -> Path:
+    """Error rate of answered cases against the share answered; the chosen operating point marked."""
+    fig, ax = plt.subplots(figsize=(4.8, 3.8))
+    ax.plot(coverage, risk, label="test set")
+    ax.scatter([chosen[0]], [chosen[1]], color="C3", zorder=3, label="threshold from validation")
+    ax.axhline(target, color="k", ls=":", lw=0.8, label=f"target error {target:.0%}")
+    ax.set_xlabel("coverage (share answered)")
+    ax.set_ylabel("error rate among answered")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_overlay_grid(overlays: list[np.ndarray], titles: list[str], boxes: list[tuple[float, float, float, float]],
+                      path: Path, columns: int = 6, title: str = "") -> Path:
+    """RGB overlays with the tumour box drawn."""
+    rows = max(1, int(np.ceil(len(overlays) / columns)))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 2.0 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, image, caption, (cx, cy, bw, bh) in zip(axes.ravel(), overlays, titles, boxes):
+        h, w = image.shape[:2]
+        ax.imshow(image)
+        ax.add_patch(plt.Rectangle(((cx - bw / 2) * w, (cy - bh / 2) * h), bw * w, bh * h,
+                                   fill=False, edgecolor="white", lw=1))
+        ax.set_title(caption, fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)

@@ -70,3 +70,14 @@ def load_model_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     network.load_state_dict(payload["state_dict"])
     meta = {k: v for k, v in payload.items() if k != "state_dict"}
     return network.eval(), meta
+
+
+def set_checkpoint_calibration(path: str | Path, calibration: dict[str, float]) -> None:
+    """Store temperature and referral threshold inside a checkpoint (atomic rewrite)."""
+    path = Path(path)
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload["calibration"] = {k: float(v) for k, v in calibration.items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    torch.save(payload, tmp)
+    os.replace(tmp, path)

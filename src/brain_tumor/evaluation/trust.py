@@ -1,0 +1,111 @@
+"""Calibration, abstention and Grad-CAM localisation of a trained run, plus its model card."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from brain_tumor.evaluation import calibration as cal
+from brain_tumor.evaluation.plots import plot_overlay_grid, plot_reliability, plot_risk_coverage
+from brain_tumor.explain.gradcam import grad_cam, overlay
+from brain_tumor.explain.localisation import energy_in_box, pointing_hit
+from brain_tumor.inference import Predictor
+
+
+def calibration_report(val_logits: np.ndarray, val_labels: np.ndarray, test_logits: np.ndarray,
+                       test_labels: np.ndarray, target_risk: float, out_dir: Path) -> dict[str, Any]:
+    """Fit T and the referral threshold on validation; measure ECE and abstention on test."""
+    temperature = cal.fit_temperature(val_logits, val_labels)
+    before, after = cal.softmax(test_logits), cal.softmax(test_logits, temperature)
+    ece_before, ece_after = (cal.expected_calibration_error(p, test_labels) for p in (before, after))
+    val_probs = cal.softmax(val_logits, temperature)
+    threshold = cal.threshold_for_risk(val_probs.max(1), val_probs.argmax(1) == val_labels, target_risk)
+    conf, correct = after.max(1), after.argmax(1) == test_labels
+    answered = conf >= threshold
+    _, coverage, risk = cal.risk_coverage(conf, correct)
+    plot_reliability(_rel(before, test_labels), _rel(after, test_labels), ece_before, ece_after,
+                     out_dir / "reliability.png")
+    risk_answered = float(1 - correct[answered].mean()) if answered.any() else 0.0
+    plot_risk_coverage(coverage, risk, (float(answered.mean()), risk_answered), out_dir / "risk_coverage.png",
+                       target_risk)
+    return {"temperature": temperature, "ece_before": ece_before, "ece_after": ece_after,
+            "nll_before": _nll(before, test_labels), "nll_after": _nll(after, test_labels),
+            "target_risk": target_risk, "refer_threshold": threshold,
+            "test_referred_rate": float(1 - answered.mean()), "test_error_answered": risk_answered,
+            "test_error_all": float(1 - correct.mean())}
+
+
+def _rel(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r = cal.reliability(probs, labels)
+    return r.confidence, r.accuracy, r.count
+
+
+def _nll(probs: np.ndarray, labels: np.ndarray) -> float:
+    return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1)).mean())
+
+
+def localisation_report(predictor: Predictor, images: torch.Tensor, labels: np.ndarray,
+                        boxes: list[tuple[float, float, float, float] | None], out_dir: Path,
+                        tolerance_px: int = 15, batch_size: int = 16) -> dict[str, Any]:
+    """Pointing game and energy-in-box on correctly classified slices, per class; a gallery."""
+    cams, preds = [], []
+    for start in tqdm(range(0, len(images), batch_size), desc="grad-cam"):
+        batch = images[start:start + batch_size]
+        preds.append(predictor.logits(batch).argmax(1).numpy())
+        cams.append(grad_cam(predictor.network, predictor.normalize, batch))
+    cam, pred = np.concatenate(cams), np.concatenate(preds)
+    keep = [i for i in range(len(labels)) if boxes[i] is not None and pred[i] == labels[i]]
+    hits = np.array([pointing_hit(cam[i], boxes[i], tolerance_px) for i in keep])  # type: ignore[arg-type]
+    energy = np.array([energy_in_box(cam[i], boxes[i]) for i in keep])  # type: ignore[arg-type]
+    kept_labels = labels[keep]
+    per_class = {}
+    for k, name in enumerate(predictor.class_names):
+        sel = kept_labels == k
+        per_class[name] = {"n": int(sel.sum()), "pointing_game": float(hits[sel].mean()) if sel.any() else None,
+                           "energy_in_box": float(energy[sel].mean()) if sel.any() else None}
+    order = np.argsort(energy)
+    picks = [keep[i] for i in order[-6:][::-1]] + [keep[i] for i in order[:6]]
+    titles = [f"{predictor.class_names[labels[i]]} E={energy[keep.index(i)]:.2f}" for i in picks]
+    plot_overlay_grid([overlay(images[i, 0].numpy(), cam[i]) for i in picks], titles,
+                      [boxes[i] for i in picks], out_dir / "gradcam_gallery.png",  # type: ignore[misc]
+                      title="Grad-CAM: 6 best (top) and 6 worst (bottom) energy-in-box, correct slices")
+    return {"tolerance_px": tolerance_px, "n_correct_with_box": len(keep),
+            "pointing_game": float(hits.mean()) if len(hits) else None,
+            "energy_in_box": float(energy.mean()) if len(energy) else None, "per_class": per_class}
+
+
+def run_trust(checkpoint: Path, run_dir: Path, images: torch.Tensor, labels: torch.Tensor,
+              boxes: list[tuple[float, float, float, float] | None], val: list[int], test: list[int],
+              target_risk: float = 0.02, tolerance_px: int = 15) -> dict[str, Any]:
+    """Calibrate and choose the referral threshold on ``val``; measure on ``test``; Grad-CAM;
+    store calibration in the checkpoint; write ``trust.json`` and ``model_card.md``."""
+    import json
+
+    from brain_tumor.evaluation.model_card import model_card
+    from brain_tumor.evaluation.run_eval import write_json
+    from brain_tumor.training.checkpoint import set_checkpoint_calibration
+
+    predictor = Predictor.from_checkpoint(checkpoint)
+    out_dir = run_dir / "trust"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    y = labels.numpy()
+    val_logits = np.concatenate([predictor.logits(images[val][i:i + 64]).numpy() for i in range(0, len(val), 64)])
+    test_logits = np.concatenate([predictor.logits(images[test][i:i + 64]).numpy() for i in range(0, len(test), 64)])
+    calibration = calibration_report(val_logits, y[val], test_logits, y[test], target_risk, out_dir)
+    localisation = localisation_report(predictor, images[test], y[test], [boxes[i] for i in test], out_dir,
+                                       tolerance_px)
+    trust = {"calibration": calibration, "localisation": localisation}
+    write_json(trust, out_dir / "trust.json")
+    set_checkpoint_calibration(checkpoint, {"temperature": calibration["temperature"],
+                                            "refer_threshold": calibration["refer_threshold"],
+                                            "target_risk": target_risk})
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.is_file():
+        metrics = json.loads(metrics_path.read_text())
+        metrics["image_size"] = predictor.preprocessing.image_size
+        (out_dir / "model_card.md").write_text(model_card(run_dir.name, metrics, trust))
+    return trust

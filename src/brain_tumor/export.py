@@ -1,0 +1,53 @@
+"""ONNX export of a checkpoint (normalisation included) and ONNX Runtime inference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from brain_tumor.inference import Predictor
+from brain_tumor.transforms import Normalize
+
+
+class ExportWrapper(nn.Module):
+    """float ``[B, 1, S, S]`` in [0, 1] -> logits, with the weights' normalisation inside."""
+
+    def __init__(self, network: nn.Module, normalize: Normalize) -> None:
+        super().__init__()
+        self.network, self.normalize = network, normalize
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(self.normalize(x))
+
+
+def export_onnx(checkpoint: str | Path, output: str | Path, opset: int = 17) -> Path:
+    """Write an ONNX model with a dynamic batch axis; input ``image`` float [B, 1, S, S] in [0, 1]."""
+    predictor = Predictor.from_checkpoint(checkpoint)
+    wrapper = ExportWrapper(predictor.network, predictor.normalize).eval()
+    size = predictor.preprocessing.image_size
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(wrapper, (torch.rand(1, 1, size, size),), str(output), input_names=["image"],
+                      output_names=["logits"], dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+                      opset_version=opset, dynamo=False)
+    return output
+
+
+class OnnxPredictor:
+    """ONNX Runtime session over an exported model."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def logits(self, images_uint8: np.ndarray) -> np.ndarray:
+        """Logits for uint8 ``[B, 1, S, S]``."""
+        x = images_uint8.astype(np.float32) / 255.0
+        return np.asarray(self.session.run(["logits"], {"image": x})[0])

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from brain_tumor.inference import Predictor
+from tests.conftest import DATA, needs_data, synthetic_slice
+from tests.test_imageio import _dicom, bad_files
+
+
+def test_predict_array(tiny_checkpoint: Path) -> None:
+    predictor = Predictor.from_checkpoint(tiny_checkpoint)
+    p = predictor.predict(synthetic_slice(np.random.default_rng(0), 1, 80) / 255.0)
+    assert set(p.probabilities) == {"glioma", "meningioma", "pituitary"}
+    assert sum(p.probabilities.values()) == pytest.approx(1, abs=1e-5)
+    assert p.predicted == max(p.probabilities, key=p.probabilities.get)  # type: ignore[arg-type]
+    assert p.calibrated is False and p.refer is False
+
+
+def test_batch_goes_on_past_bad_files(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    bad = bad_files(tmp_path)
+    good = tmp_path / "good.jpg"  # written by bad_files
+    predictions = list(Predictor.from_checkpoint(tiny_checkpoint).predict_files([*bad.values(), good]))
+    assert len(predictions) == len(bad) + 1
+    assert [p.error is None for p in predictions] == [False] * len(bad) + [True]
+    assert all("\n" not in (p.error or "") for p in predictions)
+
+
+def test_multiframe_dicom_is_predicted_per_frame(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    path = _dicom(tmp_path / "multi.dcm", np.zeros((64, 64), np.uint16))
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    frames = (np.arange(3 * 64 * 64) % 500).astype(np.uint16).reshape(3, 64, 64)
+    ds.NumberOfFrames = 3
+    ds.PixelData = frames.tobytes()
+    ds.save_as(path)
+    sources = [p.source for p in Predictor.from_checkpoint(tiny_checkpoint).predict_files([path])]
+    assert sources == [f"{path}#frame{i}" for i in range(3)]
+
+
+def test_calibration_in_checkpoint_sets_refer(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from brain_tumor.training.checkpoint import set_checkpoint_calibration
+
+    ckpt = Path(shutil.copy(tiny_checkpoint, tmp_path / "m.pt"))
+    set_checkpoint_calibration(ckpt, {"temperature": 2.0, "refer_threshold": 1.01})
+    predictor = Predictor.from_checkpoint(ckpt)
+    p = predictor.predict(np.full((64, 64), 0.5, np.float32))
+    assert predictor.temperature == 2.0 and p.calibrated and p.refer
+    assert p.confidence <= max(p.probabilities.values())  # T > 1 softens
+
+
+@needs_data
+def test_real_slices_from_every_class(tiny_checkpoint: Path) -> None:
+    files = [DATA / "glioma" / "1841.jpg", DATA / "meningioma" / "1.jpg"]
+    predictions = list(Predictor.from_checkpoint(tiny_checkpoint).predict_files(files))
+    assert all(p.error is None for p in predictions)
+    assert Image.open(files[0]).size == (512, 512)
