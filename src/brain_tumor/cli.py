@@ -251,3 +251,22 @@ def export(
     typer.echo(f"wrote {output}; max |p_torch - p_onnx| = {diff:.2e}")
     if diff > 1e-4:
         _fail(f"ONNX parity failed ({diff:.2e} > 1e-4)")
+
+
+@app.command()
+def serve(
+    checkpoint: CheckpointOpt,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    max_upload_mb: Annotated[int, typer.Option(help="Largest accepted upload.")] = 20,
+    cors_origin: Annotated[Optional[list[str]], typer.Option(help="Allow this browser origin; repeatable.")] = None,
+    model_card: Annotated[Optional[Path], typer.Option(help="model_card.md shown by GET /model.")] = None,
+) -> None:
+    """Serve the model over HTTP with a web page at /."""
+    import uvicorn
+
+    from brain_tumor.serve.app import ServiceSettings, create_app
+
+    _load_predictor(checkpoint)  # fail early, in one line
+    settings = ServiceSettings(checkpoint, max_upload_mb * 1024 * 1024, tuple(cors_origin or ()), model_card)
+    uvicorn.run(create_app(settings), host=host, port=port)

@@ -33,6 +33,13 @@ def to_unit_range(array: np.ndarray) -> np.ndarray:
 
 
 def _read_pil(path: Path) -> np.ndarray:
+    try:
+        return _decode_pil(path)
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise ImageReadError(f"{path}: image too large (over {MAX_PIXELS:,} pixels; decompression bomb?)") from exc
+
+
+def _decode_pil(path: Path) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(path) as img:

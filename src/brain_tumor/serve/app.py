@@ -1,0 +1,145 @@
+"""FastAPI app: POST /predict, GET /health, GET /model, and the page at /."""
+
+from __future__ import annotations
+
+import base64
+import io
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse
+from PIL import Image
+
+from brain_tumor.data.imageio import ImageReadError, read_slice
+from brain_tumor.explain.gradcam import grad_cam, overlay
+from brain_tumor.inference import Predictor
+
+STATIC = Path(__file__).parent / "static"
+NOTICE = "Research use only. Not a medical device and not for diagnosis."
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """What the service loads and what it accepts."""
+
+    checkpoint: Path
+    max_upload_bytes: int = 20 * 1024 * 1024
+    cors_origins: tuple[str, ...] = ()
+    model_card: Path | None = None
+
+
+def sniff_suffix(head: bytes) -> str | None:
+    """File type from magic bytes (never from the client's file name)."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return ".jpg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return ".png"
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return ".dcm"
+    if head.startswith(b"MATLAB 7.3") or head[512:520] == b"\x89HDF\r\n\x1a\n" or head.startswith(b"\x89HDF"):
+        return ".mat"
+    return None
+
+
+def _png_base64(array: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+class Service:
+    """The loaded model; one lock, because Grad-CAM hooks the shared network."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self.predictor = Predictor.from_checkpoint(settings.checkpoint)
+        self.lock = threading.Lock()
+        import torch
+
+        self.meta = torch.load(settings.checkpoint, map_location="cpu", weights_only=True)
+        self.meta.pop("state_dict", None)
+
+    def analyse(self, data: bytes, suffix: str) -> dict[str, Any]:
+        """Read, predict and explain one uploaded slice."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"upload{suffix}"
+            path.write_bytes(data)
+            try:
+                image = read_slice(path)
+            except ImageReadError as exc:
+                raise HTTPException(422, str(exc).replace(str(path), "upload")) from exc
+        tensor = self.predictor.to_tensor(image)
+        with self.lock:
+            prediction = self.predictor.predict(image, source="upload")
+            cam = grad_cam(self.predictor.network, self.predictor.normalize, tensor[None])[0]
+        grey = tensor[0].numpy()
+        result = prediction.row()
+        result.pop("path")
+        result.pop("error")
+        result["probabilities"] = prediction.probabilities
+        result["image_png"] = _png_base64(grey)
+        result["overlay_png"] = _png_base64(overlay(grey, cam))
+        result["cam_png"] = _png_base64((255 * np.clip(cam, 0, 1)).astype(np.uint8))
+        result["notice"] = NOTICE
+        return result
+
+    def describe(self) -> dict[str, Any]:
+        """Classes, preprocessing, calibration, metrics and the model card."""
+        card = self.settings.model_card
+        return {"class_names": self.meta["class_names"], "architecture": self.meta["architecture"],
+                "preprocessing": self.meta["preprocessing"], "calibration": self.meta.get("calibration"),
+                "metrics": self.meta.get("metrics"), "epoch": self.meta.get("epoch"),
+                "model_card": card.read_text() if card and card.is_file() else None, "notice": NOTICE}
+
+
+def create_app(settings: ServiceSettings) -> FastAPI:
+    """Build the app; the model is loaded here, once."""
+    service = Service(settings)
+    app = FastAPI(title="brain-tumor", description="Brain-tumour MRI slice classification. " + NOTICE)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"])
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > settings.max_upload_bytes + 64 * 1024:
+            return JSONResponse({"detail": f"file larger than {settings.max_upload_bytes // (1024 * 1024)} MB"},
+                                status_code=413)
+        return await call_next(request)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:  # no stack traces out
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/model")
+    def model() -> dict[str, Any]:
+        return service.describe()
+
+    @app.post("/predict")
+    async def predict(file: UploadFile) -> dict[str, Any]:
+        data = await file.read(settings.max_upload_bytes + 1)
+        if len(data) > settings.max_upload_bytes:
+            raise HTTPException(413, f"file larger than {settings.max_upload_bytes // (1024 * 1024)} MB")
+        if not data:
+            raise HTTPException(422, "empty file")
+        suffix = sniff_suffix(data[:1024])
+        if suffix is None:
+            raise HTTPException(415, "unsupported file type: send JPG, PNG, DICOM or figshare .mat")
+        return await run_in_threadpool(service.analyse, data, suffix)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    return app

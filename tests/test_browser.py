@@ -1,0 +1,78 @@
+"""The page in a real browser: Playwright drives Debian's Chromium against a live server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import DATA, synthetic_slice
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not installed")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server(tiny_checkpoint: Path):  # type: ignore[no-untyped-def]
+    import uvicorn
+
+    from brain_tumor.serve.app import ServiceSettings, create_app
+
+    port = free_port()
+    config = uvicorn.Config(create_app(ServiceSettings(tiny_checkpoint)), host="127.0.0.1", port=port, log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/"
+    srv.should_exit = True
+    thread.join(5)
+
+
+def test_upload_shows_prediction_and_overlay(server: str, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    slice_path = DATA / "meningioma" / "1.jpg"
+    if not slice_path.is_file():
+        slice_path = tmp_path / "slice.png"
+        Image.fromarray(synthetic_slice(np.random.default_rng(0), 1, 256)).save(slice_path)
+    shots = Path(os.environ.get("BRAIN_TUMOR_SCREENSHOT_DIR", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1000, "height": 800})
+        page.goto(server)
+        assert "Not a medical device" in page.inner_text("#notice")
+        page.set_input_files("#file", str(slice_path))
+        page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+        predicted = page.inner_text("#predicted")
+        assert predicted in ("glioma", "meningioma", "pituitary")
+        assert page.locator(".bar").count() == 3
+        assert page.get_attribute("#overlay", "src").startswith("data:image/png;base64,")
+        assert page.evaluate("document.getElementById('overlay').naturalWidth") > 0
+        page.uncheck("#show-cam")
+        assert page.locator("#overlay").is_hidden()
+        page.check("#show-cam")
+        page.screenshot(path=str(shots / "browser.png"), full_page=True)
+        page.set_input_files("#file", str(Path(__file__)))  # a .py file: refused with a message
+        page.wait_for_selector("#error:not([hidden])", timeout=30_000)
+        assert "unsupported file type" in page.inner_text("#error")
+        browser.close()
+    assert (shots / "browser.png").stat().st_size > 10_000

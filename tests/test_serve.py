@@ -1,0 +1,74 @@
+"""The HTTP API, including each abuse case."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from brain_tumor.serve.app import ServiceSettings, create_app
+from tests.conftest import synthetic_slice
+from tests.test_imageio import _dicom
+
+
+@pytest.fixture(scope="module")
+def client(tiny_checkpoint: Path) -> TestClient:
+    return TestClient(create_app(ServiceSettings(tiny_checkpoint, max_upload_bytes=1024 * 1024)))
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_health_model_and_page(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    model = client.get("/model").json()
+    assert model["class_names"] == ["glioma", "meningioma", "pituitary"] and "diagnosis" in model["notice"]
+    page = client.get("/")
+    assert page.status_code == 200 and "Grad-CAM" in page.text and "http" not in page.text.split("<script>")[1]
+    assert "/predict" in client.get("/openapi.json").json()["paths"]
+
+
+def test_predict_png_and_dicom(client: TestClient, tmp_path: Path) -> None:
+    image = synthetic_slice(np.random.default_rng(0), 2, 128)
+    r = client.post("/predict", files={"file": ("../../etc/passwd", png_bytes(image), "image/png")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert abs(sum(body["probabilities"].values()) - 1) < 1e-5 and body["predicted"] in body["probabilities"]
+    assert {"confidence", "refer", "overlay_png", "image_png"} <= set(body)
+    dcm = _dicom(tmp_path / "a.dcm", image.astype(np.uint16) * 4)
+    assert client.post("/predict", files={"file": ("x.bin", dcm.read_bytes())}).status_code == 200
+
+
+@pytest.mark.parametrize("payload, status, message", [
+    (b"hello, I am text", 415, "unsupported file type"),
+    (b"", 422, "empty file"),
+    (b"\xff\xd8\xff\xe0" + b"\x00" * 100, 422, "cannot read"),
+    (b"\x89PNG\r\n\x1a\n" + b"\x00" * (1024 * 1024 + 10), 413, "larger than 1 MB"),
+])
+def test_abuse(client: TestClient, payload: bytes, status: int, message: str) -> None:
+    r = client.post("/predict", files={"file": ("x.jpg", payload, "image/jpeg")})
+    assert r.status_code == status and message in r.json()["detail"]
+    assert "Traceback" not in r.text and "/tmp" not in r.text
+
+
+def test_decompression_bomb_refused(client: TestClient) -> None:
+    buffer = io.BytesIO()
+    Image.new("1", (9000, 9000)).save(buffer, format="PNG")
+    assert len(buffer.getvalue()) < 1024 * 1024
+    r = client.post("/predict", files={"file": ("bomb.png", buffer.getvalue(), "image/png")})
+    assert r.status_code == 422 and "too large" in r.json()["detail"]
+
+
+def test_cors_closed_by_default(client: TestClient, tiny_checkpoint: Path) -> None:
+    headers = {"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "POST"}
+    assert "access-control-allow-origin" not in client.options("/predict", headers=headers).headers
+    opened = TestClient(create_app(ServiceSettings(tiny_checkpoint, cors_origins=("https://ok.example",))))
+    r = opened.options("/predict", headers={**headers, "Origin": "https://ok.example"})
+    assert r.headers.get("access-control-allow-origin") == "https://ok.example"
