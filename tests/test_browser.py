@@ -32,7 +32,8 @@ def server(tiny_checkpoint: Path):  # type: ignore[no-untyped-def]
     from brain_tumor.serve.app import ServiceSettings, create_app
 
     port = free_port()
-    config = uvicorn.Config(create_app(ServiceSettings(tiny_checkpoint)), host="127.0.0.1", port=port, log_level="warning")
+    app = create_app(ServiceSettings(tiny_checkpoint))
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from brain_tumor.model import build_classifier, freeze_first_keras_layers
-from brain_tumor.model.freezing import keras_frozen_modules
 from brain_tumor.model.backbone import preprocessing_for
+from brain_tumor.model.freezing import keras_frozen_modules
 from brain_tumor.training.module import SliceClassifier
 
 

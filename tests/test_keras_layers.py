@@ -9,8 +9,8 @@ from tests.conftest import LAYERS_TSV
 def test_175_layers_with_weights_mapped() -> None:
     layers = keras_resnet50_layers()
     assert len(layers) == 175
-    weighted = [l for l in layers if l.type in ("Conv2D", "BatchNormalization")]
-    assert len(weighted) == 106 and all(l.torch_module for l in weighted)
+    weighted = [layer for layer in layers if layer.type in ("Conv2D", "BatchNormalization")]
+    assert len(weighted) == 106 and all(layer.torch_module for layer in weighted)
     assert layers[14].name == "conv2_block1_3_conv" and layers[14].torch_module == "layer1.0.conv3"
 
 
@@ -18,7 +18,7 @@ def test_175_layers_with_weights_mapped() -> None:
 def test_matches_tf_keras_reference() -> None:
     with LAYERS_TSV.open() as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
-    assert [(r["name"], r["type"]) for r in rows] == [(l.name, l.type) for l in keras_resnet50_layers()]
+    assert [(r["name"], r["type"]) for r in rows] == [(layer.name, layer.type) for layer in keras_resnet50_layers()]
 
 
 @pytest.mark.parametrize("name, legacy", [

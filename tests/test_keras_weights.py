@@ -32,7 +32,8 @@ def fake_keras_weights(rng: np.random.Generator) -> dict[str, np.ndarray]:
         module = modules[layer.torch_module]
         if layer.type == "Conv2D":
             o, i, kh, kw = module.weight.shape
-            weights[f"{layer.name}/kernel"] = rng.normal(0, (2 / (i * kh * kw)) ** 0.5, (kh, kw, i, o)).astype(np.float32)
+            std = (2 / (i * kh * kw)) ** 0.5
+            weights[f"{layer.name}/kernel"] = rng.normal(0, std, (kh, kw, i, o)).astype(np.float32)
             weights[f"{layer.name}/bias"] = rng.normal(0, 0.5, o).astype(np.float32)
         else:
             c = module.num_features

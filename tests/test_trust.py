@@ -19,8 +19,10 @@ def test_run_trust_writes_everything(tiny_checkpoint: Path, tmp_path: Path) -> N
     images = torch.from_numpy(np.stack([synthetic_slice(rng, int(k), 64) for k in labels])).unsqueeze(1)
     boxes = [(0.35, 0.35, 0.2, 0.2), (0.7, 0.5, 0.2, 0.2), (0.4, 0.7, 0.2, 0.2)] * 8
     run_dir = tmp_path / "run"
-    metrics = {"n_test": 12, "accuracy": 0.5, "macro_f1": 0.5, "macro_auc": 0.5, "confusion_matrix": np.eye(3).tolist(),
-               **{k: {c: 0.5 for c in ("glioma", "meningioma", "pituitary")} for k in ("precision", "recall", "f1", "auc")}}
+    classes = ("glioma", "meningioma", "pituitary")
+    metrics = {"n_test": 12, "accuracy": 0.5, "macro_f1": 0.5, "macro_auc": 0.5,
+               "confusion_matrix": np.eye(3).tolist(),
+               **{k: {c: 0.5 for c in classes} for k in ("precision", "recall", "f1", "auc")}}
     run_dir.mkdir()
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     result = run_trust(ckpt, run_dir, images, labels, boxes, list(range(12)), list(range(12, 24)))

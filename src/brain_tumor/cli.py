@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Classify brain-tumour MRI slices with a fine-tuned ResNet-50, and prove how well it does.")
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML/JSON config file.")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override, e.g. train.lr=3e-4.")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML/JSON config file.")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override, e.g. train.lr=3e-4.")]
 
 
 def _fail(message: str) -> None:
@@ -61,7 +61,7 @@ def reproduce(
     overrides: SetOpt = None,
     results_dir: Annotated[Path, typer.Option(help="Committed metrics and figures.")] = Path("results/paper-split"),
     work_dir: Annotated[Path, typer.Option(help="Checkpoints and TensorBoard logs.")] = Path("runs/paper-split"),
-    scenario: Annotated[Optional[list[int]], typer.Option(help="Keras layers to freeze; repeatable.")] = None,
+    scenario: Annotated[list[int] | None, typer.Option(help="Keras layers to freeze; repeatable.")] = None,
 ) -> None:
     """Reproduce the paper: both freeze scenarios on the paper split, with the comparison report."""
     from brain_tumor.reproduce import SCENARIOS
@@ -101,7 +101,7 @@ def train(
 def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="A model.pt written by train/reproduce.")],
     split: Annotated[Path, typer.Option(help="split.json of the run.")] = Path("results/paper-split/split.json"),
-    data_root: Annotated[Optional[Path], typer.Option(help="Dataset folder (default from the checkpoint).")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="Dataset folder (default from the checkpoint).")] = None,
     output: Annotated[Path, typer.Option(help="Where metrics.json goes.")] = Path("results/evaluate"),
 ) -> None:
     """Evaluate a checkpoint on the test part of a saved split."""
@@ -136,9 +136,9 @@ def _load_predictor(checkpoint: Path):  # type: ignore[no-untyped-def]
 def predict(
     paths: Annotated[list[Path], typer.Argument(help="Files (JPG/PNG/DICOM/.mat) and folders.")],
     checkpoint: CheckpointOpt,
-    csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Write predictions as CSV.")] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write predictions as JSON.")] = None,
-    cam_dir: Annotated[Optional[Path], typer.Option(help="Also write Grad-CAM overlays here.")] = None,
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="Write predictions as CSV.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write predictions as JSON.")] = None,
+    cam_dir: Annotated[Path | None, typer.Option(help="Also write Grad-CAM overlays here.")] = None,
 ) -> None:
     """Predict slices; bad files get one error line each, the rest go on. Exit 1 if any failed."""
     import csv
@@ -207,7 +207,7 @@ def explain(
 def trust(
     run_dir: Annotated[Path, typer.Option(help="The run's results folder.")] = Path("results/paper-split/freeze-15"),
     checkpoint: Annotated[Path, typer.Option(help="The run's model.pt.")] = Path("runs/paper-split/freeze-15/model.pt"),
-    split: Annotated[Optional[Path], typer.Option(help="split.json (default: beside the run folder).")] = None,
+    split: Annotated[Path | None, typer.Option(help="split.json (default: beside the run folder).")] = None,
     target_risk: Annotated[float, typer.Option(help="Error rate allowed among answered cases.")] = 0.02,
     tolerance_px: Annotated[int, typer.Option(help="Pointing-game tolerance around the box.")] = 15,
 ) -> None:
@@ -259,8 +259,8 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     max_upload_mb: Annotated[int, typer.Option(help="Largest accepted upload.")] = 20,
-    cors_origin: Annotated[Optional[list[str]], typer.Option(help="Allow this browser origin; repeatable.")] = None,
-    model_card: Annotated[Optional[Path], typer.Option(help="model_card.md shown by GET /model.")] = None,
+    cors_origin: Annotated[list[str] | None, typer.Option(help="Allow this browser origin; repeatable.")] = None,
+    model_card: Annotated[Path | None, typer.Option(help="model_card.md shown by GET /model.")] = None,
 ) -> None:
     """Serve the model over HTTP with a web page at /."""
     import uvicorn

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-
-import os
 
 # the team's shared folder sits beside the repository; override with $BRAIN_TUMOR_SHARED
 SHARED = Path(os.environ.get("BRAIN_TUMOR_SHARED", Path(__file__).resolve().parents[3] / "shared"))

@@ -42,7 +42,8 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: l
     return result
 
 
-def roc_curves(y_true: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def roc_curves(y_true: np.ndarray, probs: np.ndarray,
+               class_names: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """One-vs-rest ROC curve ``(fpr, tpr)`` per class."""
     curves = {}
     for k, name in enumerate(class_names):

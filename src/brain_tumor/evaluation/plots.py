@@ -81,7 +81,10 @@ def plot_image_grid(images: list[np.ndarray], titles: list[str], path: Path, col
     return _save(fig, path)
 
 
-def plot_reliability(before: tuple[np.ndarray, np.ndarray, np.ndarray], after: tuple[np.ndarray, np.ndarray, np.ndarray],
+Bins = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def plot_reliability(before: Bins, after: Bins,
                      ece_before: float, ece_after: float, path: Path) -> Path:
     """Reliability diagrams ``(confidence, accuracy, count)`` per bin, before/after scaling."""
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.8), sharey=True)

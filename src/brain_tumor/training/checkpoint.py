@@ -9,9 +9,9 @@ from typing import Any
 
 import torch
 from torch import nn
+from torchvision.models import resnet50
 
 from brain_tumor.model.backbone import Preprocessing, make_resnet50_v1
-from torchvision.models import resnet50
 
 FORMAT = "brain-tumor-checkpoint/1"
 
