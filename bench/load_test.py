@@ -1,0 +1,94 @@
+"""Load test of `brain-tumor serve` on 127.0.0.1 only: N requests, C concurrent, latency percentiles.
+
+    python bench/load_test.py --checkpoint runs/paper-split/freeze-15/model.pt \
+        --image ../shared/data/figshare-cheng2015/glioma/1841.jpg --requests 500 --concurrency 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from brain_tumor.environment import describe_environment  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if httpx.get(url + "health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    raise RuntimeError("server did not start")
+
+
+def run(url: str, payload: bytes, name: str, requests: int, concurrency: int) -> dict[str, object]:
+    def one(_: int) -> tuple[float, int]:
+        start = time.perf_counter()
+        try:
+            r = httpx.post(url + "predict", files={"file": (name, payload)}, timeout=120)
+            status = r.status_code
+        except httpx.HTTPError:
+            status = -1
+        return time.perf_counter() - start, status
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(one, range(requests)))
+    wall = time.perf_counter() - start
+    latency = np.array([t for t, _ in results]) * 1000
+    errors = sum(s != 200 for _, s in results)
+    return {"requests": requests, "concurrency": concurrency, "errors": errors, "wall_seconds": wall,
+            "throughput_rps": requests / wall, "latency_ms": {q: float(np.percentile(latency, int(q[1:])))
+                                                               for q in ("p50", "p95", "p99")},
+            "latency_ms_max": float(latency.max())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--image", type=Path, required=True)
+    parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--output", type=Path, default=Path("results/bench/load_test.json"))
+    args = parser.parse_args()
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "brain_tumor", "serve", "--checkpoint", str(args.checkpoint),
+                               "--host", "127.0.0.1", "--port", str(port)], env=os.environ.copy())
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_ready(url)
+        payload = args.image.read_bytes()
+        run(url, payload, args.image.name, 8, 2)  # warm-up
+        result = run(url, payload, args.image.name, args.requests, args.concurrency)
+    finally:
+        server.terminate()
+        server.wait(10)
+    result.update({"image": args.image.name, "image_bytes": len(payload), "checkpoint": str(args.checkpoint),
+                   "includes": "upload, decode, resize, predict, Grad-CAM, PNG encoding",
+                   "environment": describe_environment()})
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: result[k] for k in ("errors", "throughput_rps", "latency_ms")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
