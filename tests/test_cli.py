@@ -65,3 +65,26 @@ def test_predict_reports_bad_files_and_exit_code(tiny_checkpoint: Path, tmp_path
     assert ok.exit_code == 0
     missing = runner.invoke(app, ["predict", "x.png", "--checkpoint", str(tmp_path / "nope.pt")])
     assert missing.exit_code == 2 and "cannot load checkpoint" in missing.output
+
+
+def test_cv_resumes_and_summarises(class_folder_dataset: Path, tmp_path: Path) -> None:
+    results, work = tmp_path / "cv", tmp_path / "runs"
+    args = ["cv", "--grouping", "slice", "--results-dir", str(results), "--work-dir", str(work),
+            "--fold", "1", "--fold", "2"]
+    for s in [f"data.root={class_folder_dataset}", "data.image_size=32", "data.batch_size=8",
+              f"data.cache_dir={tmp_path / 'cache'}", "model.weights=none", "train.max_epochs=1",
+              "data.val_fraction=0.2"]:
+        args += ["--set", s]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((results / "summary.json").read_text())
+    assert summary["folds"] == 2 and len(summary["fold_accuracy"]) == 2
+    splits = json.loads((results / "splits.json").read_text())
+    assert sum(summary["pooled"]["support"].values()) == len(splits[0]["test"]) + len(splits[1]["test"])
+    ci = summary["bootstrap_95ci_by_patient"]["accuracy"]
+    assert ci["low"] <= ci["value"] <= ci["high"]
+    mtime = (results / "fold-1" / "metrics.json").stat().st_mtime
+    assert runner.invoke(app, args).exit_code == 0  # resumed: finished folds are not retrained
+    assert (results / "fold-1" / "metrics.json").stat().st_mtime == mtime
+    compared = runner.invoke(app, ["compare", str(results / "fold-1"), str(results / "fold-1")])
+    assert compared.exit_code == 0 and '"p_value": 1.0' in compared.output

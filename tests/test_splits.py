@@ -39,3 +39,47 @@ def test_disjointness_is_asserted() -> None:
         assert_disjoint(Split("x", 0, [0, 1], [2], [1]))
     with pytest.raises(AssertionError, match="share 1 patients"):
         assert_disjoint(Split("x", 0, [0], [1], [2]), groups=["a", "b", "a"])
+
+
+def _toy(n_patients: int = 40) -> tuple[list[str], list[str], list[int]]:
+    labels, pids, folds = [], [], []
+    for p in range(n_patients):
+        pid = f"MR{p // 2:04d}" + ("B" if p % 2 else "")  # pairs MR0001 / MR0001B
+        for _ in range(4):
+            labels.append(["glioma", "meningioma", "pituitary"][p % 3])
+            pids.append(pid)
+            folds.append(p % 5 + 1)  # official folds split the pairs
+    return labels, pids, folds
+
+
+@pytest.mark.parametrize("grouping", ["official", "strict"])
+def test_cv_folds_are_patient_disjoint(grouping: str) -> None:
+    from brain_tumor.data.splits import cv_splits, strict_patient_id
+
+    labels, pids, folds = _toy()
+    splits = cv_splits(labels, pids, folds, grouping=grouping, val_fraction=0.2)
+    assert len(splits) == 5
+    assert sorted(i for s in splits for i in s.test) == list(range(len(labels)))
+    key = strict_patient_id if grouping == "strict" else (lambda p: p)
+    for s in splits:
+        test_patients = {key(pids[i]) for i in s.test}
+        assert not test_patients & {key(pids[i]) for i in s.train + s.val}
+        assert s.val and not {key(pids[i]) for i in s.val} & {key(pids[i]) for i in s.train}
+
+
+def test_official_folds_leak_across_strict_groups_but_strict_does_not() -> None:
+    from brain_tumor.data.splits import cv_splits, strict_patient_id
+
+    labels, pids, folds = _toy()
+    official = cv_splits(labels, pids, folds, "official")[0]
+    shared = {strict_patient_id(pids[i]) for i in official.test} & {strict_patient_id(pids[i]) for i in official.train}
+    assert shared  # the toy's official folds separate MR0001 from MR0001B
+    assert strict_patient_id("MR040240B") == "MR040240" and strict_patient_id("100360") == "100360"
+
+
+def test_slice_grouping_mixes_patients() -> None:
+    from brain_tumor.data.splits import cv_splits
+
+    labels, pids, folds = _toy()
+    s = cv_splits(labels, pids, folds, "slice")[0]
+    assert {pids[i] for i in s.test} & {pids[i] for i in s.train}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -270,3 +271,40 @@ def serve(
     _load_predictor(checkpoint)  # fail early, in one line
     settings = ServiceSettings(checkpoint, max_upload_mb * 1024 * 1024, tuple(cors_origin or ()), model_card)
     uvicorn.run(create_app(settings), host=host, port=port)
+
+
+@app.command()
+def cv(
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    grouping: Annotated[str, typer.Option(help="official | strict | slice (leaky, for comparison).")] = "official",
+    results_dir: Annotated[Path | None, typer.Option(help="Default results/cv/<grouping>.")] = None,
+    work_dir: Annotated[Path | None, typer.Option(help="Default runs/cv/<grouping>.")] = None,
+    fold: Annotated[list[int] | None, typer.Option(help="Run only these folds; repeatable.")] = None,
+) -> None:
+    """5-fold cross-validation, resumable; summary with patient-bootstrap CIs."""
+    from brain_tumor.cv import run_cv
+
+    cfg = _config(config, overrides)
+    results = results_dir or Path("results/cv") / grouping
+    try:
+        summary = run_cv(cfg, grouping, results, work_dir or Path("runs/cv") / grouping, fold)
+    except (ValueError, OSError) as exc:
+        _fail(str(exc))
+    ci = summary["bootstrap_95ci_by_patient"]["accuracy"]
+    typer.echo(f"accuracy {ci['value']:.4f} [{ci['low']:.4f}, {ci['high']:.4f}] -> {results / 'summary.md'}")
+
+
+@app.command()
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="A run or CV results folder.")],
+    run_b: Annotated[Path, typer.Argument(help="Another, on the same test slices.")],
+) -> None:
+    """McNemar's test between two runs on their shared test slices."""
+    from brain_tumor.cv import compare as mcnemar_compare
+
+    try:
+        result = mcnemar_compare(run_a, run_b)
+    except (ValueError, OSError) as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(result, indent=2))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import tempfile
 from collections.abc import Sequence
@@ -106,3 +107,64 @@ def load_or_make_paper_split(path: str | Path, labels: Sequence[str], seed: int,
     assert_disjoint(split)
     save_split(split, path)
     return split
+
+
+GROUPINGS = ("official", "strict", "slice")
+
+
+def strict_patient_id(patient_id: str) -> str:
+    """``MR040240B`` -> ``MR040240``: IDs that differ only by a trailing letter are one person."""
+    return re.sub(r"(?<=\d)[A-Za-z]+$", "", patient_id)
+
+
+def _grouped_val(pool: list[int], labels: Sequence[str], groups: Sequence[str], fraction: float,
+                 seed: int) -> list[int]:
+    """A stratified, group-disjoint share of ``pool`` (about ``fraction``) for validation."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    n_splits = max(2, round(1 / fraction))
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    _, val = next(splitter.split(pool, [labels[i] for i in pool], [groups[i] for i in pool]))
+    return sorted(pool[i] for i in val)
+
+
+def cv_splits(labels: Sequence[str], patient_ids: Sequence[str], official_folds: Sequence[int | None],
+              grouping: str = "official", n_folds: int = 5, val_fraction: float = 0.1,
+              seed: int = 42) -> list[Split]:
+    """K-fold splits: ``official`` (the dataset's patient-wise cvind folds), ``strict`` (folds
+    regrouped so IDs differing by a trailing letter stay together) or ``slice`` (random,
+    slice-level: the leaky protocol, kept to measure the leak). Validation comes from the
+    training folds, grouped like the folds. Patient-disjointness is asserted for patient-wise ones."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    if grouping not in GROUPINGS:
+        raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
+    n = len(labels)
+    strict = [strict_patient_id(p) for p in patient_ids]
+    if grouping == "official":
+        if any(f is None for f in official_folds):
+            raise ValueError("official grouping needs a cv_fold for every slice")
+        fold_of = np.asarray(official_folds, dtype=int) - 1
+        n_folds = int(fold_of.max()) + 1
+        groups: Sequence[str] = patient_ids
+    elif grouping == "strict":
+        fold_of = np.empty(n, dtype=int)
+        splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        for k, (_, test) in enumerate(splitter.split(np.zeros(n), labels, strict)):
+            fold_of[test] = k
+        groups = strict
+    else:
+        fold_of = np.empty(n, dtype=int)
+        for k, (_, test) in enumerate(StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(np.zeros(n), labels)):
+            fold_of[test] = k
+        groups = [str(i) for i in range(n)]
+    splits = []
+    for k in range(n_folds):
+        test = np.nonzero(fold_of == k)[0].tolist()
+        rest = np.nonzero(fold_of != k)[0].tolist()
+        val = _grouped_val(rest, labels, groups, val_fraction, seed + k)
+        train = sorted(set(rest) - set(val))
+        split = Split(f"{grouping}-fold{k + 1}", seed, train, val, test)
+        assert_disjoint(split, groups if grouping != "slice" else None)
+        splits.append(split)
+    return splits

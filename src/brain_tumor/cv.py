@@ -1,0 +1,119 @@
+"""K-fold cross-validation (patient-wise or slice-level), resumable fold by fold, with statistics."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from brain_tumor.config import RunConfig, save_config
+from brain_tumor.data.manifest import CLASS_NAMES
+from brain_tumor.data.splits import Split, cv_splits
+from brain_tumor.evaluation import statistics as st
+from brain_tumor.evaluation.metrics import classification_metrics
+from brain_tumor.evaluation.plots import plot_confusion_matrix
+from brain_tumor.evaluation.run_eval import write_json
+from brain_tumor.reproduce import run_scenario
+from brain_tumor.training.fit import PreparedData, load_data
+
+
+def load_or_make_cv_splits(path: Path, labels: list[str], patient_ids: list[str], folds: list[int | None],
+                           grouping: str, val_fraction: float, seed: int) -> list[Split]:
+    """Splits saved once at ``path`` and reused (so an interrupted CV resumes on the same folds)."""
+    if path.is_file():
+        return [Split(**s) for s in json.loads(path.read_text())]
+    splits = cv_splits(labels, patient_ids, folds, grouping, val_fraction=val_fraction, seed=seed)
+    write_json({"splits": [dataclasses.asdict(s) for s in splits]}, path.with_suffix(".tmp.json"))
+    path.write_text(json.dumps([dataclasses.asdict(s) for s in splits]))
+    path.with_suffix(".tmp.json").unlink()
+    return splits
+
+
+def read_predictions(run_dirs: list[Path]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Pooled ``(paths, labels, probabilities)`` from each run's test_predictions.csv."""
+    paths, labels, probs = [], [], []
+    for run_dir in run_dirs:
+        with (run_dir / "test_predictions.csv").open() as f:
+            for row in csv.DictReader(f):
+                paths.append(row["path"])
+                labels.append(CLASS_NAMES.index(row["label"]))
+                probs.append([float(row[f"p_{c}"]) for c in CLASS_NAMES])
+    return paths, np.asarray(labels), np.asarray(probs)
+
+
+def summarise(y: np.ndarray, probs: np.ndarray, groups: list[str], fold_metrics: list[dict[str, Any]],
+              n_boot: int = 2000) -> dict[str, Any]:
+    """Pooled metrics, patient-bootstrap CIs, per-fold mean/std, patient-level accuracy."""
+    pooled = classification_metrics(y, probs, list(CLASS_NAMES))
+    meningioma = CLASS_NAMES.index("meningioma")
+    cis = {name: dict(zip(("value", "low", "high"), st.bootstrap_ci(fn, y, probs, groups, n_boot)))
+           for name, fn in [("accuracy", st.accuracy), ("macro_f1", st.macro_f1),
+                            ("meningioma_recall", st.class_recall(meningioma)), ("macro_auc", st.macro_auc)]}
+    patient_y, patient_p = st.patient_level(y, probs, groups)
+    accs = [m["accuracy"] for m in fold_metrics]
+    return {"pooled": pooled, "bootstrap_95ci_by_patient": cis,
+            "fold_accuracy": accs, "fold_accuracy_mean": float(np.mean(accs)), "fold_accuracy_std": float(np.std(accs)),
+            "fold_macro_f1_mean": float(np.mean([m["macro_f1"] for m in fold_metrics])),
+            "patient_level": {"n_patients": len(patient_y), "accuracy": st.accuracy(patient_y, patient_p)}}
+
+
+def run_cv(config: RunConfig, grouping: str, results_dir: Path, work_dir: Path,
+           only_folds: list[int] | None = None) -> dict[str, Any]:
+    """Train/evaluate every fold (finished folds are skipped) and write summary.json/.md."""
+    records, images, labels = load_data(config.data.root, config.data.image_size, config.data.cache_dir)
+    pids = [r.patient_id or str(r.index) for r in records]
+    splits = load_or_make_cv_splits(results_dir / "splits.json", [r.label for r in records], pids,
+                                    [r.cv_fold for r in records], grouping, config.data.val_fraction, config.data.seed)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, results_dir / "config.yaml")
+    fold_metrics, run_dirs = [], []
+    for k, split in enumerate(splits, start=1):
+        if only_folds and k not in only_folds:
+            continue
+        data = PreparedData(records, images, labels, list(CLASS_NAMES), split)
+        fold_metrics.append(run_scenario(config, data, results_dir / f"fold-{k}", work_dir / f"fold-{k}"))
+        run_dirs.append(results_dir / f"fold-{k}")
+    paths, y, probs = read_predictions(run_dirs)
+    pid_of = {r.path: pid for r, pid in zip(records, pids)}
+    summary = summarise(y, probs, [pid_of[p] for p in paths], fold_metrics)
+    summary.update({"grouping": grouping, "folds": len(run_dirs)})
+    write_json(summary, results_dir / "summary.json")
+    plot_confusion_matrix(summary["pooled"]["confusion_matrix"], list(CLASS_NAMES),
+                          results_dir / "confusion_matrix_summed.png", f"{grouping} CV: summed confusion")
+    (results_dir / "summary.md").write_text(summary_markdown(summary))
+    return summary
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """A short table of the CV summary."""
+    rows = [f"| {k} | {v['value']:.4f} | [{v['low']:.4f}, {v['high']:.4f}] |"
+            for k, v in summary["bootstrap_95ci_by_patient"].items()]
+    return "\n".join([
+        f"# {summary['grouping']} cross-validation ({summary['folds']} folds)", "",
+        f"Per-fold accuracy: {', '.join(f'{a:.4f}' for a in summary['fold_accuracy'])} "
+        f"(mean {summary['fold_accuracy_mean']:.4f} ± {summary['fold_accuracy_std']:.4f}); "
+        f"patient-level accuracy {summary['patient_level']['accuracy']:.4f} "
+        f"over {summary['patient_level']['n_patients']} patients.", "",
+        "| metric (pooled) | value | 95% CI, patients resampled |", "|---|---|---|", *rows, ""])
+
+
+def compare(dir_a: Path, dir_b: Path) -> dict[str, Any]:
+    """McNemar's test between two runs (or CVs) on the same test slices, paired by path."""
+    def runs(d: Path) -> list[Path]:
+        return sorted(p.parent for p in d.glob("**/test_predictions.csv"))
+
+    paths_a, y_a, p_a = read_predictions(runs(dir_a))
+    paths_b, y_b, p_b = read_predictions(runs(dir_b))
+    index_b = {p: i for i, p in enumerate(paths_b)}
+    common = [i for i, p in enumerate(paths_a) if p in index_b]
+    if not common:
+        raise ValueError("the two runs share no test slices")
+    j = [index_b[paths_a[i]] for i in common]
+    correct_a = p_a[common].argmax(1) == y_a[common]
+    correct_b = p_b[j].argmax(1) == y_b[j]
+    return {"n": len(common), "accuracy_a": float(correct_a.mean()), "accuracy_b": float(correct_b.mean()),
+            **st.mcnemar(correct_a, correct_b)}

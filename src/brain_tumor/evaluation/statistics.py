@@ -1,0 +1,74 @@
+"""Statistics as pure functions: patient-level results, patient bootstrap CIs, McNemar's test."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from scipy.stats import binomtest
+
+
+def patient_level(y_true: np.ndarray, probs: np.ndarray, groups: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """One row per patient: the majority true label and the mean of its slices' probabilities."""
+    groups_arr = np.asarray(groups)
+    labels, rows = [], []
+    for g in dict.fromkeys(groups_arr.tolist()):
+        sel = groups_arr == g
+        labels.append(np.bincount(y_true[sel]).argmax())
+        rows.append(probs[sel].mean(0))
+    return np.asarray(labels), np.asarray(rows)
+
+
+def bootstrap_ci(metric: Callable[[np.ndarray, np.ndarray], float], y_true: np.ndarray, probs: np.ndarray,
+                 groups: Sequence[str], n_boot: int = 2000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float, float]:
+    """``(point, low, high)``: percentile CI resampling *patients* (all their slices together)."""
+    groups_arr = np.asarray(groups)
+    unique = np.unique(groups_arr)
+    index = {g: np.nonzero(groups_arr == g)[0] for g in unique}
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_boot):
+        picked = np.concatenate([index[g] for g in rng.choice(unique, size=len(unique), replace=True)])
+        try:
+            values.append(metric(y_true[picked], probs[picked]))
+        except ValueError:  # e.g. a class missing from the resample for AUC
+            continue
+    alpha = (1 - level) / 2
+    low, high = np.nanquantile(values, [alpha, 1 - alpha])
+    return float(metric(y_true, probs)), float(low), float(high)
+
+
+def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, float]:
+    """Exact McNemar test on paired correctness: discordant counts and two-sided p-value."""
+    b = int(np.sum(correct_a & ~correct_b))
+    c = int(np.sum(~correct_a & correct_b))
+    p = 1.0 if b + c == 0 else float(binomtest(b, b + c, 0.5).pvalue)
+    return {"a_right_b_wrong": b, "a_wrong_b_right": c, "p_value": p}
+
+
+def accuracy(y: np.ndarray, p: np.ndarray) -> float:
+    """Top-1 accuracy."""
+    return float((p.argmax(1) == y).mean())
+
+
+def macro_f1(y: np.ndarray, p: np.ndarray) -> float:
+    """Macro-averaged F1 over the classes present in ``p``'s columns."""
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(y, p.argmax(1), labels=list(range(p.shape[1])), average="macro", zero_division=0))
+
+
+def class_recall(k: int) -> Callable[[np.ndarray, np.ndarray], float]:
+    """Recall of class ``k``."""
+    def recall(y: np.ndarray, p: np.ndarray) -> float:
+        sel = y == k
+        return float((p[sel].argmax(1) == k).mean()) if sel.any() else float("nan")
+    return recall
+
+
+def macro_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """Macro one-vs-rest AUC."""
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, p, multi_class="ovr", average="macro", labels=list(range(p.shape[1]))))
