@@ -308,3 +308,14 @@ def compare(
     except (ValueError, OSError) as exc:
         _fail(str(exc))
     typer.echo(json.dumps(result, indent=2))
+
+
+@app.command()
+def report(
+    results_dir: Annotated[Path, typer.Option(help="The reproduction's results folder.")] = Path("results/paper-split"),
+) -> None:
+    """Rebuild comparison.md and report.html from finished runs (after `trust`, say)."""
+    from brain_tumor.reproduce import rebuild_report
+
+    rebuild_report(results_dir)
+    typer.echo(f"report: {results_dir / 'report.html'}")

@@ -91,9 +91,46 @@ def reproduce(config: RunConfig, results_dir: Path, work_dir: Path,
     return runs
 
 
+def extra_sections(runs: dict[int, dict[str, Any]], results_dir: Path) -> tuple[str, str]:
+    """Markdown and HTML for what exists beyond the paper: McNemar between scenarios, trust."""
+    from brain_tumor.cv import compare
+
+    md, html_parts = [], []
+    if {30, 15} <= set(runs):
+        test = compare(results_dir / "freeze-30", results_dir / "freeze-15")
+        line = (f"McNemar (exact) freeze-30 vs freeze-15 on the {test['n']} test slices: "
+                f"{test['a_right_b_wrong']} slices right only with freeze-30, {test['a_wrong_b_right']} right only "
+                f"with freeze-15, p = {test['p_value']:.3g}.")
+        md += ["## Do the scenarios differ?", line]
+        html_parts.append(f"<h2>Do the scenarios differ?</h2><p>{line}</p>")
+    for n in sorted(runs, reverse=True):
+        trust = results_dir / f"freeze-{n}" / "trust" / "trust.json"
+        if trust.is_file():
+            t = json.loads(trust.read_text())
+            c, loc = t["calibration"], t["localisation"]
+            line = (f"freeze {n}: temperature {c['temperature']:.3f}, test ECE {c['ece_before']:.4f} -> "
+                    f"{c['ece_after']:.4f}; refer rate {c['test_referred_rate']:.1%} for a {c['target_risk']:.0%} "
+                    f"target error (error among answered {c['test_error_answered']:.1%}); Grad-CAM pointing game "
+                    f"{loc['pointing_game']:.1%}, CAM energy in box {loc['energy_in_box']:.1%}.")
+            md += [f"## Calibration, abstention, localisation (freeze {n})", line]
+            html_parts.append(f"<h2>Calibration, abstention, localisation (freeze {n})</h2><p>{line}</p>")
+    return "\n\n".join(md), "\n".join(html_parts)
+
+
 def write_report(runs: dict[int, dict[str, Any]], results_dir: Path, figures: list[Path]) -> None:
-    """comparison.md and report.html from finished runs."""
-    (results_dir / "comparison.md").write_text(comparison_markdown(runs))
-    run_figures = [results_dir / f"freeze-{n}" / "figures" / name for n in sorted(runs, reverse=True)
-                   for name in ("confusion_matrix.png", "roc.png", "curves.png")]
-    (results_dir / "report.html").write_text(comparison_html(runs, figures + run_figures))
+    """comparison.md and report.html from finished runs (and trust results where present)."""
+    md, html_extra = extra_sections(runs, results_dir)
+    (results_dir / "comparison.md").write_text(comparison_markdown(runs) + ("\n" + md + "\n" if md else ""))
+    run_figures = [results_dir / f"freeze-{n}" / sub / name for n in sorted(runs, reverse=True)
+                   for sub, name in (("figures", "confusion_matrix.png"), ("figures", "roc.png"),
+                                     ("figures", "curves.png"), ("trust", "reliability.png"),
+                                     ("trust", "risk_coverage.png"), ("trust", "gradcam_gallery.png"))]
+    (results_dir / "report.html").write_text(comparison_html(runs, figures + run_figures, html_extra))
+
+
+def rebuild_report(results_dir: Path) -> None:
+    """Re-write comparison.md and report.html from the run folders on disk."""
+    runs = {int(d.name.split("-")[1]): json.loads((d / "metrics.json").read_text())
+            for d in sorted(results_dir.glob("freeze-*")) if (d / "metrics.json").is_file()}
+    figures = [results_dir / "figures" / "resized_examples.png", results_dir / "figures" / "augmented_examples.png"]
+    write_report(runs, results_dir, figures)
