@@ -6,6 +6,7 @@ import json
 import re
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 
 # the paper's test set: 286 glioma, 142 meningioma, 186 pituitary (614 of 3064)
 PAPER_TEST_COUNTS: dict[str, int] = {"glioma": 286, "meningioma": 142, "pituitary": 186}
+PAPER_CLASS_SIZES: dict[str, int] = {"glioma": 1426, "meningioma": 708, "pituitary": 930}
 
 
 @dataclass(frozen=True)
@@ -48,14 +50,11 @@ def paper_split(labels: Sequence[str], seed: int, val_fraction: float = 0.1,
     """
     rng = np.random.default_rng(seed)
     everything = list(range(len(labels)))
-    classes = sorted(set(labels))
+    counts = Counter(labels)
+    classes = sorted(counts)
     if test_counts is None:
-        full = {c: labels.count(c) for c in classes} if isinstance(labels, list) else None
-        paper_sizes = {"glioma": 1426, "meningioma": 708, "pituitary": 930}
-        if full == paper_sizes:
-            test_counts = dict(PAPER_TEST_COUNTS)
-        else:
-            test_counts = {c: round(0.2 * list(labels).count(c)) for c in classes}
+        is_full_dataset = dict(counts) == PAPER_CLASS_SIZES
+        test_counts = dict(PAPER_TEST_COUNTS) if is_full_dataset else {c: round(0.2 * counts[c]) for c in classes}
     test = stratified_pick(labels, everything, test_counts, rng)
     rest = sorted(set(everything) - set(test))
     val_counts = {c: round(val_fraction * sum(labels[i] == c for i in rest)) for c in classes}
