@@ -40,3 +40,14 @@ def test_frozen_batchnorm_runs_in_inference_mode_during_training() -> None:
 def test_out_of_range() -> None:
     with pytest.raises(ValueError):
         keras_frozen_modules(176)
+
+
+def test_torchvision_weights_from_a_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from torchvision.models import resnet50
+
+    reference = resnet50(weights=None)
+    torch.save(reference.state_dict(), tmp_path / "tv.pth")
+    model = build_classifier("torchvision", 3, tmp_path / "tv.pth")
+    assert torch.equal(model.conv1.weight, reference.conv1.weight)
+    assert model.layer2[0].conv2.stride == (2, 2)  # torchvision's v1.5 layout kept
+    assert model.fc.out_features == 3

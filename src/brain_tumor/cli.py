@@ -63,6 +63,7 @@ def reproduce(
     results_dir: Annotated[Path, typer.Option(help="Committed metrics and figures.")] = Path("results/paper-split"),
     work_dir: Annotated[Path, typer.Option(help="Checkpoints and TensorBoard logs.")] = Path("runs/paper-split"),
     scenario: Annotated[list[int] | None, typer.Option(help="Keras layers to freeze; repeatable.")] = None,
+    trust: Annotated[bool, typer.Option(help="Also calibrate, choose the refer threshold and score Grad-CAM.")] = True,
 ) -> None:
     """Reproduce the paper: both freeze scenarios on the paper split, with the comparison report."""
     from brain_tumor.reproduce import SCENARIOS
@@ -70,7 +71,7 @@ def reproduce(
 
     cfg = _config(config, overrides)
     try:
-        runs = run(cfg, results_dir, work_dir, tuple(scenario or SCENARIOS))
+        runs = run(cfg, results_dir, work_dir, tuple(scenario or SCENARIOS), trust)
     except (ValueError, OSError) as exc:
         _fail(str(exc))
     for n, m in runs.items():

@@ -79,14 +79,21 @@ def draw_sample_grids(data: PreparedData, out_dir: Path, seed: int, n: int = 12)
 
 
 def reproduce(config: RunConfig, results_dir: Path, work_dir: Path,
-              scenarios: tuple[int, ...] = SCENARIOS) -> dict[int, dict[str, Any]]:
-    """Run every scenario (resumable) and write the comparison markdown and HTML report."""
+              scenarios: tuple[int, ...] = SCENARIOS, trust: bool = True) -> dict[int, dict[str, Any]]:
+    """Run every scenario (resumable), optionally calibrate/explain each (``trust``), and write
+    the comparison markdown and HTML report."""
+    from brain_tumor.evaluation.trust import run_trust
+
     data = prepare_data(config, results_dir / "split.json")
     figures = draw_sample_grids(data, results_dir / "figures", config.data.seed)
     runs: dict[int, dict[str, Any]] = {}
     for n in scenarios:
         scenario_config = dataclasses.replace(config, model=dataclasses.replace(config.model, freeze_layers=n))
-        runs[n] = run_scenario(scenario_config, data, results_dir / f"freeze-{n}", work_dir / f"freeze-{n}")
+        run_dir, scenario_work = results_dir / f"freeze-{n}", work_dir / f"freeze-{n}"
+        runs[n] = run_scenario(scenario_config, data, run_dir, scenario_work)
+        if trust and not (run_dir / "trust" / "trust.json").is_file():
+            run_trust(scenario_work / "model.pt", run_dir, data.images, data.labels, [r.box for r in data.records],
+                      data.split.val, data.split.test)
         write_report(runs, results_dir, figures)
     return runs
 
