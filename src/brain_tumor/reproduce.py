@@ -32,13 +32,13 @@ SCENARIOS = (30, 15)
 
 def run_scenario(config: RunConfig, data: PreparedData, run_dir: Path, work_dir: Path) -> dict[str, Any]:
     """Train and evaluate one scenario; writes config, metrics, predictions and figures."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
-    write_json(describe_environment(), run_dir / "environment.json")
     done = run_dir / "metrics.json"
     if done.is_file() and (work_dir / "model.pt").is_file():
         log.info("%s: already finished, skipping", run_dir)
         return dict(json.loads(done.read_text()))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")  # written only by the run that trains
+    write_json(describe_environment(), run_dir / "environment.json")
     result = fit(config, data, run_dir, work_dir)
     history = read_history(run_dir / "logs" / "metrics.csv")
     start = time.perf_counter()
