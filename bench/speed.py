@@ -3,7 +3,14 @@
 Every figure is a median over repeats, measured side by side in one run, and also given as a
 share of the measured matmul peak (ResNet-50 at 224 px: ~8.2 GFLOP forward, ~24.6 to train).
 
-    python bench/speed.py --checkpoint runs/paper-split/freeze-15/model.pt
+    python bench/speed.py                                   # ImageNet-initialised model, 224 px
+    python bench/speed.py --checkpoint runs/paper-split/freeze-15/model.pt \
+        --eval-checkpoint runs/cv/official-freeze-15/fold-1/model.pt \
+        --eval-splits results/cv/official-freeze-15/splits.json --eval-fold 1
+
+Speed does not depend on the trained weights, so without ``--checkpoint`` the Keras ImageNet
+ResNet-50 with a fresh 3-class head is timed. ``--eval-*`` measures what the fast paths (bf16
+autocast, ONNX Runtime fp32 and int8) do to accuracy on a trained model's held-out test fold.
 """
 
 from __future__ import annotations
@@ -84,12 +91,14 @@ def inference_throughput(network: torch.nn.Module, normalize: torch.nn.Module, i
     return len(images) / median_time(run, repeats)
 
 
-def single_image_latency(checkpoint: Path, image_path: Path, repeats: int) -> dict[str, float]:
+def single_image_latency(checkpoint: Path, image_path: Path, repeats: int, onnx: Path | None = None,
+                         bf16: bool = False) -> dict[str, float]:
     """Milliseconds from file on disk to prediction (decode, resize, normalise, forward)."""
     from brain_tumor.inference import Predictor
 
     predictor = Predictor.from_checkpoint(checkpoint)
     predictor.network.to(memory_format=torch.channels_last)
+    predictor.use_fast_path(onnx, bf16)
     times = []
     for i in range(repeats + 2):
         start = time.perf_counter()
@@ -99,68 +108,142 @@ def single_image_latency(checkpoint: Path, image_path: Path, repeats: int) -> di
     return {"p50": float(np.percentile(times, 50)), "p95": float(np.percentile(times, 95))}
 
 
-def onnx_throughput(checkpoint: Path, images: torch.Tensor, repeats: int) -> tuple[float, float]:
-    """(batch img/s, single-image ms median) through ONNX Runtime fp32."""
-    from brain_tumor.export import OnnxPredictor, export_onnx
+def onnx_models(checkpoint: Path, calibration: np.ndarray, out_dir: Path) -> dict[str, Path]:
+    """fp32 and int8 (calibrated on ``calibration``) ONNX exports of a checkpoint."""
+    from brain_tumor.export import export_onnx, quantize_int8
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = export_onnx(checkpoint, Path(tmp) / "m.onnx")
-        ort = OnnxPredictor(path)
-        batch = images.numpy()
-        rate = len(batch) / median_time(lambda: ort.logits(batch), repeats)
-        single = median_time(lambda: ort.logits(batch[:1]), repeats * 5) * 1000
-    return rate, single
+    fp32 = export_onnx(checkpoint, out_dir / "model.onnx")
+    return {"fp32": fp32, "int8": quantize_int8(fp32, out_dir / "model.int8.onnx", calibration)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--checkpoint", type=Path, required=True)
-    parser.add_argument("--image", type=Path,
-                        default=Path("../shared/data/figshare-cheng2015/meningioma/1.jpg"))
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--output", type=Path, default=Path("results/bench/speed.json"))
-    args = parser.parse_args()
+def onnx_throughput(path: Path, images: torch.Tensor, repeats: int) -> float:
+    """Batch img/s through ONNX Runtime."""
+    from brain_tumor.export import OnnxPredictor
+
+    ort, batch = OnnxPredictor(path), images.numpy()
+    return len(batch) / median_time(lambda: ort.logits(batch), repeats)
+
+
+def fresh_checkpoint(out_dir: Path, image_size: int = 224) -> Path:
+    """The Keras ImageNet ResNet-50 with an untrained 3-class head, saved as a checkpoint."""
+    from brain_tumor.config import RunConfig, to_dict
+    from brain_tumor.model import build_classifier, preprocessing_for
+    from brain_tumor.training.checkpoint import save_model_checkpoint
+
+    cfg = RunConfig()
+    network = build_classifier("keras", 3, cfg.model.weights_path).eval()
+    return save_model_checkpoint(out_dir / "imagenet.pt", network, architecture="resnet50-v1",
+                                 class_names=["glioma", "meningioma", "pituitary"],
+                                 preprocessing=preprocessing_for("keras", image_size), config=to_dict(cfg),
+                                 epoch=0, metrics={})
+
+
+def fast_path_accuracy(checkpoint: Path, splits_file: Path, fold: int, out_dir: Path) -> dict[str, object]:
+    """Test-fold accuracy of one trained model through each inference path (int8 calibrated on
+    256 of the fold's training images)."""
+    from brain_tumor.export import OnnxPredictor
     from brain_tumor.inference import Predictor
     from brain_tumor.training.fit import load_data
 
-    meta = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-    cfg = meta["config"]
+    meta = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    size = meta["preprocessing"]["image_size"]
+    _, images, labels = load_data(meta["config"]["data"]["root"], size, meta["config"]["data"]["cache_dir"])
+    split = json.loads(splits_file.read_text())[fold - 1]
+    test, train = split["test"], split["train"]
+    calibration = images[np.random.default_rng(0).choice(train, 256, replace=False)].numpy()
+    models = onnx_models(checkpoint, calibration, out_dir)
+    y = labels[test].numpy()
+    x = images[test]
+
+    def accuracy(logits_fn: Callable[[torch.Tensor], np.ndarray]) -> float:
+        preds = np.concatenate([logits_fn(x[i:i + 64]).argmax(1) for i in range(0, len(x), 64)])
+        return float((preds == y).mean())
+
+    torch_fp32 = Predictor.from_checkpoint(checkpoint)
+    torch_bf16 = Predictor.from_checkpoint(checkpoint).use_fast_path(bf16=True)
+    ort_fp32, ort_int8 = OnnxPredictor(models["fp32"]), OnnxPredictor(models["int8"])
+    result: dict[str, object] = {"checkpoint": str(checkpoint), "splits": str(splits_file), "fold": fold,
+                                 "image_size": size, "n_test": len(test)}
+    result["accuracy"] = {
+        "pytorch_fp32": accuracy(lambda b: torch_fp32.logits(b).numpy()),
+        "pytorch_bf16_autocast": accuracy(lambda b: torch_bf16.logits(b).numpy()),
+        "onnxruntime_fp32": accuracy(lambda b: ort_fp32.logits(b.numpy())),
+        "onnxruntime_int8": accuracy(lambda b: ort_int8.logits(b.numpy())),
+    }
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, help="Model to time (default: ImageNet weights, 224 px).")
+    parser.add_argument("--image", type=Path,
+                        default=Path("../shared/data/figshare-cheng2015/meningioma/1.jpg"))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--eval-checkpoint", type=Path, help="A trained model for the accuracy check.")
+    parser.add_argument("--eval-splits", type=Path, help="The CV splits.json it was trained on.")
+    parser.add_argument("--eval-fold", type=int, default=1)
+    parser.add_argument("--output", type=Path, default=Path("results/bench/speed.json"))
+    args = parser.parse_args()
+    from brain_tumor.config import RunConfig
+    from brain_tumor.inference import Predictor
+    from brain_tumor.training.fit import load_data
+
+    tmp = Path(tempfile.mkdtemp(prefix="brain-tumor-bench-"))
+    checkpoint = args.checkpoint or fresh_checkpoint(tmp)
+    meta = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    cfg, size = meta["config"], meta["preprocessing"]["image_size"]
     start = time.perf_counter()
-    _, images, labels = load_data(cfg["data"]["root"], 224, cfg["data"]["cache_dir"])
+    _, images, labels = load_data(cfg["data"]["root"], size, cfg["data"]["cache_dir"])
     cache_seconds = time.perf_counter() - start
     images, labels = images[:512], labels[:512]
     peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    out: dict[str, object] = {"peak_gflops": peak, "dataset_cache_load_seconds": cache_seconds}
+    scale = (size / 224) ** 2  # FLOPs scale with pixels
+    out: dict[str, object] = {"checkpoint": str(args.checkpoint or "ImageNet weights + untrained head"),
+                              "image_size": size, "peak_gflops": peak, "dataset_cache_load_seconds": cache_seconds}
+    variants = [("baseline_fp32", False, False), ("fp32_channels_last", True, False),
+                ("bf16_autocast_channels_last", True, True)]
     train = {}
-    for name, cl, bf in [("baseline_fp32", False, False), ("fp32_channels_last", True, False),
-                         ("bf16_autocast_channels_last", True, True)]:
-        rate = training_throughput(cfg["model"]["weights"], cfg["model"]["weights_path"], images, labels,
+    for name, cl, bf in variants:
+        rate = training_throughput(cfg["model"]["weights"], RunConfig().model.weights_path, images, labels,
                                    channels_last=cl, bf16=bf, batch=32, repeats=args.repeats)
-        ceiling = (peak["bf16"] if bf else peak["fp32"]) / TRAIN_GFLOP
+        ceiling = (peak["bf16"] if bf else peak["fp32"]) / (TRAIN_GFLOP * scale)
         train[name] = {"img_per_s": rate, "share_of_peak": rate / ceiling}
         print(name, "train", round(rate, 2), flush=True)
-    out["training_batch32"] = train
-    predictor = Predictor.from_checkpoint(args.checkpoint)
+    out["training_batch32_freeze30"] = train
+    predictor = Predictor.from_checkpoint(checkpoint)
+    models = onnx_models(checkpoint, images[256:512].numpy(), tmp)
     infer = {}
-    for name, cl, bf in [("baseline_fp32", False, False), ("fp32_channels_last", True, False),
-                         ("bf16_autocast_channels_last", True, True)]:
+    for name, cl, bf in variants:
         rate = inference_throughput(predictor.network, predictor.normalize, images[:64], channels_last=cl,
                                     bf16=bf, repeats=args.repeats)
-        ceiling = (peak["bf16"] if bf else peak["fp32"]) / FWD_GFLOP
+        ceiling = (peak["bf16"] if bf else peak["fp32"]) / (FWD_GFLOP * scale)
         infer[name] = {"img_per_s": rate, "share_of_peak": rate / ceiling}
         print(name, "infer", round(rate, 2), flush=True)
-    onnx_rate, onnx_single = onnx_throughput(args.checkpoint, images[:64], args.repeats)
-    infer["onnxruntime_fp32"] = {"img_per_s": onnx_rate, "share_of_peak": onnx_rate / (peak["fp32"] / FWD_GFLOP)}
+    for name, path in models.items():
+        rate = onnx_throughput(path, images[:64], args.repeats)
+        infer[f"onnxruntime_{name}"] = {"img_per_s": rate,
+                                        "share_of_fp32_peak": rate / (peak["fp32"] / (FWD_GFLOP * scale))}
+        print(f"onnxruntime_{name}", "infer", round(rate, 2), flush=True)
     out["inference_batch64"] = infer
-    out["onnxruntime_single_forward_ms"] = onnx_single
-    out["single_image_latency_ms_pytorch_fp32"] = single_image_latency(args.checkpoint, args.image, 20)
-    base = train["baseline_fp32"]["img_per_s"]
-    out["ratios_vs_baseline"] = {"training": {k: v["img_per_s"] / base for k, v in train.items()},
-                                 "inference": {k: v["img_per_s"] / infer["baseline_fp32"]["img_per_s"]
-                                               for k, v in infer.items()}}
+    out["single_image_latency_ms"] = {
+        "pytorch_fp32": single_image_latency(checkpoint, args.image, 20),
+        "pytorch_bf16_autocast": single_image_latency(checkpoint, args.image, 20, bf16=True),
+        "onnxruntime_fp32": single_image_latency(checkpoint, args.image, 20, onnx=models["fp32"]),
+        "onnxruntime_int8": single_image_latency(checkpoint, args.image, 20, onnx=models["int8"]),
+        "includes": "read file, decode, resize, normalise, forward, softmax",
+    }
+    print(json.dumps(out["single_image_latency_ms"]), flush=True)
+    base_t, base_i = train["baseline_fp32"]["img_per_s"], infer["baseline_fp32"]["img_per_s"]
+    out["ratios_vs_baseline_fp32"] = {"training": {k: v["img_per_s"] / base_t for k, v in train.items()},
+                                      "inference": {k: v["img_per_s"] / base_i for k, v in infer.items()}}
+    if args.eval_checkpoint and args.eval_splits:
+        out["fast_path_accuracy"] = fast_path_accuracy(args.eval_checkpoint, args.eval_splits, args.eval_fold, tmp)
+        print(json.dumps(out["fast_path_accuracy"]), flush=True)
     out["environment"] = describe_environment()
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(out, indent=2))
+    tmp_out = args.output.with_suffix(".tmp")
+    tmp_out.write_text(json.dumps(out, indent=2))
+    tmp_out.replace(args.output)
     print(json.dumps({k: v for k, v in out.items() if k != "environment"}, indent=2))
 
 

@@ -141,12 +141,19 @@ def predict(
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write predictions as CSV.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write predictions as JSON.")] = None,
     cam_dir: Annotated[Path | None, typer.Option(help="Also write Grad-CAM overlays here.")] = None,
+    onnx: Annotated[Path | None, typer.Option(help="Logits from this exported ONNX model (e.g. int8).")] = None,
+    bf16: Annotated[bool, typer.Option(help="PyTorch under bf16 autocast (faster on AVX-512-BF16/AMX CPUs).")] = False,
 ) -> None:
     """Predict slices; bad files get one error line each, the rest go on. Exit 1 if any failed."""
     import csv
     import json
 
     predictor = _load_predictor(checkpoint)
+    if onnx is not None or bf16:
+        try:
+            predictor.use_fast_path(onnx, bf16)
+        except Exception as exc:  # noqa: BLE001  (onnxruntime raises its own types)
+            _fail(f"{onnx}: cannot load ONNX model ({str(exc).splitlines()[0]})")
     rows, n_failed = [], 0
     for p in predictor.predict_files(paths):
         if p.error:
@@ -236,12 +243,14 @@ def trust(
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="A model.pt.")],
     output: Annotated[Path, typer.Option(help="ONNX file to write.")] = Path("model.onnx"),
+    int8_calibration: Annotated[list[Path] | None, typer.Option(
+        help="Also write an int8 model (<output>.int8.onnx) calibrated on these training images/folders.")] = None,
 ) -> None:
-    """Export to ONNX (normalisation inside) and check parity with PyTorch."""
+    """Export to ONNX (normalisation inside) and check parity with PyTorch; optionally int8."""
     import numpy as np
     import torch
 
-    from brain_tumor.export import OnnxPredictor, export_onnx
+    from brain_tumor.export import OnnxPredictor, export_onnx, quantize_int8
 
     predictor = _load_predictor(checkpoint)
     export_onnx(checkpoint, output)
@@ -253,6 +262,23 @@ def export(
     typer.echo(f"wrote {output}; max |p_torch - p_onnx| = {diff:.2e}")
     if diff > 1e-4:
         _fail(f"ONNX parity failed ({diff:.2e} > 1e-4)")
+    if int8_calibration:
+        from brain_tumor.data.imageio import ImageReadError
+        from brain_tumor.inference import expand_inputs
+
+        images = []
+        for path in expand_inputs(int8_calibration):
+            try:
+                images += [predictor.to_tensor(image) for _, image in predictor.read(path)]
+            except ImageReadError as exc:
+                typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        if not images:
+            _fail("no readable calibration images")
+        calibration = torch.stack(images).numpy()
+        int8 = quantize_int8(output, output.with_suffix(".int8.onnx"), calibration)
+        agree = float((OnnxPredictor(int8).logits(calibration).argmax(1)
+                       == OnnxPredictor(output).logits(calibration).argmax(1)).mean())
+        typer.echo(f"wrote {int8} (calibrated on {len(images)} images; agrees with fp32 on {agree:.1%} of them)")
 
 
 @app.command()

@@ -51,3 +51,37 @@ class OnnxPredictor:
         """Logits for uint8 ``[B, 1, S, S]``."""
         x = images_uint8.astype(np.float32) / 255.0
         return np.asarray(self.session.run(["logits"], {"image": x})[0])
+
+
+class _ImageReader:
+    """ONNX Runtime calibration reader over uint8 ``[N, 1, S, S]`` images, ``batch`` at a time."""
+
+    def __init__(self, images_uint8: np.ndarray, batch: int = 16) -> None:
+        self.batches = iter([images_uint8[i:i + batch] for i in range(0, len(images_uint8), batch)])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        chunk = next(self.batches, None)
+        return None if chunk is None else {"image": chunk.astype(np.float32) / 255.0}
+
+
+def quantize_int8(fp32_onnx: str | Path, output: str | Path, calibration_uint8: np.ndarray) -> Path:
+    """Static int8 quantization (QDQ, per-channel weights) calibrated on ``calibration_uint8``.
+
+    Calibration images set activation ranges only (no labels): take them from training data.
+    """
+    import tempfile
+
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if len(calibration_uint8) == 0:
+        raise ValueError("int8 quantization needs calibration images")
+    reader = type("Reader", (_ImageReader, CalibrationDataReader), {})(calibration_uint8)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(fp32_onnx), str(prepared))
+        quantize_static(str(prepared), str(output), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return output

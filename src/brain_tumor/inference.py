@@ -67,6 +67,19 @@ class Predictor:
         self.normalize = Normalize(preprocessing)
         self.temperature = temperature
         self.refer_threshold = refer_threshold
+        self.bf16 = False
+        self.onnx: Any = None
+
+    def use_fast_path(self, onnx_path: str | Path | None = None, bf16: bool = False) -> Predictor:
+        """Serve logits from an exported (e.g. int8) ONNX model, or from PyTorch under bf16 autocast
+        with channels-last; Grad-CAM still uses the PyTorch network."""
+        from brain_tumor.export import OnnxPredictor
+
+        self.onnx = OnnxPredictor(onnx_path) if onnx_path else None
+        self.bf16 = bf16
+        if bf16:
+            self.network.to(memory_format=torch.channels_last)
+        return self
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> Predictor:
@@ -89,7 +102,13 @@ class Predictor:
     @torch.inference_mode()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """Raw logits for uint8 ``[B, 1, S, S]``."""
-        return self.network(self.model_input(batch)).float()
+        if self.onnx is not None:
+            return torch.from_numpy(self.onnx.logits(batch.numpy()))
+        x = self.model_input(batch)
+        if self.bf16:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            return self.network(x).float()
 
     def answer(self, source: str, logits: torch.Tensor) -> Prediction:
         """Turn one row of logits into a :class:`Prediction`."""

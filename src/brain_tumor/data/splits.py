@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
@@ -154,7 +154,8 @@ def cv_splits(labels: Sequence[str], patient_ids: Sequence[str], official_folds:
         groups = strict
     else:
         fold_of = np.empty(n, dtype=int)
-        for k, (_, test) in enumerate(StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(np.zeros(n), labels)):
+        slice_splitter = StratifiedKFold(n_folds, shuffle=True, random_state=seed)
+        for k, (_, test) in enumerate(slice_splitter.split(np.zeros(n), labels)):
             fold_of[test] = k
         groups = [str(i) for i in range(n)]
     splits = []

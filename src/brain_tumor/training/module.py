@@ -49,7 +49,7 @@ class SliceClassifier(L.LightningModule):
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         images, labels = batch
-        logits = self(images)
+        logits = self(images).float()  # loss and softmax in fp32 under mixed precision
         loss = self.loss_fn(logits, labels)
         acc = (logits.argmax(1) == labels).float().mean()
         on_step = stage == "train"
