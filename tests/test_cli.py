@@ -88,3 +88,31 @@ def test_cv_resumes_and_summarises(class_folder_dataset: Path, tmp_path: Path) -
     assert (results / "fold-1" / "metrics.json").stat().st_mtime == mtime
     compared = runner.invoke(app, ["compare", str(results / "fold-1"), str(results / "fold-1")])
     assert compared.exit_code == 0 and '"p_value": 1.0' in compared.output
+
+
+def test_robust_recipe_trains_then_shift_test_and_ood(class_folder_dataset: Path, tmp_path: Path) -> None:
+    results, work = tmp_path / "results", tmp_path / "runs"
+    settings = [f"data.root={class_folder_dataset}", "data.image_size=32", "data.batch_size=8",
+                f"data.cache_dir={tmp_path / 'cache'}", "model.weights=none", "train.max_epochs=1",
+                "data.val_fraction=0.2", "data.preprocessing=robust", "data.augmentation=robust"]
+    args = ["train", "--results-dir", str(results), "--work-dir", str(work)]
+    for s in settings:
+        args += ["--set", s]
+    assert runner.invoke(app, args).exit_code == 0
+    checkpoint = work / "model.pt"
+    _, meta = load_model_checkpoint(checkpoint)
+    assert meta["preprocessing"]["pipeline"] == "robust"
+    split = results / "split.json"
+    out = tmp_path / "shift"
+    result = runner.invoke(app, ["shift-test", "--model", f"robust={checkpoint}", "--split", str(split),
+                                 "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    shift = json.loads((out / "shift.json").read_text())["models"]["robust"]
+    assert set(shift["shifts"]) >= {"gamma", "framing", "jpeg", "bit_depth"}
+    assert (out / "shift.png").is_file() and (out / "preprocessing_steps.png").is_file()
+    result = runner.invoke(app, ["ood", "--checkpoint", str(checkpoint), "--split", str(split),
+                                 "--output", str(tmp_path / "ood")])
+    assert result.exit_code == 0, result.output
+    assert "ood" in torch.load(checkpoint, weights_only=True)
+    bad = runner.invoke(app, ["shift-test", "--model", "x=/no/such.pt", "--split", str(split)])
+    assert bad.exit_code != 0 and "NAME=CHECKPOINT" in bad.output

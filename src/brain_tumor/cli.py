@@ -116,7 +116,7 @@ def evaluate(
     meta = torch.load(checkpoint, map_location="cpu", weights_only=True)
     data_cfg = meta["config"]["data"]
     _, images, labels = load_data(str(data_root or data_cfg["root"]), meta["preprocessing"]["image_size"],
-                                  data_cfg.get("cache_dir"))
+                                  data_cfg.get("cache_dir"), meta["preprocessing"].get("pipeline", "paper"))
     metrics, _, _ = evaluate_checkpoint(checkpoint, images, labels, load_split(split).test)
     write_json(metrics, output / "metrics.json")
     typer.echo(f"accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f} -> {output / 'metrics.json'}")
@@ -230,9 +230,19 @@ def trust(
 
     meta = torch.load(checkpoint, map_location="cpu", weights_only=True)
     data_cfg = meta["config"]["data"]
-    records, images, labels = load_data(data_cfg["root"], meta["preprocessing"]["image_size"], data_cfg["cache_dir"])
+    records, images, labels = load_data(data_cfg["root"], meta["preprocessing"]["image_size"], data_cfg["cache_dir"],
+                                        meta["preprocessing"].get("pipeline", "paper"))
     s = load_split(split or run_dir.parent / "split.json")
-    result = run_trust(checkpoint, run_dir, images, labels, [r.box for r in records], s.val, s.test,
+    boxes = [r.box for r in records]
+    pipeline = meta["preprocessing"].get("pipeline", "paper")
+    if pipeline != "paper":  # boxes follow the crop and padding of the pipeline
+        from brain_tumor.data.imageio import read_slice
+        from brain_tumor.data.preprocess import map_box
+
+        test = set(s.test)
+        boxes = [map_box(boxes[i], read_slice(records[i].path), pipeline) if i in test and boxes[i] else None
+                 for i in range(len(records))]
+    result = run_trust(checkpoint, run_dir, images, labels, boxes, s.val, s.test,
                        target_risk, tolerance_px)
     c, loc = result["calibration"], result["localisation"]
     typer.echo(f"T={c['temperature']:.3f} ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}; "
@@ -346,3 +356,83 @@ def report(
 
     rebuild_report(results_dir)
     typer.echo(f"report: {results_dir / 'report.html'}")
+
+
+SplitOpt = Annotated[Path, typer.Option(help="A paper split.json or a CV splits.json (then --fold).")]
+FoldOpt = Annotated[int | None, typer.Option(help="CV fold (1-based) when --split holds folds.")]
+
+
+def _model_data(checkpoint: Path):  # type: ignore[no-untyped-def]
+    """Records, images (at the checkpoint's size and pipeline) and labels for a checkpoint's data."""
+    import torch
+
+    from brain_tumor.training.fit import load_data
+
+    meta = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    pre, data_cfg = meta["preprocessing"], meta["config"]["data"]
+    return load_data(data_cfg["root"], pre["image_size"], data_cfg.get("cache_dir"), pre.get("pipeline", "paper"))
+
+
+@app.command("shift-test")
+def shift_test(
+    model: Annotated[list[str], typer.Option(help="NAME=CHECKPOINT; repeat to compare recipes side by side.")],
+    split: SplitOpt,
+    fold: FoldOpt = None,
+    output: Annotated[Path, typer.Option(help="Folder for shift.json/.md/.png.")] = Path("results/shift"),
+    seed: Annotated[int, typer.Option(help="Seed of the random parts of the shifts.")] = 0,
+) -> None:
+    """Accuracy on the held-out test slices under controlled shifts (contrast, gamma, resolution,
+    framing, rotation, noise, JPEG, bit depth), for each model."""
+    import numpy as np
+
+    from brain_tumor.data.manifest import CLASS_NAMES
+    from brain_tumor.robustness import draw_preprocessing_steps, run_shift_test, test_indices
+
+    models = {}
+    for item in model:
+        name, sep, path = item.partition("=")
+        if not sep or not Path(path).is_file():
+            _fail(f"--model {item!r}: expected NAME=CHECKPOINT with an existing file")
+        models[name] = Path(path)
+    try:
+        records, _, _ = _model_data(next(iter(models.values())))
+        idx = test_indices(split, fold)
+    except (ValueError, OSError, KeyError) as exc:
+        _fail(str(exc))
+    paths = [records[i].path for i in idx]
+    labels = np.array([CLASS_NAMES.index(records[i].label) for i in idx])
+    results = run_shift_test(models, paths, labels, output, seed)
+    draw_preprocessing_steps([paths[i] for i in np.linspace(0, len(paths) - 1, 4).astype(int)],
+                             output / "preprocessing_steps.png")
+    for name, r in results.items():
+        typer.echo(f"{name}: clean {r['clean']:.4f}; " + ", ".join(
+            f"{f} {-d:+.3f}" for f, d in r["mean_drop"].items()))
+    typer.echo(f"-> {output / 'shift.md'}")
+
+
+@app.command()
+def ood(
+    checkpoint: CheckpointOpt,
+    split: SplitOpt,
+    fold: FoldOpt = None,
+    output: Annotated[Path, typer.Option(help="Folder for ood.json/.md.")] = Path("results/ood"),
+    flag_rate: Annotated[float, typer.Option(help="Share of in-distribution validation slices flagged.")] = 0.05,
+    k: Annotated[int, typer.Option(help="Neighbour whose distance is the score.")] = 10,
+) -> None:
+    """Fit the out-of-distribution flag (kNN distance in feature space) on the training slices, set its
+    threshold on validation, store it in the checkpoint, and report flag rates."""
+    import json as _json
+
+    from brain_tumor.robustness import fit_ood
+
+    try:
+        _, images, _ = _model_data(checkpoint)
+        payload = _json.loads(split.read_text())
+        s = payload[fold - 1] if isinstance(payload, list) and fold else payload
+        if isinstance(s, list):
+            raise ValueError(f"{split} holds CV folds: choose one with --fold")
+    except (ValueError, OSError, KeyError) as exc:
+        _fail(str(exc))
+    result = fit_ood(checkpoint, images, s["train"], s["val"], s["test"], output, flag_rate, k)
+    rates = result["flag_rates"]["knn"]
+    typer.echo(f"flagged: test {rates['test']:.1%}, must-refuse {rates['all_must_refuse']:.1%} -> {output / 'ood.md'}")

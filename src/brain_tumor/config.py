@@ -28,6 +28,7 @@ class DataConfig:
     batch_size: int = 32
     num_workers: int = 0
     augmentation: str = "paper"
+    preprocessing: str = "paper"
     oversample: bool = False
     cache_dir: str | None = None
 
@@ -77,6 +78,8 @@ class RunConfig:
             raise ValueError("model.freeze_layers must be in 0..175 (Keras layers)")
         if not 0 < self.data.val_fraction < 0.5:
             raise ValueError("data.val_fraction must be in (0, 0.5)")
+        if self.data.preprocessing not in ("paper", "robust"):
+            raise ValueError(f"data.preprocessing: unknown {self.data.preprocessing!r} (paper | robust)")
         if self.data.image_size < 32:
             raise ValueError("data.image_size must be at least 32")
         if self.train.lr <= 0 or self.train.max_epochs < 1:

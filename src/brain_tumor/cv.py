@@ -64,7 +64,8 @@ def summarise(y: np.ndarray, probs: np.ndarray, groups: list[str], fold_metrics:
 def run_cv(config: RunConfig, grouping: str, results_dir: Path, work_dir: Path,
            only_folds: list[int] | None = None) -> dict[str, Any]:
     """Train/evaluate every fold (finished folds are skipped) and write summary.json/.md."""
-    records, images, labels = load_data(config.data.root, config.data.image_size, config.data.cache_dir)
+    records, images, labels = load_data(config.data.root, config.data.image_size, config.data.cache_dir,
+                                        config.data.preprocessing)
     pids = [r.patient_id or str(r.index) for r in records]
     splits = load_or_make_cv_splits(results_dir / "splits.json", [r.label for r in records], pids,
                                     [r.cv_fold for r in records], grouping, config.data.val_fraction, config.data.seed)

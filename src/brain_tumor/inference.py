@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from brain_tumor.data.cache import resize_slice
 from brain_tumor.data.imageio import SUPPORTED_SUFFIXES, ImageReadError, dicom_frame_count, read_slice
+from brain_tumor.data.preprocess import prepare_slice
 from brain_tumor.model.backbone import Preprocessing
 from brain_tumor.training.checkpoint import load_model_checkpoint
 from brain_tumor.transforms import Normalize
@@ -37,6 +37,7 @@ class Prediction:
                                "confidence": round(self.confidence, 6), "refer": self.refer,
                                "calibrated": self.calibrated, "error": self.error or ""}
         out.update({f"p_{k}": round(v, 6) for k, v in self.probabilities.items()})
+        out.update(self.extra)
         return out
 
 
@@ -69,6 +70,7 @@ class Predictor:
         self.refer_threshold = refer_threshold
         self.bf16 = False
         self.onnx: Any = None
+        self.ood: dict[str, Any] | None = None  # {"bank", "k", "threshold"}: see evaluation.ood
 
     def use_fast_path(self, onnx_path: str | Path | None = None, bf16: bool = False) -> Predictor:
         """Serve logits from an exported (e.g. int8) ONNX model, or from PyTorch under bf16 autocast
@@ -87,13 +89,17 @@ class Predictor:
         network, meta = load_model_checkpoint(path)
         pre = meta["preprocessing"]
         calibration = meta.get("calibration") or {}
-        return cls(network, meta["class_names"],
-                   Preprocessing(tuple(pre["mean"]), tuple(pre["std"]), pre["image_size"]),  # type: ignore[arg-type]
-                   float(calibration.get("temperature", 1.0)), calibration.get("refer_threshold"))
+        preprocessing = Preprocessing(tuple(pre["mean"]), tuple(pre["std"]),  # type: ignore[arg-type]
+                                      pre["image_size"], pre.get("pipeline", "paper"))
+        predictor = cls(network, meta["class_names"], preprocessing,
+                        float(calibration.get("temperature", 1.0)), calibration.get("refer_threshold"))
+        predictor.ood = meta.get("ood")
+        return predictor
 
     def to_tensor(self, image: np.ndarray) -> torch.Tensor:
         """Float [0, 1] HxW slice -> uint8 ``[1, S, S]`` as the training cache holds it."""
-        return torch.from_numpy(resize_slice(image, self.preprocessing.image_size).copy()).unsqueeze(0)
+        pre = self.preprocessing
+        return torch.from_numpy(prepare_slice(image, pre.image_size, pre.pipeline).copy()).unsqueeze(0)
 
     def model_input(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 ``[B, 1, S, S]`` -> the normalised network input."""
@@ -110,19 +116,45 @@ class Predictor:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             return self.network(x).float()
 
-    def answer(self, source: str, logits: torch.Tensor) -> Prediction:
-        """Turn one row of logits into a :class:`Prediction`."""
+    @torch.inference_mode()
+    def embed(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(penultimate features, logits)`` for uint8 ``[B, 1, S, S]`` (PyTorch path)."""
+        captured: list[torch.Tensor] = []
+        handle = self.network.fc.register_forward_hook(lambda m, i, o: captured.append(i[0]))
+        try:
+            logits = self.network(self.model_input(batch)).float()
+        finally:
+            handle.remove()
+        return captured[0].float(), logits
+
+    def _outputs(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits, plus OOD scores when the checkpoint carries an OOD detector (PyTorch path)."""
+        if self.ood is None or self.onnx is not None:
+            return self.logits(batch), None
+        from brain_tumor.evaluation.ood import knn_scores
+
+        features, logits = self.embed(batch)
+        return logits, knn_scores(self.ood["bank"].float(), features, int(self.ood["k"]))
+
+    def answer(self, source: str, logits: torch.Tensor, ood_score: float | None = None) -> Prediction:
+        """Turn one row of logits (and its OOD score) into a :class:`Prediction`."""
         probs = logits.softmax(-1)
         calibrated = (logits / self.temperature).softmax(-1)
         k = int(probs.argmax())
         confidence = float(calibrated[k])
         refer = self.refer_threshold is not None and confidence < self.refer_threshold
+        extra: dict[str, Any] = {}
+        if ood_score is not None and self.ood is not None:
+            unlike = ood_score > float(self.ood["threshold"])
+            extra = {"ood_score": round(ood_score, 6), "out_of_distribution": unlike}
+            refer = refer or unlike
         return Prediction(source, {c: float(p) for c, p in zip(self.class_names, probs)},
-                          self.class_names[k], confidence, refer, self.refer_threshold is not None)
+                          self.class_names[k], confidence, refer, self.refer_threshold is not None, extra=extra)
 
     def predict(self, image: np.ndarray, source: str = "<array>") -> Prediction:
         """Predict one float [0, 1] grayscale slice."""
-        return self.answer(source, self.logits(self.to_tensor(image)[None])[0])
+        logits, scores = self._outputs(self.to_tensor(image)[None])
+        return self.answer(source, logits[0], None if scores is None else float(scores[0]))
 
     def read(self, path: Path) -> Iterator[tuple[str, np.ndarray]]:
         """``(source name, slice)`` pairs of a file; one per frame for multi-frame DICOM."""
@@ -154,6 +186,6 @@ class Predictor:
     def _flush(self, pending: list[tuple[str, torch.Tensor]]) -> Iterator[Prediction]:
         if not pending:
             return
-        logits = self.logits(torch.stack([t for _, t in pending]))
-        for (source, _), row in zip(pending, logits):
-            yield self.answer(source, row)
+        logits, scores = self._outputs(torch.stack([t for _, t in pending]))
+        for i, ((source, _), row) in enumerate(zip(pending, logits)):
+            yield self.answer(source, row, None if scores is None else float(scores[i]))

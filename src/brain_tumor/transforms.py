@@ -6,7 +6,11 @@ input is made on the fly by :func:`normalize_batch` (grey -> 3 channels, weights
 
 from __future__ import annotations
 
+import math
+import random
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms import v2
 
@@ -29,6 +33,83 @@ class PaperTrainPreset:
         return self.transform(image)
 
 
+class RandomGamma:
+    """x ** gamma with gamma drawn log-uniformly from ``gammas`` (sequence contrast changes)."""
+
+    def __init__(self, gammas: tuple[float, float] = (0.6, 1.6)) -> None:
+        self.log_low, self.log_high = math.log(gammas[0]), math.log(gammas[1])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        gamma = math.exp(random.uniform(self.log_low, self.log_high))
+        return x.clamp(0, 1) ** gamma
+
+
+class BiasField:
+    """Multiply by a smooth random field exp(quadratic in x, y), like MRI coil inhomogeneity."""
+
+    def __init__(self, strength: float = 0.3) -> None:
+        self.strength = strength
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+        terms = torch.stack([xx, yy, xx * yy, xx**2, yy**2])
+        coeffs = (torch.rand(5) * 2 - 1) * self.strength
+        return x * torch.exp((coeffs.view(5, 1, 1) * terms).sum(0))
+
+
+class DownUp:
+    """Lose resolution: downsample by a random factor in ``factors`` and upsample back."""
+
+    def __init__(self, factors: tuple[float, float] = (0.25, 0.75)) -> None:
+        self.factors = factors
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        f = random.uniform(*self.factors)
+        small = F.interpolate(x[None], size=(max(int(h * f), 8), max(int(w * f), 8)), mode="bilinear",
+                              antialias=True)
+        return F.interpolate(small, size=(h, w), mode="bilinear")[0]
+
+
+class GaussianNoise:
+    """Additive Gaussian noise with sigma drawn from [0, ``max_sigma``]."""
+
+    def __init__(self, max_sigma: float = 0.05) -> None:
+        self.max_sigma = max_sigma
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.randn_like(x) * random.uniform(0, self.max_sigma)
+
+
+class RobustTrainPreset:
+    """Augmentation for scanner, sequence and framing shift, beyond the paper's set: wider zoom
+    and shift (framing), JPEG re-compression, gamma/contrast, blur and sharpening, resolution
+    loss, bias field and noise. uint8 ``[1, H, W]`` in and out."""
+
+    def __init__(self) -> None:
+        self.geometry = v2.Compose([
+            v2.RandomAffine(degrees=20.0, translate=(0.12, 0.12), scale=(0.7, 1.3)),
+            v2.RandomHorizontalFlip(),
+            v2.RandomVerticalFlip(),
+            v2.RandomApply([v2.JPEG(quality=(15, 95))], p=0.3),
+        ])
+        self.intensity = v2.Compose([
+            v2.RandomApply([RandomGamma()], p=0.5),
+            v2.ColorJitter(brightness=0.3, contrast=0.4),
+            v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 2.0))], p=0.25),
+            v2.RandomAdjustSharpness(2.0, p=0.25),
+            v2.RandomApply([DownUp()], p=0.3),
+            v2.RandomApply([BiasField()], p=0.5),
+            v2.RandomApply([GaussianNoise()], p=0.3),
+        ])
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        x = self.geometry(image).float() / 255.0
+        x = self.intensity(x)
+        return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
 class EvalPreset:
     """No change: resizing happened when the dataset was decoded."""
 
@@ -36,10 +117,10 @@ class EvalPreset:
         return image
 
 
-PRESETS = {"paper": PaperTrainPreset, "none": EvalPreset}
+PRESETS = {"paper": PaperTrainPreset, "robust": RobustTrainPreset, "none": EvalPreset}
 
 
-def train_preset(name: str) -> PaperTrainPreset | EvalPreset:
+def train_preset(name: str) -> PaperTrainPreset | RobustTrainPreset | EvalPreset:
     """Look up a training augmentation preset by name."""
     if name not in PRESETS:
         raise ValueError(f"augmentation must be one of {sorted(PRESETS)}, got {name!r}")

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from brain_tumor.data.imageio import ImageReadError, read_slice
 from brain_tumor.data.manifest import Record
+from brain_tumor.data.preprocess import prepare_slice, resize_square
+
+resize_slice = resize_square  # the paper pipeline's resize, under its older name
 
 log = logging.getLogger(__name__)
 
@@ -25,27 +27,21 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "brain-tumor"
 
 
-def resize_slice(array: np.ndarray, size: int) -> np.ndarray:
-    """Float [0, 1] HxW -> uint8 size x size (bilinear with antialiasing, like Keras' resize)."""
-    img = Image.fromarray((np.clip(array, 0, 1) * 255).round().astype(np.uint8))
-    return np.asarray(img.resize((size, size), Image.BILINEAR))
-
-
-def _cache_key(records: list[Record], size: int) -> str:
-    h = hashlib.sha1(f"v1:{size}".encode())
+def _cache_key(records: list[Record], size: int, pipeline: str = "paper") -> str:
+    h = hashlib.sha1((f"v1:{size}" if pipeline == "paper" else f"v1:{size}:{pipeline}").encode())
     for r in records:
         stat = os.stat(r.path) if os.path.exists(r.path) else None
         h.update(f"{r.path}:{stat.st_size if stat else -1}:{stat.st_mtime_ns if stat else -1}".encode())
     return h.hexdigest()[:16]
 
 
-def decode_all(records: list[Record], size: int) -> tuple[torch.Tensor, list[int]]:
-    """Decode and resize every record; unreadable files are reported and left out."""
+def decode_all(records: list[Record], size: int, pipeline: str = "paper") -> tuple[torch.Tensor, list[int]]:
+    """Decode and preprocess every record; unreadable files are reported and left out."""
     images: list[np.ndarray] = []
     kept: list[int] = []
-    for i, record in enumerate(tqdm(records, desc=f"decoding to {size}px", unit="img")):
+    for i, record in enumerate(tqdm(records, desc=f"decoding to {size}px ({pipeline})", unit="img")):
         try:
-            images.append(resize_slice(read_slice(record.path), size))
+            images.append(prepare_slice(read_slice(record.path), size, pipeline))
             kept.append(i)
         except ImageReadError as exc:
             log.error("skipped: %s", exc)
@@ -53,15 +49,15 @@ def decode_all(records: list[Record], size: int) -> tuple[torch.Tensor, list[int
     return torch.from_numpy(stacked).unsqueeze(1), kept
 
 
-def cached_images(records: list[Record], size: int,
-                  cache_dir: str | Path | None = None) -> tuple[torch.Tensor, list[int]]:
+def cached_images(records: list[Record], size: int, cache_dir: str | Path | None = None,
+                  pipeline: str = "paper") -> tuple[torch.Tensor, list[int]]:
     """``(uint8 [N, 1, size, size], kept record positions)``, decoded once then read from disk."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    path = cache_dir / f"images-{size}px-{_cache_key(records, size)}.pt"
+    path = cache_dir / f"images-{size}px-{_cache_key(records, size, pipeline)}.pt"
     if path.is_file():
         payload = torch.load(path, weights_only=True)
         return payload["images"], payload["kept"].tolist()
-    images, kept = decode_all(records, size)
+    images, kept = decode_all(records, size, pipeline)
     cache_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
     os.close(fd)

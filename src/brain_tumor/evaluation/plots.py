@@ -132,3 +132,39 @@ def plot_overlay_grid(overlays: list[np.ndarray], titles: list[str], boxes: list
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+def plot_shift(results: dict[str, dict[str, object]], path: Path) -> Path:
+    """Accuracy per shift family and severity, one line per model (``results[model]`` holds
+    ``clean`` and ``shifts[family] = [(severity label, accuracy), ...]``)."""
+    models = list(results)
+    families = list(results[models[0]]["shifts"])  # type: ignore[arg-type]
+    columns = 4
+    rows = (len(families) + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False)
+    for ax, family in zip(axes.ravel(), families):
+        for model in models:
+            levels = results[model]["shifts"][family]  # type: ignore[index]
+            ax.plot(range(len(levels) + 1), [results[model]["clean"]] + [a for _, a in levels], marker="o",
+                    label=model)
+            ax.set_xticks(range(len(levels) + 1), ["none"] + [name for name, _ in levels], fontsize=7)
+        ax.set_title(family, fontsize=9)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(families):]:
+        ax.axis("off")
+    axes[0, 0].set_ylabel("accuracy")
+    axes[0, 0].legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_steps(rows: list[list[np.ndarray]], titles: list[str], path: Path) -> Path:
+    """A grid of images, one row per example, one column per processing step."""
+    fig, axes = plt.subplots(len(rows), len(titles), figsize=(2.2 * len(titles), 2.2 * len(rows)), squeeze=False)
+    for r, images in enumerate(rows):
+        for c, image in enumerate(images):
+            axes[r, c].imshow(image, cmap="gray", vmin=0, vmax=1 if image.dtype != np.uint8 else 255)
+            axes[r, c].axis("off")
+            if r == 0:
+                axes[r, c].set_title(titles[c], fontsize=8)
+    return _save(fig, path)

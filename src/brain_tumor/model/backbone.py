@@ -29,13 +29,14 @@ class Preprocessing:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     image_size: int = 224
+    pipeline: str = "paper"  # slice preprocessing before resizing: paper | robust
 
 
-def preprocessing_for(weights: str, image_size: int = 224) -> Preprocessing:
+def preprocessing_for(weights: str, image_size: int = 224, pipeline: str = "paper") -> Preprocessing:
     """Return the normalisation that the named weights were trained with."""
     if weights == "keras":
-        return Preprocessing(KERAS_MEAN, KERAS_STD, image_size)
-    return Preprocessing(TORCHVISION_MEAN, TORCHVISION_STD, image_size)
+        return Preprocessing(KERAS_MEAN, KERAS_STD, image_size, pipeline)
+    return Preprocessing(TORCHVISION_MEAN, TORCHVISION_STD, image_size, pipeline)
 
 
 def make_resnet50_v1(bn_eps: float = KERAS_BN_EPS, bn_momentum: float = 0.1) -> nn.Module:

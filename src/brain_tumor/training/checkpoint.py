@@ -45,7 +45,7 @@ def save_model_checkpoint(path: str | Path, network: nn.Module, *, architecture:
         "architecture": architecture,
         "class_names": list(class_names),
         "preprocessing": {"mean": list(preprocessing.mean), "std": list(preprocessing.std),
-                          "image_size": preprocessing.image_size},
+                          "image_size": preprocessing.image_size, "pipeline": preprocessing.pipeline},
         "bn_eps": [m.eps for m in network.modules() if isinstance(m, nn.BatchNorm2d)][0],
         "config": config,
         "epoch": epoch,
@@ -74,9 +74,16 @@ def load_model_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
 def set_checkpoint_calibration(path: str | Path, calibration: dict[str, float]) -> None:
     """Store temperature and referral threshold inside a checkpoint (atomic rewrite)."""
+    set_checkpoint_entry(path, "calibration", {k: float(v) for k, v in calibration.items()})
+
+
+def set_checkpoint_entry(path: str | Path, key: str, value: Any) -> None:
+    """Store ``value`` (tensors, numbers, strings, containers of them) under ``key`` (atomic rewrite)."""
+    if key in ("format", "state_dict", "architecture", "class_names", "preprocessing"):
+        raise ValueError(f"{key!r} describes the model and cannot be replaced")
     path = Path(path)
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    payload["calibration"] = {k: float(v) for k, v in calibration.items()}
+    payload[key] = value
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
     torch.save(payload, tmp)

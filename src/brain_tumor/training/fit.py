@@ -46,10 +46,11 @@ class FitResult:
     best_epoch: int
 
 
-def load_data(root: str, image_size: int, cache_dir: str | None) -> tuple[list[Record], torch.Tensor, torch.Tensor]:
+def load_data(root: str, image_size: int, cache_dir: str | None,
+              pipeline: str = "paper") -> tuple[list[Record], torch.Tensor, torch.Tensor]:
     """Records, decoded uint8 images and integer labels (unreadable files reported and dropped)."""
     records = load_records(root)
-    images, kept = cached_images(records, image_size, cache_dir)
+    images, kept = cached_images(records, image_size, cache_dir, pipeline)
     records = [records[i] for i in kept]
     labels = torch.tensor([CLASS_NAMES.index(r.label) for r in records])
     return records, images, labels
@@ -57,7 +58,8 @@ def load_data(root: str, image_size: int, cache_dir: str | None) -> tuple[list[R
 
 def prepare_data(config: RunConfig, split_path: Path) -> PreparedData:
     """Load the data and the paper split (made once, saved at ``split_path`` and reused)."""
-    records, images, labels = load_data(config.data.root, config.data.image_size, config.data.cache_dir)
+    records, images, labels = load_data(config.data.root, config.data.image_size, config.data.cache_dir,
+                                        config.data.preprocessing)
     split = load_or_make_paper_split(split_path, [r.label for r in records], config.data.seed,
                                      config.data.val_fraction)
     return PreparedData(records, images, labels, list(CLASS_NAMES), split)
@@ -73,7 +75,8 @@ def build_module(config: RunConfig, class_names: list[str],
     if config.train.class_weighted_loss:
         counts = torch.bincount(train_labels, minlength=len(class_names)).float()
         weights = counts.sum() / (len(class_names) * counts)
-    module = SliceClassifier(network, preprocessing_for(config.model.weights, config.data.image_size),
+    preprocessing = preprocessing_for(config.model.weights, config.data.image_size, config.data.preprocessing)
+    module = SliceClassifier(network, preprocessing,
                              lr=config.train.lr, weight_decay=config.train.weight_decay,
                              plateau_factor=config.train.plateau_factor,
                              plateau_patience=config.train.plateau_patience,
@@ -114,7 +117,8 @@ def fit(config: RunConfig, data: PreparedData, run_dir: Path, work_dir: Path) ->
     best_epoch = int(state["epoch"])
     out = save_model_checkpoint(
         work_dir / "model.pt", module.network, architecture=architecture_for(config.model.weights),
-        class_names=data.class_names, preprocessing=preprocessing_for(config.model.weights, config.data.image_size),
+        class_names=data.class_names,
+        preprocessing=preprocessing_for(config.model.weights, config.data.image_size, config.data.preprocessing),
         config=to_dict(config), epoch=best_epoch,
         metrics={"val_loss": float(best.best_model_score or float("nan"))})
     return FitResult(out, report, trainer.current_epoch, best_epoch)

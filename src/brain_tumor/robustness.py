@@ -1,0 +1,144 @@
+"""Shift benchmark and out-of-distribution flagging over trained checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from brain_tumor.data.imageio import read_slice
+from brain_tumor.data.preprocess import head_box, prepare_slice, robust_slice
+from brain_tumor.evaluation.plots import plot_shift, plot_steps
+from brain_tumor.evaluation.run_eval import write_json
+from brain_tumor.evaluation.shift import SHIFTS, shifted
+from brain_tumor.inference import Predictor
+
+
+def test_indices(split_file: Path, fold: int | None) -> list[int]:
+    """Test indices from a paper split file or (with ``fold``, 1-based) a CV splits file."""
+    payload = json.loads(split_file.read_text())
+    if isinstance(payload, list):
+        if fold is None:
+            raise ValueError(f"{split_file} holds CV folds: choose one with --fold")
+        return list(payload[fold - 1]["test"])
+    return list(payload["test"])
+
+
+def accuracy_on(predictor: Predictor, images: list[np.ndarray], labels: np.ndarray, batch: int = 64) -> float:
+    """Accuracy of ``predictor`` over float [0, 1] slices (its own preprocessing applied)."""
+    predicted = []
+    for i in range(0, len(images), batch):
+        x = torch.stack([predictor.to_tensor(im) for im in images[i:i + batch]])
+        predicted.append(predictor.logits(x).argmax(1).numpy())
+    return float((np.concatenate(predicted) == labels).mean())
+
+
+def run_shift_test(checkpoints: dict[str, Path], paths: list[str], labels: np.ndarray, out_dir: Path,
+                   seed: int = 0) -> dict[str, Any]:
+    """Accuracy of each checkpoint on the slices at ``paths`` under every shift and severity."""
+    originals = [read_slice(p) for p in tqdm(paths, desc="reading test slices", unit="img")]
+    results: dict[str, Any] = {}
+    for name, checkpoint in checkpoints.items():
+        predictor = Predictor.from_checkpoint(checkpoint)
+        entry: dict[str, Any] = {"checkpoint": str(checkpoint), "pipeline": predictor.preprocessing.pipeline,
+                                 "clean": accuracy_on(predictor, originals, labels), "shifts": {}}
+        for family, levels in tqdm(SHIFTS.items(), desc=f"shifts ({name})", unit="family"):
+            entry["shifts"][family] = [
+                (label, accuracy_on(predictor, [shifted(im, family, k, seed + i) for i, im in enumerate(originals)],
+                                    labels)) for k, (label, _) in enumerate(levels)]
+        entry["mean_drop"] = {f: entry["clean"] - float(np.mean([a for _, a in lv]))
+                              for f, lv in entry["shifts"].items()}
+        results[name] = entry
+    write_json({"n_test": len(paths), "seed": seed, "models": results}, out_dir / "shift.json")
+    plot_shift(results, out_dir / "shift.png")
+    (out_dir / "shift.md").write_text(shift_markdown(results, len(paths)))
+    return results
+
+
+def shift_markdown(results: dict[str, Any], n: int) -> str:
+    """One table: accuracy per shift family and severity, a column per model."""
+    models = list(results)
+    lines = [f"# Shift benchmark ({n} held-out test slices)", "",
+             "| shift | severity | " + " | ".join(models) + " |", "|---|---|" + "---|" * len(models),
+             "| none | - | " + " | ".join(f"{results[m]['clean']:.3f}" for m in models) + " |"]
+    for family, levels in results[models[0]]["shifts"].items():
+        for k, (label, _) in enumerate(levels):
+            lines.append(f"| {family} | {label} | " + " | ".join(
+                f"{results[m]['shifts'][family][k][1]:.3f}" for m in models) + " |")
+    lines += ["", "Mean accuracy lost per family (clean minus mean over severities):", "",
+              "| shift | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+    for family in results[models[0]]["shifts"]:
+        lines.append(f"| {family} | " + " | ".join(f"{results[m]['mean_drop'][family]:+.3f}" for m in models) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def draw_preprocessing_steps(paths: list[str], out: Path, size: int = 224) -> Path:
+    """Each step of the robust pipeline on real slices, beside the paper's plain resize."""
+    rows = []
+    for p in paths:
+        image = read_slice(p)
+        y0, y1, x0, x1 = head_box(image)
+        boxed = image.copy()
+        boxed[y0:y1, [x0, min(x1, image.shape[1] - 1)]] = 1.0
+        boxed[[y0, min(y1, image.shape[0] - 1)], x0:x1] = 1.0
+        rows.append([image, prepare_slice(image, size, "paper"), boxed, robust_slice(image),
+                     prepare_slice(image, size, "robust")])
+    return plot_steps(rows, ["as read", "paper: resize", "robust: head box", "cropped, padded, clipped",
+                             f"robust: {size}px"], out)
+
+
+def embed_all(predictor: Predictor, images: torch.Tensor, batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Penultimate features and logits of uint8 ``[N, 1, S, S]`` images."""
+    feats, logits = [], []
+    for i in tqdm(range(0, len(images), batch), desc="features", unit="batch", leave=False):
+        f, z = predictor.embed(images[i:i + batch])
+        feats.append(f)
+        logits.append(z)
+    return torch.cat(feats), torch.cat(logits)
+
+
+def fit_ood(checkpoint: Path, images: torch.Tensor, train: list[int], val: list[int], test: list[int],
+            out_dir: Path, flag_rate: float = 0.05, k: int = 10) -> dict[str, Any]:
+    """Fit the kNN OOD detector on training features, set its threshold on validation, store it in
+    the checkpoint, and measure flag rates on the test slices and on images it must refuse."""
+    from brain_tumor.evaluation.ood import energy_scores, knn_scores, make_bank, refuse_set, threshold_for_rate
+    from brain_tumor.training.checkpoint import set_checkpoint_entry
+
+    predictor = Predictor.from_checkpoint(checkpoint)
+    bank = make_bank(embed_all(predictor, images[train])[0])
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    for name, idx in (("val", val), ("test", test)):
+        f, z = embed_all(predictor, images[idx])
+        scores[name] = {"knn": knn_scores(bank, f, k).numpy(), "energy": energy_scores(z).numpy()}
+    for kind, pictures in refuse_set().items():
+        f, z = embed_all(predictor, torch.stack([predictor.to_tensor(p) for p in pictures]))
+        scores[kind] = {"knn": knn_scores(bank, f, k).numpy(), "energy": energy_scores(z).numpy()}
+    thresholds = {m: threshold_for_rate(scores["val"][m], flag_rate) for m in ("knn", "energy")}
+    rates = {m: {name: float((s[m] > thresholds[m]).mean()) for name, s in scores.items()} for m in thresholds}
+    refuse_kinds = [n for n in scores if n not in ("val", "test")]
+    for m in rates:
+        refused = np.concatenate([scores[n][m] for n in refuse_kinds])
+        rates[m]["all_must_refuse"] = float((refused > thresholds[m]).mean())
+    set_checkpoint_entry(checkpoint, "ood", {"method": "knn-cosine", "bank": bank, "k": k,
+                                             "threshold": thresholds["knn"], "flag_rate_on_val": flag_rate})
+    result = {"checkpoint": str(checkpoint), "k": k, "bank_size": len(bank), "target_flag_rate_val": flag_rate,
+              "thresholds": thresholds, "flag_rates": rates,
+              "counts": {n: len(s["knn"]) for n, s in scores.items()}}
+    write_json(result, out_dir / "ood.json")
+    (out_dir / "ood.md").write_text(ood_markdown(result))
+    return result
+
+
+def ood_markdown(result: dict[str, Any]) -> str:
+    """Flag rates per input kind, kNN feature distance beside the energy baseline."""
+    rates, counts = result["flag_rates"], result["counts"]
+    lines = [f"# Out-of-distribution flag (threshold: {result['target_flag_rate_val']:.0%} of validation flagged)", "",
+             "| inputs | n | kNN feature distance | energy (baseline) |", "|---|---|---|---|"]
+    for name in rates["knn"]:
+        n = counts.get(name, sum(counts[k] for k in counts if k not in ("val", "test")))
+        lines.append(f"| {name} | {n} | {rates['knn'][name]:.1%} | {rates['energy'][name]:.1%} |")
+    return "\n".join(lines) + "\n"
