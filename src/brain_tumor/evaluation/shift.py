@@ -76,7 +76,7 @@ def bit_depth(bits: int) -> Shift:
 
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "slice.png"
-            Image.fromarray((x * (2**bits - 1)).round().astype(np.uint16)).save(path)
+            Image.fromarray((x * (2**bits - 1)).round().astype(np.uint16)).save(path, compress_level=1)
             return read_slice(path)
     return apply
 
