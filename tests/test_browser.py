@@ -31,8 +31,10 @@ def server(tiny_checkpoint: Path):  # type: ignore[no-untyped-def]
 
     from brain_tumor.serve.app import ServiceSettings, create_app
 
+    # a trained model for the committed screenshot: BRAIN_TUMOR_SERVE_CHECKPOINT=runs/.../model.pt
+    checkpoint = Path(os.environ.get("BRAIN_TUMOR_SERVE_CHECKPOINT", tiny_checkpoint))
     port = free_port()
-    app = create_app(ServiceSettings(tiny_checkpoint))
+    app = create_app(ServiceSettings(checkpoint))
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)

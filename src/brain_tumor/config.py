@@ -60,6 +60,8 @@ class TrainConfig:
     threads: int | None = None
     accelerator: str = "auto"
     devices: str = "auto"
+    strategy: str = "auto"  # "ddp" for several GPUs/nodes (Lightning); "ddp_spawn" for CPU processes
+    num_nodes: int = 1
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from torch import nn
 
 from brain_tumor.data.imageio import SUPPORTED_SUFFIXES, ImageReadError, dicom_frame_count, read_slice
 from brain_tumor.data.preprocess import prepare_slice
-from brain_tumor.model.backbone import Preprocessing
+from brain_tumor.model.backbone import Preprocessing, forward_fp32_stem
 from brain_tumor.training.checkpoint import load_model_checkpoint
 from brain_tumor.transforms import Normalize
 
@@ -113,8 +113,10 @@ class Predictor:
         x = self.model_input(batch)
         if self.bf16:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+        if not self.bf16:
             return self.network(x).float()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return forward_fp32_stem(self.network, x).float()
 
     @torch.inference_mode()
     def embed(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

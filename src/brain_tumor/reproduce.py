@@ -40,6 +40,8 @@ def run_scenario(config: RunConfig, data: PreparedData, run_dir: Path, work_dir:
     save_config(config, run_dir / "config.yaml")  # written only by the run that trains
     write_json(describe_environment(), run_dir / "environment.json")
     result = fit(config, data, run_dir, work_dir)
+    if not result.global_zero:  # other DDP ranks: rank 0 evaluates and writes
+        return {}
     history = read_history(run_dir / "logs" / "metrics.csv")
     start = time.perf_counter()
     metrics, probs, meta = evaluate_checkpoint(result.checkpoint, data.images, data.labels, data.split.test)

@@ -103,3 +103,17 @@ def build_classifier(
         raise ValueError(f"weights must be one of {WEIGHT_CHOICES}, got {weights!r}")
     model.fc = nn.Linear(model.fc.in_features, num_classes)
     return model
+
+
+def forward_fp32_stem(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A ResNet forward whose stem (conv1, bn1, relu, maxpool) always runs in fp32, whatever
+    autocast is active; the stages and head follow the caller's autocast.
+
+    The Keras weights expect caffe-scale inputs (0-255, mean-subtracted): conv1's outputs are
+    large, and rounding them to bf16 loses much of what bn1 then keeps. With the stem in fp32,
+    bf16 autocast stays within a few slices of fp32 (measured in ``bench/speed.py``).
+    """
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x = network.maxpool(network.relu(network.bn1(network.conv1(x.float()))))
+    x = network.layer4(network.layer3(network.layer2(network.layer1(x))))
+    return network.fc(torch.flatten(network.avgpool(x), 1))

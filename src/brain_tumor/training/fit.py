@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,7 @@ class FitResult:
     freeze: FreezeReport
     epochs: int
     best_epoch: int
+    global_zero: bool = True  # False in the other processes of a multi-process (DDP) run
 
 
 def load_data(root: str, image_size: int, cache_dir: str | None,
@@ -84,23 +86,29 @@ def build_module(config: RunConfig, class_names: list[str],
     return module, report
 
 
-def make_trainer(config: RunConfig, run_dir: Path, work_dir: Path) -> tuple[L.Trainer, ModelCheckpoint]:
+def make_trainer(config: RunConfig, run_dir: Path, work_dir: Path,
+                 extra_callbacks: Sequence[L.Callback] = ()) -> tuple[L.Trainer, ModelCheckpoint]:
     """Trainer with checkpointing, early stopping, LR monitor, epoch timing, CSV + TensorBoard."""
     best = ModelCheckpoint(dirpath=work_dir, filename="best", monitor="val_loss", mode="min",
                            save_last=True)
     callbacks = [best, EarlyStopping("val_loss", patience=config.train.early_stop_patience),
-                 LearningRateMonitor("epoch"), EpochTimer()]
+                 LearningRateMonitor("epoch"), EpochTimer(), *extra_callbacks]
     loggers = [CSVLogger(run_dir, name="logs", version=""),
                TensorBoardLogger(work_dir, name="tensorboard", version="")]
     trainer = L.Trainer(max_epochs=config.train.max_epochs, accelerator=config.train.accelerator,
                         devices=config.train.devices, precision=config.train.precision,  # type: ignore[arg-type]
+                        strategy=config.train.strategy, num_nodes=config.train.num_nodes,
                         callbacks=callbacks, logger=loggers, deterministic=False,
                         log_every_n_steps=10, num_sanity_val_steps=0)
     return trainer, best
 
 
-def fit(config: RunConfig, data: PreparedData, run_dir: Path, work_dir: Path) -> FitResult:
-    """Train (resuming from ``work_dir/last.ckpt`` if present) and export the best model."""
+def fit(config: RunConfig, data: PreparedData, run_dir: Path, work_dir: Path,
+        extra_callbacks: Sequence[L.Callback] = ()) -> FitResult:
+    """Train (resuming from ``work_dir/last.ckpt`` if present) and export the best model.
+
+    Multi-GPU / multi-node: ``train.strategy=ddp`` (``devices``, ``num_nodes``); Lightning shards
+    the training data across processes; only global rank 0 writes the model."""
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     L.seed_everything(config.train.seed, workers=True)
@@ -108,9 +116,11 @@ def fit(config: RunConfig, data: PreparedData, run_dir: Path, work_dir: Path) ->
     datamodule = SliceDataModule(data.images, data.labels, data.split, train_preset(config.data.augmentation),
                                  config.data.batch_size, config.data.num_workers,
                                  config.data.oversample, config.train.seed)
-    trainer, best = make_trainer(config, run_dir, work_dir)
+    trainer, best = make_trainer(config, run_dir, work_dir, extra_callbacks)
     last = work_dir / "last.ckpt"
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
+    if not trainer.is_global_zero:
+        return FitResult(work_dir / "model.pt", report, trainer.current_epoch, -1, global_zero=False)
     best_path = Path(best.best_model_path) if best.best_model_path else last
     state = torch.load(best_path, map_location="cpu", weights_only=False)
     module.load_state_dict(state["state_dict"])

@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from brain_tumor.model import Preprocessing, set_frozen_batchnorm_eval
+from brain_tumor.model import Preprocessing, forward_fp32_stem, set_frozen_batchnorm_eval
 from brain_tumor.transforms import Normalize
 
 
@@ -39,7 +39,7 @@ class SliceClassifier(L.LightningModule):
         x = self.normalize(images)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.network(x)
+        return forward_fp32_stem(self.network, x)  # same as network(x) in fp32; safe under bf16 autocast
 
     def train(self, mode: bool = True) -> SliceClassifier:
         super().train(mode)
