@@ -36,3 +36,40 @@ def test_class_recall() -> None:
     y = np.array([1, 1, 0])
     p = np.array([[0.1, 0.9], [0.8, 0.2], [0.9, 0.1]])
     assert class_recall(1)(y, p) == 0.5
+
+
+def test_paired_fold_test() -> None:
+    from brain_tumor.evaluation.statistics import paired_fold_test
+
+    assert paired_fold_test([0.9, 0.91, 0.92], [0.9, 0.91, 0.92]) == 1.0
+    assert paired_fold_test([0.90, 0.91, 0.92, 0.93, 0.94], [0.80, 0.82, 0.81, 0.83, 0.80]) < 0.01
+
+
+def test_cv_overview_reports_leakage_and_freeze_comparison(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from brain_tumor.cv import cv_overview, summarise
+    from brain_tumor.data.manifest import CLASS_NAMES
+    from brain_tumor.evaluation.run_eval import write_predictions
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 100)
+    groups = [f"p{i // 4}" for i in range(100)]
+    paths = [f"s{i}.jpg" for i in range(100)]
+    for name, skill in [("official-freeze-15", 0.8), ("official-freeze-30", 0.7), ("slice-freeze-15", 0.95)]:
+        right = rng.random(100) < skill
+        pred = np.where(right, y, (y + 1) % 3)
+        probs = np.eye(3)[pred] * 0.8 + 0.2 / 3
+        folds = []
+        for k in range(5):
+            sel = slice(20 * k, 20 * (k + 1))
+            write_predictions(tmp_path / name / f"fold-{k + 1}" / "test_predictions.csv", paths[sel], y[sel],
+                              probs[sel], list(CLASS_NAMES))
+            folds.append({"accuracy": float(right[sel].mean()), "macro_f1": 0.5})
+        summary = summarise(y, probs, groups, folds, n_boot=50)
+        summary.update({"grouping": name, "folds": 5})
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary))
+    md, html = cv_overview(tmp_path)
+    assert "Leakage" in md and "points of accuracy" in md and "McNemar" in md and "Paired t-test" in md
+    assert md.count("| official-freeze-") == 2 and "<table>" in html
+    assert cv_overview(tmp_path / "none") == ("", "")

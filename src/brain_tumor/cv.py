@@ -118,3 +118,51 @@ def compare(dir_a: Path, dir_b: Path) -> dict[str, Any]:
     correct_b = p_b[j].argmax(1) == y_b[j]
     return {"n": len(common), "accuracy_a": float(correct_a.mean()), "accuracy_b": float(correct_b.mean()),
             **st.mcnemar(correct_a, correct_b)}
+
+
+def _ci_text(ci: dict[str, float]) -> str:
+    return f"{ci['value']:.4f} [{ci['low']:.4f}, {ci['high']:.4f}]"
+
+
+def cv_overview(cv_root: Path) -> tuple[str, str]:
+    """Markdown and HTML summarising every CV under ``cv_root`` (one row per protocol), the
+    leakage inflation (slice-level minus patient-wise) and McNemar between freeze scenarios."""
+    import html
+
+    rows = []
+    summaries = {d.name: json.loads((d / "summary.json").read_text())
+                 for d in sorted(cv_root.glob("*")) if (d / "summary.json").is_file()}
+    if not summaries:
+        return "", ""
+    for name, s in summaries.items():
+        ci = s["bootstrap_95ci_by_patient"]
+        rows.append([name, str(s["folds"]), f"{s['fold_accuracy_mean']:.4f} ± {s['fold_accuracy_std']:.4f}",
+                     *[_ci_text(ci[k]) for k in ("accuracy", "macro_f1", "meningioma_recall", "macro_auc")],
+                     f"{s['patient_level']['accuracy']:.4f}"])
+    header = ["protocol", "folds", "fold accuracy mean ± sd", "accuracy [95% CI]", "macro F1 [95% CI]",
+              "meningioma recall [95% CI]", "macro AUC [95% CI]", "patient-level accuracy"]
+    md = ["## Cross-validation (128 px, 6 epochs; CIs resample patients)", "",
+          "| " + " | ".join(header) + " |", "|" + "---|" * len(header), *["| " + " | ".join(r) + " |" for r in rows]]
+    notes = []
+    leak = [(a, b) for a, b in (("slice-freeze-15", "official-freeze-15"),) if {a, b} <= set(summaries)]
+    for a, b in leak:
+        if summaries[a]["folds"] == summaries[b]["folds"] == 5:
+            gap = summaries[a]["pooled"]["accuracy"] - summaries[b]["pooled"]["accuracy"]
+            notes.append(f"Leakage: the same recipe scores {gap * 100:+.2f} points of accuracy with slice-level folds "
+                         f"({a}) than with the official patient-wise folds ({b}).")
+    if {"official-freeze-30", "official-freeze-15"} <= set(summaries):
+        t = compare(cv_root / "official-freeze-30", cv_root / "official-freeze-15")
+        notes.append(f"Freeze 30 vs 15 (official folds, all {t['n']} slices, McNemar exact): accuracy "
+                     f"{t['accuracy_a']:.4f} vs {t['accuracy_b']:.4f}; {t['a_right_b_wrong']} slices right only with "
+                     f"freeze-30, {t['a_wrong_b_right']} only with freeze-15; p = {t['p_value']:.3g}.")
+        a, b = summaries["official-freeze-30"]["fold_accuracy"], summaries["official-freeze-15"]["fold_accuracy"]
+        if len(a) == len(b) > 1:
+            p = st.paired_fold_test(a, b)
+            notes.append(f"Paired t-test over the {len(a)} folds' accuracies (slices of one patient are not "
+                         f"independent, so McNemar's p is optimistic): p = {p:.3g}.")
+    md += ["", *notes]
+    html_rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    html_part = ("<h2>Cross-validation (128 px, 6 epochs; CIs resample patients)</h2><table><tr>"
+                 + "".join(f"<th>{html.escape(h)}</th>" for h in header) + f"</tr>{html_rows}</table>"
+                 + "".join(f"<p>{html.escape(n)}</p>" for n in notes))
+    return "\n".join(md), html_part

@@ -102,7 +102,7 @@ def reproduce(config: RunConfig, results_dir: Path, work_dir: Path,
 
 def extra_sections(runs: dict[int, dict[str, Any]], results_dir: Path) -> tuple[str, str]:
     """Markdown and HTML for what exists beyond the paper: McNemar between scenarios, trust."""
-    from brain_tumor.cv import compare
+    from brain_tumor.cv import compare, cv_overview
 
     md, html_parts = [], []
     if {30, 15} <= set(runs):
@@ -123,6 +123,10 @@ def extra_sections(runs: dict[int, dict[str, Any]], results_dir: Path) -> tuple[
                     f"{loc['pointing_game']:.1%}, CAM energy in box {loc['energy_in_box']:.1%}.")
             md += [f"## Calibration, abstention, localisation (freeze {n})", line]
             html_parts.append(f"<h2>Calibration, abstention, localisation (freeze {n})</h2><p>{line}</p>")
+    cv_md, cv_html = cv_overview(results_dir.parent / "cv")
+    if cv_md:
+        md.append(cv_md)
+        html_parts.append(cv_html)
     return "\n\n".join(md), "\n".join(html_parts)
 
 

@@ -47,6 +47,15 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, float]:
     return {"a_right_b_wrong": b, "a_wrong_b_right": c, "p_value": p}
 
 
+def paired_fold_test(scores_a: list[float], scores_b: list[float]) -> float:
+    """Two-sided paired t-test p-value over per-fold scores of two recipes on the same folds."""
+    from scipy.stats import ttest_rel
+
+    if np.allclose(scores_a, scores_b):
+        return 1.0
+    return float(ttest_rel(scores_a, scores_b).pvalue)
+
+
 def accuracy(y: np.ndarray, p: np.ndarray) -> float:
     """Top-1 accuracy."""
     return float((p.argmax(1) == y).mean())
