@@ -123,10 +123,12 @@ def extra_sections(runs: dict[int, dict[str, Any]], results_dir: Path) -> tuple[
                     f"{loc['pointing_game']:.1%}, CAM energy in box {loc['energy_in_box']:.1%}.")
             md += [f"## Calibration, abstention, localisation (freeze {n})", line]
             html_parts.append(f"<h2>Calibration, abstention, localisation (freeze {n})</h2><p>{line}</p>")
-    cv_md, cv_html = cv_overview(results_dir.parent / "cv")
-    if cv_md:
-        md.append(cv_md)
-        html_parts.append(cv_html)
+    from brain_tumor.robustness import robustness_overview
+
+    for overview in (cv_overview(results_dir.parent / "cv"), robustness_overview(results_dir.parent / "robustness")):
+        if overview[0]:
+            md.append(overview[0])
+            html_parts.append(overview[1])
     return "\n\n".join(md), "\n".join(html_parts)
 
 

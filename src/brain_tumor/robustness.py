@@ -142,3 +142,24 @@ def ood_markdown(result: dict[str, Any]) -> str:
         n = counts.get(name, sum(counts[k] for k in counts if k not in ("val", "test")))
         lines.append(f"| {name} | {n} | {rates['knn'][name]:.1%} | {rates['energy'][name]:.1%} |")
     return "\n".join(lines) + "\n"
+
+
+def robustness_overview(root: Path) -> tuple[str, str]:
+    """Markdown and HTML of every shift benchmark and OOD result under ``root`` (figures embedded)."""
+    import html
+
+    from brain_tumor.evaluation.report import _img
+
+    md, parts = [], []
+    for shift_md in sorted(root.glob("*/shift.md")):
+        folder = shift_md.parent
+        body = shift_md.read_text().split("\n", 1)[1]
+        oods = sorted(folder.glob("ood-*/ood.md"))
+        md += [f"## Robustness: {folder.name}", body, *[o.read_text().replace("# ", f"### {o.parent.name}: ", 1)
+                                                       for o in oods]]
+        parts.append(f"<h2>Robustness: {html.escape(folder.name)}</h2><pre>{html.escape(body)}</pre>"
+                     + "".join(f"<h3>{html.escape(o.parent.name)}</h3><pre>{html.escape(o.read_text())}</pre>"
+                               for o in oods)
+                     + "".join(_img(p) for p in (folder / "preprocessing_steps.png", folder / "shift.png")
+                               if p.is_file()))
+    return "\n\n".join(md), "\n".join(parts)
