@@ -6,9 +6,11 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import numpy as np
 import torch
 
@@ -30,16 +32,20 @@ log = logging.getLogger(__name__)
 SCENARIOS = (30, 15)
 
 
-def run_scenario(config: RunConfig, data: PreparedData, run_dir: Path, work_dir: Path) -> dict[str, Any]:
-    """Train and evaluate one scenario; writes config, metrics, predictions and figures."""
+def run_scenario(config: RunConfig, data: PreparedData, run_dir: Path, work_dir: Path,
+                 extra_callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
+    """Train and evaluate one scenario; writes config, metrics, predictions and figures.
+
+    A scenario whose metrics and test predictions exist is finished and skipped (its checkpoint
+    may live on another machine; commands that need it say so)."""
     done = run_dir / "metrics.json"
-    if done.is_file() and (work_dir / "model.pt").is_file():
+    if done.is_file() and (run_dir / "test_predictions.csv").is_file():
         log.info("%s: already finished, skipping", run_dir)
         return dict(json.loads(done.read_text()))
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")  # written only by the run that trains
     write_json(describe_environment(), run_dir / "environment.json")
-    result = fit(config, data, run_dir, work_dir)
+    result = fit(config, data, run_dir, work_dir, extra_callbacks)
     if not result.global_zero:  # other DDP ranks: rank 0 evaluates and writes
         return {}
     history = read_history(run_dir / "logs" / "metrics.csv")
@@ -93,7 +99,7 @@ def reproduce(config: RunConfig, results_dir: Path, work_dir: Path,
         scenario_config = dataclasses.replace(config, model=dataclasses.replace(config.model, freeze_layers=n))
         run_dir, scenario_work = results_dir / f"freeze-{n}", work_dir / f"freeze-{n}"
         runs[n] = run_scenario(scenario_config, data, run_dir, scenario_work)
-        if trust and not (run_dir / "trust" / "trust.json").is_file():
+        if trust and not (run_dir / "trust" / "trust.json").is_file() and (scenario_work / "model.pt").is_file():
             run_trust(scenario_work / "model.pt", run_dir, data.images, data.labels, [r.box for r in data.records],
                       data.split.val, data.split.test)
         write_report(runs, results_dir, figures)
