@@ -155,7 +155,8 @@ def fast_path_accuracy(checkpoint: Path, splits_file: Path, fold: int, out_dir: 
     meta = torch.load(checkpoint, map_location="cpu", weights_only=True)
     size = meta["preprocessing"]["image_size"]
     _, images, labels = load_data(meta["config"]["data"]["root"], size, meta["config"]["data"]["cache_dir"])
-    split = json.loads(splits_file.read_text())[fold - 1]
+    payload = json.loads(splits_file.read_text())
+    split = payload[fold - 1] if isinstance(payload, list) else payload  # CV folds or the paper split
     test, train = split["test"], split["train"]
     calibration = images[np.random.default_rng(0).choice(train, 256, replace=False)].numpy()
     models = onnx_models(checkpoint, calibration, out_dir)

@@ -64,13 +64,17 @@ class _ImageReader:
         return None if chunk is None else {"image": chunk.astype(np.float32) / 255.0}
 
 
-def quantize_int8(fp32_onnx: str | Path, output: str | Path, calibration_uint8: np.ndarray) -> Path:
+def quantize_int8(fp32_onnx: str | Path, output: str | Path, calibration_uint8: np.ndarray,
+                  keep_stem_fp32: bool = True) -> Path:
     """Static int8 quantization (QDQ, per-channel weights) calibrated on ``calibration_uint8``.
 
     Calibration images set activation ranges only (no labels): take them from training data.
+    ``keep_stem_fp32`` leaves the first convolution unquantized: its caffe-scale inputs and
+    outputs are where low precision costs accuracy (as with bf16).
     """
     import tempfile
 
+    import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -82,6 +86,8 @@ def quantize_int8(fp32_onnx: str | Path, output: str | Path, calibration_uint8: 
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_onnx), str(prepared))
+        convs = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Conv"]
         quantize_static(str(prepared), str(output), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        nodes_to_exclude=convs[:1] if keep_stem_fp32 else [])
     return output
