@@ -110,13 +110,14 @@ class Predictor:
         """Raw logits for uint8 ``[B, 1, S, S]``."""
         if self.onnx is not None:
             return torch.from_numpy(self.onnx.logits(batch.numpy()))
+        return self._forward(batch)
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         x = self.model_input(batch)
-        if self.bf16:
-            x = x.contiguous(memory_format=torch.channels_last)
         if not self.bf16:
             return self.network(x).float()
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            return forward_fp32_stem(self.network, x).float()
+            return forward_fp32_stem(self.network, x.contiguous(memory_format=torch.channels_last)).float()
 
     @torch.inference_mode()
     def embed(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,7 +125,7 @@ class Predictor:
         captured: list[torch.Tensor] = []
         handle = self.network.fc.register_forward_hook(lambda m, i, o: captured.append(i[0]))
         try:
-            logits = self.network(self.model_input(batch)).float()
+            logits = self._forward(batch)
         finally:
             handle.remove()
         return captured[0].float(), logits
