@@ -96,6 +96,7 @@ class Service:
         return {"class_names": self.meta["class_names"], "architecture": self.meta["architecture"],
                 "preprocessing": self.meta["preprocessing"], "calibration": self.meta.get("calibration"),
                 "metrics": self.meta.get("metrics"), "epoch": self.meta.get("epoch"),
+                "ood": {k: v for k, v in (self.meta.get("ood") or {}).items() if k != "bank"} or None,
                 "model_card": card.read_text() if card and card.is_file() else None, "notice": NOTICE}
 
 
