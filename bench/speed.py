@@ -148,6 +148,7 @@ def fresh_checkpoint(out_dir: Path, image_size: int = 224) -> Path:
 def fast_path_accuracy(checkpoint: Path, splits_file: Path, fold: int, out_dir: Path) -> dict[str, object]:
     """Test-fold accuracy of one trained model through each inference path (int8 calibrated on
     256 of the fold's training images)."""
+    from brain_tumor.data.splits import load_split
     from brain_tumor.export import OnnxPredictor
     from brain_tumor.inference import Predictor
     from brain_tumor.training.fit import load_data
@@ -155,9 +156,8 @@ def fast_path_accuracy(checkpoint: Path, splits_file: Path, fold: int, out_dir: 
     meta = torch.load(checkpoint, map_location="cpu", weights_only=True)
     size = meta["preprocessing"]["image_size"]
     _, images, labels = load_data(meta["config"]["data"]["root"], size, meta["config"]["data"]["cache_dir"])
-    payload = json.loads(splits_file.read_text())
-    split = payload[fold - 1] if isinstance(payload, list) else payload  # CV folds or the paper split
-    test, train = split["test"], split["train"]
+    split = load_split(splits_file, fold)  # the paper split or a CV fold
+    test, train = split.test, split.train
     calibration = images[np.random.default_rng(0).choice(train, 256, replace=False)].numpy()
     models = onnx_models(checkpoint, calibration, out_dir)
     y = labels[test].numpy()

@@ -386,7 +386,8 @@ def shift_test(
     import numpy as np
 
     from brain_tumor.data.manifest import CLASS_NAMES
-    from brain_tumor.robustness import draw_preprocessing_steps, run_shift_test, test_indices
+    from brain_tumor.data.splits import load_split
+    from brain_tumor.robustness import draw_preprocessing_steps, run_shift_test
 
     models = {}
     for item in model:
@@ -396,7 +397,7 @@ def shift_test(
         models[name] = Path(path)
     try:
         records, _, _ = _model_data(next(iter(models.values())))
-        idx = test_indices(split, fold)
+        idx = load_split(split, fold).test
     except (ValueError, OSError, KeyError) as exc:
         _fail(str(exc))
     paths = [records[i].path for i in idx]
@@ -421,18 +422,14 @@ def ood(
 ) -> None:
     """Fit the out-of-distribution flag (kNN distance in feature space) on the training slices, set its
     threshold on validation, store it in the checkpoint, and report flag rates."""
-    import json as _json
-
+    from brain_tumor.data.splits import load_split
     from brain_tumor.robustness import fit_ood
 
     try:
         _, images, _ = _model_data(checkpoint)
-        payload = _json.loads(split.read_text())
-        s = payload[fold - 1] if isinstance(payload, list) and fold else payload
-        if isinstance(s, list):
-            raise ValueError(f"{split} holds CV folds: choose one with --fold")
+        s = load_split(split, fold)
     except (ValueError, OSError, KeyError) as exc:
         _fail(str(exc))
-    result = fit_ood(checkpoint, images, s["train"], s["val"], s["test"], output, flag_rate, k)
+    result = fit_ood(checkpoint, images, s.train, s.val, s.test, output, flag_rate, k)
     rates = result["flag_rates"]["knn"]
     typer.echo(f"flagged: test {rates['test']:.1%}, must-refuse {rates['all_must_refuse']:.1%} -> {output / 'ood.md'}")

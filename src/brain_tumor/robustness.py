@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +15,6 @@ from brain_tumor.evaluation.plots import plot_shift, plot_steps
 from brain_tumor.evaluation.run_eval import write_json
 from brain_tumor.evaluation.shift import SHIFTS, shifted
 from brain_tumor.inference import Predictor
-
-
-def test_indices(split_file: Path, fold: int | None) -> list[int]:
-    """Test indices from a paper split file or (with ``fold``, 1-based) a CV splits file."""
-    payload = json.loads(split_file.read_text())
-    if isinstance(payload, list):
-        if fold is None:
-            raise ValueError(f"{split_file} holds CV folds: choose one with --fold")
-        return list(payload[fold - 1]["test"])
-    return list(payload["test"])
 
 
 def accuracy_on(predictor: Predictor, images: list[np.ndarray], labels: np.ndarray, batch: int = 64) -> float:

@@ -88,9 +88,14 @@ def save_split(split: Split, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def load_split(path: str | Path) -> Split:
-    """Read a split written by :func:`save_split`."""
-    return Split(**json.loads(Path(path).read_text()))
+def load_split(path: str | Path, fold: int | None = None) -> Split:
+    """Read a split written by :func:`save_split`, or fold ``fold`` (1-based) of a CV splits file."""
+    payload = json.loads(Path(path).read_text())
+    if isinstance(payload, list):
+        if fold is None or not 1 <= fold <= len(payload):
+            raise ValueError(f"{path} holds {len(payload)} CV folds: choose one with --fold 1..{len(payload)}")
+        payload = payload[fold - 1]
+    return Split(**payload)
 
 
 def load_or_make_paper_split(path: str | Path, labels: Sequence[str], seed: int,
