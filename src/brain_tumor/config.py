@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from brain_tumor.data.preprocess import PIPELINES
+
 # the team's shared folder sits beside the repository; override with $BRAIN_TUMOR_SHARED
 SHARED = Path(os.environ.get("BRAIN_TUMOR_SHARED", Path(__file__).resolve().parents[3] / "shared"))
 
@@ -80,8 +82,8 @@ class RunConfig:
             raise ValueError("model.freeze_layers must be in 0..175 (Keras layers)")
         if not 0 < self.data.val_fraction < 0.5:
             raise ValueError("data.val_fraction must be in (0, 0.5)")
-        if self.data.preprocessing not in ("paper", "robust"):
-            raise ValueError(f"data.preprocessing: unknown {self.data.preprocessing!r} (paper | robust)")
+        if self.data.preprocessing not in PIPELINES:
+            raise ValueError(f"data.preprocessing: unknown {self.data.preprocessing!r} ({' | '.join(PIPELINES)})")
         if self.data.image_size < 32:
             raise ValueError("data.image_size must be at least 32")
         if self.train.lr <= 0 or self.train.max_epochs < 1:

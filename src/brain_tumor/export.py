@@ -53,17 +53,6 @@ class OnnxPredictor:
         return np.asarray(self.session.run(["logits"], {"image": x})[0])
 
 
-class _ImageReader:
-    """ONNX Runtime calibration reader over uint8 ``[N, 1, S, S]`` images, ``batch`` at a time."""
-
-    def __init__(self, images_uint8: np.ndarray, batch: int = 16) -> None:
-        self.batches = iter([images_uint8[i:i + batch] for i in range(0, len(images_uint8), batch)])
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        chunk = next(self.batches, None)
-        return None if chunk is None else {"image": chunk.astype(np.float32) / 255.0}
-
-
 def quantize_int8(fp32_onnx: str | Path, output: str | Path, calibration_uint8: np.ndarray,
                   keep_stem_fp32: bool = True) -> Path:
     """Static int8 quantization (QDQ, per-channel weights) calibrated on ``calibration_uint8``.
@@ -80,7 +69,18 @@ def quantize_int8(fp32_onnx: str | Path, output: str | Path, calibration_uint8: 
 
     if len(calibration_uint8) == 0:
         raise ValueError("int8 quantization needs calibration images")
-    reader = type("Reader", (_ImageReader, CalibrationDataReader), {})(calibration_uint8)
+
+    class Reader(CalibrationDataReader):
+        """The calibration images, 16 at a time, as the exported model's float input."""
+
+        def __init__(self) -> None:
+            self.batches = iter([calibration_uint8[i:i + 16] for i in range(0, len(calibration_uint8), 16)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            chunk = next(self.batches, None)
+            return None if chunk is None else {"image": chunk.astype(np.float32) / 255.0}
+
+    reader = Reader()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:

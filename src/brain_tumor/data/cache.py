@@ -14,9 +14,7 @@ from tqdm import tqdm
 
 from brain_tumor.data.imageio import ImageReadError, read_slice
 from brain_tumor.data.manifest import Record
-from brain_tumor.data.preprocess import prepare_slice, resize_square
-
-resize_slice = resize_square  # the paper pipeline's resize, under its older name
+from brain_tumor.data.preprocess import prepare_slice
 
 log = logging.getLogger(__name__)
 
