@@ -31,6 +31,17 @@ def test_int8_quantization_is_smaller_and_close(tiny_checkpoint: Path, tmp_path:
     a, b = OnnxPredictor(fp32).logits(x), OnnxPredictor(int8).logits(x)
     assert b.shape == (8, 3) and np.isfinite(b).all()
     assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.9
+    import onnx
+
+    graph = onnx.load(str(int8)).graph
+    producers = {o: n for n in graph.node for o in n.output}
+    def fed_by_dequantize(node: onnx.NodeProto) -> bool:
+        return node.input[0] in producers and producers[node.input[0]].op_type == "DequantizeLinear"
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert not fed_by_dequantize(convs[0]) and all(fed_by_dequantize(c) for c in convs[1:])  # stem fp32
+    adds = {n.output[0] for n in graph.node if n.op_type == "Add"}
+    quantized = {n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
+    assert adds and not adds & quantized  # a residual sum is rounded only after its ReLU
 
 
 def test_predictor_fast_paths_match_pytorch(tiny_checkpoint: Path, tmp_path: Path) -> None:

@@ -34,6 +34,19 @@ def test_head_box_ignores_borders_and_text() -> None:
     assert 128 + 5 <= x0 <= 128 + 20 and 128 + 108 <= x1 <= 128 + 125
 
 
+@pytest.mark.parametrize("remap", [lambda x: x**3, lambda x: x**0.4, lambda x: 0.3 + 0.5 * x, lambda x: 0.05 * x])
+def test_head_box_ignores_gamma_gain_and_offset(remap) -> None:
+    image = framed(head(), 40)
+    assert head_box(np.clip(remap(image), 0, 1).astype(np.float32)) == head_box(image)
+
+
+def test_head_box_survives_noise() -> None:
+    image = framed(head(), 40, text=False)
+    noisy = np.clip(image + np.random.default_rng(0).normal(0, 0.1, image.shape), 0, 1).astype(np.float32)
+    clean, shifted_box = head_box(image), head_box(noisy)
+    assert all(abs(a - b) <= 6 for a, b in zip(clean, shifted_box))
+
+
 def test_robust_pipeline_undoes_framing_and_range() -> None:
     image = head()
     a = prepare_slice(image, 64, "robust").astype(float)

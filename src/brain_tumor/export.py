@@ -59,7 +59,9 @@ def quantize_int8(fp32_onnx: str | Path, output: str | Path, calibration_uint8: 
 
     Calibration images set activation ranges only (no labels): take them from training data.
     ``keep_stem_fp32`` leaves the first convolution unquantized: its caffe-scale inputs and
-    outputs are where low precision costs accuracy (as with bf16).
+    outputs are where low precision costs accuracy (as with bf16). Only convolutions and the
+    classifier run in int8; each residual sum and its ReLU stay fp32 and are rounded after the
+    ReLU, so the 8 bits are not spent on negative sums the ReLU then discards.
     """
     import tempfile
 
@@ -89,5 +91,6 @@ def quantize_int8(fp32_onnx: str | Path, output: str | Path, calibration_uint8: 
         convs = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Conv"]
         quantize_static(str(prepared), str(output), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=["Conv", "Gemm"],
                         nodes_to_exclude=convs[:1] if keep_stem_fp32 else [])
     return output

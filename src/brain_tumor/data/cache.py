@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from brain_tumor.data.imageio import ImageReadError, read_slice
 from brain_tumor.data.manifest import Record
-from brain_tumor.data.preprocess import prepare_slice
+from brain_tumor.data.preprocess import PIPELINE_VERSIONS, prepare_slice
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,8 @@ def default_cache_dir() -> Path:
 
 
 def _cache_key(records: list[Record], size: int, pipeline: str = "paper") -> str:
-    h = hashlib.sha1((f"v1:{size}" if pipeline == "paper" else f"v1:{size}:{pipeline}").encode())
+    version = PIPELINE_VERSIONS[pipeline]
+    h = hashlib.sha1((f"v1:{size}" if pipeline == "paper" else f"v{version}:{size}:{pipeline}").encode())
     for r in records:
         stat = os.stat(r.path) if os.path.exists(r.path) else None
         h.update(f"{r.path}:{stat.st_size if stat else -1}:{stat.st_mtime_ns if stat else -1}".encode())

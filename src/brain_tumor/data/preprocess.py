@@ -5,6 +5,12 @@
 (threshold + largest connected component, so black borders and burned-in text are dropped),
 pad to a square instead of stretching, and standardise intensity by percentile clipping over
 the head. The same function runs in training (cache), evaluation, ``predict`` and the service.
+
+The head threshold is Otsu's on log intensities above the background level, after a median
+filter. Every step commutes with increasing intensity maps: a median filter and percentiles
+do exactly, and ``log(c * x**g) = log(c) + g * log(x)`` is an affine map of the log values,
+which moves Otsu's threshold with it. So the crop is the same under any gain, gamma or
+offset of the intensities (another sequence's window), and the median keeps noise out.
 """
 
 from __future__ import annotations
@@ -14,15 +20,19 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+from skimage.filters import threshold_otsu
 
 PIPELINES = ("paper", "robust")
+PIPELINE_VERSIONS = {"paper": 1, "robust": 2}  # bump when a pipeline's output changes (cache keys)
 
 
 @dataclass(frozen=True)
 class RobustSettings:
     """Knobs of the robust pipeline (defaults fit T1/T2/FLAIR slices in any framing)."""
 
-    threshold_fraction: float = 0.1  # of the 99th percentile: what counts as "not background"
+    median_px: int = 5  # median filter before thresholding (on the <= 256-px view): noise out
+    background_percentile: float = 1.0  # the background level subtracted before the log
+    min_foreground_px: int = 16  # fewer pixels above the background: no head (blank image)
     opening_px: int = 3  # detaches thin text and annotations from the head before labelling
     margin: float = 0.04  # of the crop's side, kept around the head
     low_percentile: float = 0.5
@@ -35,12 +45,29 @@ def resize_square(array: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(img.resize((size, size), Image.BILINEAR))
 
 
+def foreground_threshold(image: np.ndarray, settings: RobustSettings = RobustSettings()) -> float | None:
+    """The intensity above which a pixel is head, not background; None for a blank image.
+
+    Otsu's threshold over ``log(x - background)``, so it follows any gain/gamma/offset change.
+    """
+    background = float(np.percentile(image, settings.background_percentile))
+    above = image[image > background] - background
+    if above.size < settings.min_foreground_px:
+        return None
+    logs = np.log(above)
+    if float(logs.max() - logs.min()) < 1e-6:  # one value above the background: it is all head
+        return background
+    return background + float(np.exp(threshold_otsu(logs)))
+
+
 def head_mask(image: np.ndarray, settings: RobustSettings = RobustSettings()) -> np.ndarray:
     """The largest bright connected region (the head); all-False for a blank image."""
-    high = float(np.percentile(image, 99))
-    if high <= 0:
+    if settings.median_px > 1:
+        image = ndimage.median_filter(image, size=settings.median_px)
+    threshold = foreground_threshold(image, settings)
+    if threshold is None:
         return np.zeros(image.shape, dtype=bool)
-    mask = image > settings.threshold_fraction * high
+    mask = image > threshold
     if settings.opening_px > 0:
         mask = ndimage.binary_opening(mask, iterations=settings.opening_px)
     labels, n = ndimage.label(mask)
@@ -87,8 +114,9 @@ def robust_slice(image: np.ndarray, settings: RobustSettings = RobustSettings())
     """Crop to the head, standardise its intensities, pad to a square: float [0, 1]."""
     y0, y1, x0, x1 = head_box(image, settings)
     crop = image[y0:y1, x0:x1]
-    high = float(np.percentile(crop, 99)) if crop.size else 0.0
-    foreground = crop > settings.threshold_fraction * high if high > 0 else None
+    step = max(1, max(crop.shape) // 256)
+    threshold = foreground_threshold(crop[::step, ::step], settings) if crop.size else None
+    foreground = crop > threshold if threshold is not None else None
     return pad_to_square(standardise_intensity(crop, foreground, settings))
 
 
