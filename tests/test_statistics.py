@@ -70,6 +70,20 @@ def test_cv_overview_reports_leakage_and_freeze_comparison(tmp_path) -> None:  #
         summary.update({"grouping": name, "folds": 5})
         (tmp_path / name / "summary.json").write_text(json.dumps(summary))
     md, html = cv_overview(tmp_path)
-    assert "Leakage" in md and "points of accuracy" in md and "McNemar" in md and "Paired t-test" in md
-    assert md.count("| official-freeze-") == 2 and "<table>" in html
+    assert "Leakage" in md and "points of accuracy" in md and "McNemar" in md and "paired t-test" in md
+    assert md.count("| official-freeze-") == 3 and html.count("<table>") == 2  # 2 protocol rows + 1 variant row
+    variant_row = next(line for line in md.splitlines() if line.startswith("| official-freeze-30 | 100 |"))
+    assert variant_row.count("n/a") == 2  # no dataset for patient ids here: no difference CIs
     assert cv_overview(tmp_path / "none") == ("", "")
+
+
+def test_paired_bootstrap_difference() -> None:
+    from brain_tumor.evaluation.statistics import paired_bootstrap_difference
+
+    y = np.tile([0, 1], 50)
+    good = np.eye(2)[y]
+    coin = np.eye(2)[np.where(np.arange(100) % 4 == 0, 1 - y, y)]  # 25% wrong
+    groups = [f"p{i // 5}" for i in range(100)]
+    assert paired_bootstrap_difference(accuracy, y, good, good, groups, n_boot=200) == (0.0, 0.0, 0.0)
+    point, low, high = paired_bootstrap_difference(accuracy, y, good, coin, groups, n_boot=200)
+    assert point == pytest.approx(0.25) and 0 < low <= point <= high

@@ -102,8 +102,10 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         "| metric (pooled) | value | 95% CI, patients resampled |", "|---|---|---|", *rows, ""])
 
 
-def compare(dir_a: Path, dir_b: Path) -> dict[str, Any]:
-    """McNemar's test between two runs (or CVs) on the same test slices, paired by path."""
+def compare(dir_a: Path, dir_b: Path, patient_of: dict[str, str] | None = None) -> dict[str, Any]:
+    """McNemar's test between two runs (or CVs) on the same test slices, paired by path; with
+    ``patient_of`` (path -> patient) also the paired differences in accuracy and meningioma
+    recall with 95% CIs resampling patients."""
     def runs(d: Path) -> list[Path]:
         return sorted(p.parent for p in d.glob("**/test_predictions.csv"))
 
@@ -116,17 +118,41 @@ def compare(dir_a: Path, dir_b: Path) -> dict[str, Any]:
     j = [index_b[paths_a[i]] for i in common]
     correct_a = p_a[common].argmax(1) == y_a[common]
     correct_b = p_b[j].argmax(1) == y_b[j]
-    return {"n": len(common), "accuracy_a": float(correct_a.mean()), "accuracy_b": float(correct_b.mean()),
-            **st.mcnemar(correct_a, correct_b)}
+    result: dict[str, Any] = {"n": len(common), "accuracy_a": float(correct_a.mean()),
+                              "accuracy_b": float(correct_b.mean()), **st.mcnemar(correct_a, correct_b)}
+    if patient_of is not None:
+        groups = [patient_of.get(paths_a[i], paths_a[i]) for i in common]
+        meningioma = CLASS_NAMES.index("meningioma")
+        for name, fn in [("accuracy", st.accuracy), ("meningioma_recall", st.class_recall(meningioma))]:
+            point, low, high = st.paired_bootstrap_difference(fn, y_a[common], p_a[common], p_b[j], groups)
+            result[f"{name}_difference_95ci_by_patient"] = {"value": point, "low": low, "high": high}
+    return result
 
 
-def _ci_text(ci: dict[str, float]) -> str:
-    return f"{ci['value']:.4f} [{ci['low']:.4f}, {ci['high']:.4f}]"
+def patients_by_path(cv_dir: Path) -> dict[str, str]:
+    """path -> patient id for the dataset a CV folder was run on (from its config.yaml)."""
+    from brain_tumor.config import load_config
+    from brain_tumor.data.manifest import load_records
+
+    records = load_records(load_config(cv_dir / "config.yaml").data.root)
+    return {r.path: r.patient_id or str(r.index) for r in records}
+
+
+def _ci_text(ci: dict[str, float], digits: int = 4) -> str:
+    return f"{ci['value']:.{digits}f} [{ci['low']:.{digits}f}, {ci['high']:.{digits}f}]"
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    import html
+
+    return ("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>")
 
 
 def cv_overview(cv_root: Path) -> tuple[str, str]:
     """Markdown and HTML summarising every CV under ``cv_root`` (one row per protocol), the
-    leakage inflation (slice-level minus patient-wise) and McNemar between freeze scenarios."""
+    leakage inflation (slice-level minus patient-wise) and each official-fold variant (freeze 30,
+    class weighting, oversampling, robust recipe) against the freeze-15 baseline."""
     import html
 
     rows = []
@@ -150,19 +176,33 @@ def cv_overview(cv_root: Path) -> tuple[str, str]:
             gap = summaries[a]["pooled"]["accuracy"] - summaries[b]["pooled"]["accuracy"]
             notes.append(f"Leakage: the same recipe scores {gap * 100:+.2f} points of accuracy with slice-level folds "
                          f"({a}) than with the official patient-wise folds ({b}).")
-    if {"official-freeze-30", "official-freeze-15"} <= set(summaries):
-        t = compare(cv_root / "official-freeze-30", cv_root / "official-freeze-15")
-        notes.append(f"Freeze 30 vs 15 (official folds, all {t['n']} slices, McNemar exact): accuracy "
-                     f"{t['accuracy_a']:.4f} vs {t['accuracy_b']:.4f}; {t['a_right_b_wrong']} slices right only with "
-                     f"freeze-30, {t['a_wrong_b_right']} only with freeze-15; p = {t['p_value']:.3g}.")
-        a, b = summaries["official-freeze-30"]["fold_accuracy"], summaries["official-freeze-15"]["fold_accuracy"]
-        if len(a) == len(b) > 1:
-            p = st.paired_fold_test(a, b)
-            notes.append(f"Paired t-test over the {len(a)} folds' accuracies (slices of one patient are not "
-                         f"independent, so McNemar's p is optimistic): p = {p:.3g}.")
+    baseline = "official-freeze-15"
+    variants = [n for n in summaries if n.startswith("official-") and n != baseline and baseline in summaries]
+    comparison_rows = []
+    for name in variants:
+        try:
+            patient_of = patients_by_path(cv_root / name)
+        except (OSError, ValueError):  # the dataset is not here: McNemar only
+            patient_of = None
+        t = compare(cv_root / name, cv_root / baseline, patient_of)
+        a, b = summaries[name]["fold_accuracy"], summaries[baseline]["fold_accuracy"]
+        paired = f"{st.paired_fold_test(a, b):.3g}" if len(a) == len(b) > 1 else "n/a"
+        diffs = [_ci_text({k: 100 * v for k, v in t[f"{m}_difference_95ci_by_patient"].items()}, digits=2)
+                 if f"{m}_difference_95ci_by_patient" in t else "n/a" for m in ("accuracy", "meningioma_recall")]
+        comparison_rows.append([name, str(t["n"]), f"{t['accuracy_a']:.4f} vs {t['accuracy_b']:.4f}", *diffs,
+                                f"{t['a_right_b_wrong']} / {t['a_wrong_b_right']}", f"{t['p_value']:.3g}", paired])
+    comparison_header = ["variant vs " + baseline, "slices", "accuracy", "accuracy difference, points [95% CI]",
+                         "meningioma recall difference, points [95% CI]", "right only in variant / only in baseline",
+                         "McNemar p", "paired t-test over folds p"]
+    if comparison_rows:
+        notes.append("Each variant against the baseline on the same test slices. Slices of one patient are not "
+                     "independent, so McNemar's p is optimistic; the CIs resample patients and the t-test pairs "
+                     "the folds.")
     md += ["", *notes]
-    html_rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-    html_part = ("<h2>Cross-validation (128 px, 6 epochs; CIs resample patients)</h2><table><tr>"
-                 + "".join(f"<th>{html.escape(h)}</th>" for h in header) + f"</tr>{html_rows}</table>"
-                 + "".join(f"<p>{html.escape(n)}</p>" for n in notes))
+    if comparison_rows:
+        md += ["", "| " + " | ".join(comparison_header) + " |", "|" + "---|" * len(comparison_header),
+               *["| " + " | ".join(r) + " |" for r in comparison_rows]]
+    html_part = ("<h2>Cross-validation (128 px, 6 epochs; CIs resample patients)</h2>" + _html_table(header, rows)
+                 + "".join(f"<p>{html.escape(n)}</p>" for n in notes)
+                 + (_html_table(comparison_header, comparison_rows) if comparison_rows else ""))
     return "\n".join(md), html_part

@@ -39,6 +39,19 @@ def bootstrap_ci(metric: Callable[[np.ndarray, np.ndarray], float], y_true: np.n
     return float(metric(y_true, probs)), float(low), float(high)
 
 
+def paired_bootstrap_difference(metric: Callable[[np.ndarray, np.ndarray], float], y_true: np.ndarray,
+                                probs_a: np.ndarray, probs_b: np.ndarray, groups: Sequence[str],
+                                n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """``(point, low, high)`` of ``metric(a) - metric(b)`` on the same slices, resampling patients
+    (both models see the same resample, so the CI is of the paired difference)."""
+    k = probs_a.shape[1]
+
+    def difference(y: np.ndarray, both: np.ndarray) -> float:
+        return metric(y, both[:, :k]) - metric(y, both[:, k:])
+
+    return bootstrap_ci(difference, y_true, np.concatenate([probs_a, probs_b], axis=1), groups, n_boot, seed)
+
+
 def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, float]:
     """Exact McNemar test on paired correctness: discordant counts and two-sided p-value."""
     b = int(np.sum(correct_a & ~correct_b))
