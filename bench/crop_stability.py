@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
+from torchvision import ops
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -30,12 +32,11 @@ GEOMETRIC = ("framing", "rotation")
 
 
 def box_iou(a: Box, b: Box) -> float:
-    """Intersection over union of two ``(y0, y1, x0, x1)`` boxes."""
-    dy = max(0, min(a[1], b[1]) - max(a[0], b[0]))
-    dx = max(0, min(a[3], b[3]) - max(a[2], b[2]))
-    inter = dy * dx
-    area = (a[1] - a[0]) * (a[3] - a[2]) + (b[1] - b[0]) * (b[3] - b[2]) - inter
-    return inter / area if area else 0.0
+    """Intersection over union of two ``(y0, y1, x0, x1)`` boxes (torchvision's, in x0y0x1y1)."""
+    def xyxy(box: Box) -> torch.Tensor:
+        return torch.tensor([[box[2], box[0], box[3], box[1]]], dtype=torch.float64)
+
+    return float(ops.box_iou(xyxy(a), xyxy(b))[0, 0])
 
 
 def tumour_inside(crop: Box, tumour: tuple[float, float, float, float], shape: tuple[int, int]) -> float:

@@ -142,6 +142,10 @@ def _ci_text(ci: dict[str, float], digits: int = 4) -> str:
     return f"{ci['value']:.{digits}f} [{ci['low']:.{digits}f}, {ci['high']:.{digits}f}]"
 
 
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *["| " + " | ".join(r) + " |" for r in rows]]
+
+
 def _html_table(header: list[str], rows: list[list[str]]) -> str:
     import html
 
@@ -167,8 +171,7 @@ def cv_overview(cv_root: Path) -> tuple[str, str]:
                      f"{s['patient_level']['accuracy']:.4f}"])
     header = ["protocol", "folds", "fold accuracy mean ± sd", "accuracy [95% CI]", "macro F1 [95% CI]",
               "meningioma recall [95% CI]", "macro AUC [95% CI]", "patient-level accuracy"]
-    md = ["## Cross-validation (128 px, 6 epochs; CIs resample patients)", "",
-          "| " + " | ".join(header) + " |", "|" + "---|" * len(header), *["| " + " | ".join(r) + " |" for r in rows]]
+    md = ["## Cross-validation (128 px, 6 epochs; CIs resample patients)", "", *_md_table(header, rows)]
     notes = []
     leak = [(a, b) for a, b in (("slice-freeze-15", "official-freeze-15"),) if {a, b} <= set(summaries)]
     for a, b in leak:
@@ -200,8 +203,7 @@ def cv_overview(cv_root: Path) -> tuple[str, str]:
                      "the folds.")
     md += ["", *notes]
     if comparison_rows:
-        md += ["", "| " + " | ".join(comparison_header) + " |", "|" + "---|" * len(comparison_header),
-               *["| " + " | ".join(r) + " |" for r in comparison_rows]]
+        md += ["", *_md_table(comparison_header, comparison_rows)]
     html_part = ("<h2>Cross-validation (128 px, 6 epochs; CIs resample patients)</h2>" + _html_table(header, rows)
                  + "".join(f"<p>{html.escape(n)}</p>" for n in notes)
                  + (_html_table(comparison_header, comparison_rows) if comparison_rows else ""))

@@ -45,6 +45,11 @@ def resize_square(array: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(img.resize((size, size), Image.BILINEAR))
 
 
+def view_step(shape: tuple[int, ...], side: int = 256) -> int:
+    """Stride that shows an image of ``shape`` at <= ``side`` px: the head is found there, fast."""
+    return max(1, max(shape) // side)
+
+
 def foreground_threshold(image: np.ndarray, settings: RobustSettings = RobustSettings()) -> float | None:
     """The intensity above which a pixel is head, not background; None for a blank image.
 
@@ -80,7 +85,7 @@ def head_mask(image: np.ndarray, settings: RobustSettings = RobustSettings()) ->
 def head_box(image: np.ndarray, settings: RobustSettings = RobustSettings()) -> tuple[int, int, int, int]:
     """``(y0, y1, x0, x1)`` of the head with a margin; the whole image when no head is found."""
     h, w = image.shape
-    step = max(1, max(h, w) // 256)  # the head is found on a <= 256-px view: fast, same box
+    step = view_step(image.shape)
     mask = head_mask(image[::step, ::step], settings)
     if not mask.any():
         return 0, h, 0, w
@@ -114,7 +119,7 @@ def robust_slice(image: np.ndarray, settings: RobustSettings = RobustSettings())
     """Crop to the head, standardise its intensities, pad to a square: float [0, 1]."""
     y0, y1, x0, x1 = head_box(image, settings)
     crop = image[y0:y1, x0:x1]
-    step = max(1, max(crop.shape) // 256)
+    step = view_step(crop.shape)
     threshold = foreground_threshold(crop[::step, ::step], settings) if crop.size else None
     foreground = crop > threshold if threshold is not None else None
     return pad_to_square(standardise_intensity(crop, foreground, settings))
