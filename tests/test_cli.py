@@ -104,11 +104,17 @@ def test_robust_recipe_trains_then_shift_test_and_ood(class_folder_dataset: Path
     assert meta["preprocessing"]["pipeline"] == "robust"
     split = results / "split.json"
     out = tmp_path / "shift"
-    result = runner.invoke(app, ["shift-test", "--model", f"robust={checkpoint}", "--split", str(split),
-                                 "--output", str(out)])
+    result = runner.invoke(app, ["shift-test", "--model", f"robust={checkpoint}", "--model", f"again={checkpoint}",
+                                 "--split", str(split), "--output", str(out)])
     assert result.exit_code == 0, result.output
-    shift = json.loads((out / "shift.json").read_text())["models"]["robust"]
+    report = json.loads((out / "shift.json").read_text())
+    shift = report["models"]["robust"]
     assert set(shift["shifts"]) >= {"gamma", "framing", "jpeg", "bit_depth"}
+    low, high = report["statistics"]["drop"]["robust"]["gamma"][1:]
+    assert low <= shift["mean_drop"]["gamma"] + 1e-9 <= high + 2e-9
+    assert report["statistics"]["drop_vs_robust"]["again"]["gamma"] == [0.0, 0.0, 0.0]  # same model: no difference
+    rows = (out / "shift_predictions.csv").read_text().splitlines()
+    assert len(rows) == 1 + report["n_test"] and "again/rotation/45deg" in rows[0]
     assert (out / "shift.png").is_file() and (out / "preprocessing_steps.png").is_file()
     result = runner.invoke(app, ["ood", "--checkpoint", str(checkpoint), "--split", str(split),
                                  "--output", str(tmp_path / "ood")])

@@ -87,3 +87,25 @@ def test_paired_bootstrap_difference() -> None:
     assert paired_bootstrap_difference(accuracy, y, good, good, groups, n_boot=200) == (0.0, 0.0, 0.0)
     point, low, high = paired_bootstrap_difference(accuracy, y, good, coin, groups, n_boot=200)
     assert point == pytest.approx(0.25) and 0 < low <= point <= high
+
+
+def test_bootstrap_mean_and_shift_statistics() -> None:
+    from brain_tumor.evaluation.statistics import bootstrap_mean
+    from brain_tumor.robustness import shift_statistics
+
+    groups = [f"p{i // 4}" for i in range(40)]
+    point, low, high = bootstrap_mean(np.r_[np.ones(20), np.zeros(20)], groups)
+    assert point == 0.5 and 0.1 < low < 0.5 < high < 0.9
+    assert bootstrap_mean(np.ones(40), groups) == (1.0, 1.0, 1.0)
+    labels = np.arange(40) % 3
+    wrong = (labels + 1) % 3
+    predictions = {  # "fragile" loses every slice under gamma, half under noise; "steady" loses nothing
+        "fragile": {"clean": labels, "gamma/a": wrong, "gamma/b": wrong,
+                    "noise/a": np.where(np.arange(40) < 20, labels, wrong)},
+        "steady": {"clean": labels, "gamma/a": labels, "gamma/b": labels, "noise/a": labels}}
+    stats = shift_statistics(predictions, labels, groups)
+    assert stats["drop"]["fragile"]["gamma"] == (1.0, 1.0, 1.0)
+    assert stats["drop"]["fragile"]["noise"][0] == 0.5
+    assert stats["drop"]["steady"]["gamma"] == (0.0, 0.0, 0.0)
+    diff = stats["drop_vs_fragile"]["steady"]
+    assert diff["gamma"] == (-1.0, -1.0, -1.0) and diff["noise"][2] < 0

@@ -405,7 +405,8 @@ def shift_test(
         _fail(str(exc))
     paths = [records[i].path for i in idx]
     labels = np.array([CLASS_NAMES.index(records[i].label) for i in idx])
-    results = run_shift_test(models, paths, labels, output, seed)
+    groups = [records[i].patient_id or records[i].path for i in idx]  # no patient id: each slice its own
+    results = run_shift_test(models, paths, labels, groups, output, seed)
     draw_preprocessing_steps([paths[i] for i in np.linspace(0, len(paths) - 1, 4).astype(int)],
                              output / "preprocessing_steps.png")
     for name, r in results.items():

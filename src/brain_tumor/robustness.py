@@ -14,42 +14,99 @@ from brain_tumor.data.preprocess import head_box, prepare_slice, robust_slice
 from brain_tumor.evaluation.plots import plot_shift, plot_steps
 from brain_tumor.evaluation.run_eval import write_json
 from brain_tumor.evaluation.shift import SHIFTS, shifted
+from brain_tumor.evaluation.statistics import bootstrap_mean
 from brain_tumor.inference import Predictor
 
 
-def accuracy_on(predictor: Predictor, images: list[np.ndarray], labels: np.ndarray, batch: int = 64) -> float:
-    """Accuracy of ``predictor`` over float [0, 1] slices (its own preprocessing applied)."""
+def predict_on(predictor: Predictor, images: list[np.ndarray], batch: int = 64) -> np.ndarray:
+    """Predicted class of ``predictor`` for each float [0, 1] slice (its own preprocessing applied)."""
     predicted = []
     for i in range(0, len(images), batch):
         x = torch.stack([predictor.to_tensor(im) for im in images[i:i + batch]])
         predicted.append(predictor.logits(x).argmax(1).numpy())
-    return float((np.concatenate(predicted) == labels).mean())
+    return np.concatenate(predicted)
 
 
-def run_shift_test(checkpoints: dict[str, Path], paths: list[str], labels: np.ndarray, out_dir: Path,
-                   seed: int = 0) -> dict[str, Any]:
-    """Accuracy of each checkpoint on the slices at ``paths`` under every shift and severity."""
+def accuracy_on(predictor: Predictor, images: list[np.ndarray], labels: np.ndarray, batch: int = 64) -> float:
+    """Accuracy of ``predictor`` over float [0, 1] slices."""
+    return float((predict_on(predictor, images, batch) == labels).mean())
+
+
+def shift_statistics(predictions: dict[str, dict[str, np.ndarray]], labels: np.ndarray,
+                     groups: list[str]) -> dict[str, Any]:
+    """Per model, the accuracy lost per shift family (clean minus the mean over severities) with a
+    95% CI resampling patients; and for every model after the first, the paired difference of its
+    loss from the first model's (negative: it loses less)."""
+    def losses(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        clean = (columns["clean"] == labels).astype(float)
+        families = dict.fromkeys(key.split("/")[0] for key in columns if key != "clean")
+        return {f: clean - np.mean([(columns[k] == labels) for k in columns if k.split("/")[0] == f], axis=0)
+                for f in families}
+
+    per_slice = {model: losses(columns) for model, columns in predictions.items()}
+    reference = next(iter(per_slice))
+    out: dict[str, Any] = {"drop": {}, "drop_vs_" + reference: {}}
+    for model, by_family in per_slice.items():
+        out["drop"][model] = {f: bootstrap_mean(v, groups) for f, v in by_family.items()}
+        if model != reference:
+            out["drop_vs_" + reference][model] = {
+                f: bootstrap_mean(v - per_slice[reference][f], groups) for f, v in by_family.items()}
+    return out
+
+
+def run_shift_test(checkpoints: dict[str, Path], paths: list[str], labels: np.ndarray, groups: list[str],
+                   out_dir: Path, seed: int = 0) -> dict[str, Any]:
+    """Accuracy of each checkpoint on the slices at ``paths`` under every shift and severity, the
+    per-slice predictions (``shift_predictions.csv``) and patient-bootstrap CIs of each loss."""
     originals = [read_slice(p) for p in tqdm(paths, desc="reading test slices", unit="img")]
     results: dict[str, Any] = {}
+    predictions: dict[str, dict[str, np.ndarray]] = {}
     for name, checkpoint in checkpoints.items():
         predictor = Predictor.from_checkpoint(checkpoint)
+        columns = {"clean": predict_on(predictor, originals)}
         entry: dict[str, Any] = {"checkpoint": str(checkpoint), "pipeline": predictor.preprocessing.pipeline,
-                                 "clean": accuracy_on(predictor, originals, labels), "shifts": {}}
+                                 "clean": float((columns["clean"] == labels).mean()), "shifts": {}}
         for family, levels in tqdm(SHIFTS.items(), desc=f"shifts ({name})", unit="family"):
-            entry["shifts"][family] = [
-                (label, accuracy_on(predictor, [shifted(im, family, k, seed + i) for i, im in enumerate(originals)],
-                                    labels)) for k, (label, _) in enumerate(levels)]
+            entry["shifts"][family] = []
+            for k, (label, _) in enumerate(levels):
+                images = [shifted(im, family, k, seed + i) for i, im in enumerate(originals)]
+                columns[f"{family}/{label}"] = predict_on(predictor, images)
+                entry["shifts"][family].append((label, float((columns[f"{family}/{label}"] == labels).mean())))
         entry["mean_drop"] = {f: entry["clean"] - float(np.mean([a for _, a in lv]))
                               for f, lv in entry["shifts"].items()}
-        results[name] = entry
-    write_json({"n_test": len(paths), "seed": seed, "models": results}, out_dir / "shift.json")
+        results[name], predictions[name] = entry, columns
+    statistics = shift_statistics(predictions, labels, groups)
+    write_json({"n_test": len(paths), "n_patients": len(set(groups)), "seed": seed, "models": results,
+                "statistics": statistics}, out_dir / "shift.json")
+    write_predictions(predictions, paths, labels, groups, out_dir / "shift_predictions.csv")
     plot_shift(results, out_dir / "shift.png")
-    (out_dir / "shift.md").write_text(shift_markdown(results, len(paths)))
+    (out_dir / "shift.md").write_text(shift_markdown(results, len(paths), statistics))
     return results
 
 
-def shift_markdown(results: dict[str, Any], n: int) -> str:
-    """One table: accuracy per shift family and severity, a column per model."""
+def write_predictions(predictions: dict[str, dict[str, np.ndarray]], paths: list[str], labels: np.ndarray,
+                      groups: list[str], path: Path) -> None:
+    """One row per test slice: its label, patient and each model's predicted class under each shift."""
+    import csv
+
+    keys = [(model, key) for model, columns in predictions.items() for key in columns]
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "patient_id", "label", *(f"{m}/{k}" for m, k in keys)])
+        for i, (p, g, y) in enumerate(zip(paths, groups, labels)):
+            writer.writerow([p, g, int(y), *(int(predictions[m][k][i]) for m, k in keys)])
+    tmp.replace(path)
+
+
+def _ci(point_low_high: list[float] | tuple[float, float, float]) -> str:
+    point, low, high = point_low_high
+    return f"{point:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def shift_markdown(results: dict[str, Any], n: int, statistics: dict[str, Any] | None = None) -> str:
+    """Accuracy per shift family and severity, a column per model; then the loss per family, with
+    patient-bootstrap CIs and the paired difference from the first model when ``statistics`` is given."""
     models = list(results)
     lines = [f"# Shift benchmark ({n} held-out test slices)", "",
              "| shift | severity | " + " | ".join(models) + " |", "|---|---|" + "---|" * len(models),
@@ -58,10 +115,25 @@ def shift_markdown(results: dict[str, Any], n: int) -> str:
         for k, (label, _) in enumerate(levels):
             lines.append(f"| {family} | {label} | " + " | ".join(
                 f"{results[m]['shifts'][family][k][1]:.3f}" for m in models) + " |")
-    lines += ["", "Mean accuracy lost per family (clean minus mean over severities):", "",
-              "| shift | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
-    for family in results[models[0]]["shifts"]:
-        lines.append(f"| {family} | " + " | ".join(f"{results[m]['mean_drop'][family]:+.3f}" for m in models) + " |")
+    families = list(results[models[0]]["shifts"])
+    if statistics is None:
+        lines += ["", "Mean accuracy lost per family (clean minus mean over severities):", "",
+                  "| shift | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+        for family in families:
+            lines.append(f"| {family} | " + " | ".join(f"{results[m]['mean_drop'][family]:+.3f}" for m in models)
+                         + " |")
+        return "\n".join(lines) + "\n"
+    paired_key = "drop_vs_" + models[0]
+    others = list(statistics[paired_key])
+    lines += ["", "Mean accuracy lost per family (clean minus mean over severities), 95% CI resampling "
+              f"patients; the last column{'s' if len(others) > 1 else ''}: paired difference of the loss from "
+              f"{models[0]}'s (negative: loses less):", "",
+              "| shift | " + " | ".join(f"{m} loss" for m in models) + " | "
+              + " | ".join(f"{m} − {models[0]}" for m in others) + " |",
+              "|---|" + "---|" * (len(models) + len(others))]
+    for family in families:
+        lines.append(f"| {family} | " + " | ".join(_ci(statistics["drop"][m][family]) for m in models) + " | "
+                     + " | ".join(_ci(statistics[paired_key][m][family]) for m in others) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -52,6 +52,15 @@ def paired_bootstrap_difference(metric: Callable[[np.ndarray, np.ndarray], float
     return bootstrap_ci(difference, y_true, np.concatenate([probs_a, probs_b], axis=1), groups, n_boot, seed)
 
 
+def bootstrap_mean(values: np.ndarray, groups: Sequence[str], n_boot: int = 2000,
+                   seed: int = 0) -> tuple[float, float, float]:
+    """``(mean, low, high)`` of per-slice ``values`` (e.g. accuracy lost under a shift), CI
+    resampling patients."""
+    column = np.asarray(values, dtype=float)[:, None]
+    return bootstrap_ci(lambda _, v: float(v.mean()), np.zeros(len(column), dtype=int), column, groups,
+                        n_boot, seed)
+
+
 def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, float]:
     """Exact McNemar test on paired correctness: discordant counts and two-sided p-value."""
     b = int(np.sum(correct_a & ~correct_b))
