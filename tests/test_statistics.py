@@ -71,8 +71,10 @@ def test_cv_overview_reports_leakage_and_freeze_comparison(tmp_path) -> None:  #
         (tmp_path / name / "summary.json").write_text(json.dumps(summary))
     md, html = cv_overview(tmp_path)
     assert "Leakage" in md and "points of accuracy" in md and "McNemar" in md and "paired t-test" in md
-    assert md.count("| official-freeze-") == 3 and html.count("<table>") == 2  # 2 protocol rows + 1 variant row
-    variant_row = next(line for line in md.splitlines() if line.startswith("| official-freeze-30 | 100 |"))
+    # 2 protocol rows + 1 variant row naming its baseline
+    assert md.count("| official-freeze-") == 4 and html.count("<table>") == 2
+    variant_row = next(line for line in md.splitlines()
+                       if line.startswith("| official-freeze-30 | official-freeze-15 | 100 |"))
     assert variant_row.count("n/a") == 2  # no dataset for patient ids here: no difference CIs
     assert cv_overview(tmp_path / "none") == ("", "")
 
@@ -109,3 +111,23 @@ def test_bootstrap_mean_and_shift_statistics() -> None:
     assert stats["drop"]["steady"]["gamma"] == (0.0, 0.0, 0.0)
     diff = stats["drop_vs_fragile"]["steady"]
     assert diff["gamma"] == (-1.0, -1.0, -1.0) and diff["noise"][2] < 0
+
+
+def test_variants_are_compared_with_the_plain_recipe_of_the_same_budget() -> None:
+    from brain_tumor.config import RunConfig, apply_overrides, to_dict
+    from brain_tumor.cv import baselines
+
+    def config(*overrides: str) -> dict:
+        return to_dict(apply_overrides(RunConfig(), ["model.freeze_layers=15", "data.image_size=128", *overrides]))
+
+    long = ["train.max_epochs=12", "train.precision=bf16-mixed"]
+    robust = ["data.preprocessing=robust", "data.augmentation=robust"]
+    configs = {"official-freeze-15": config("train.max_epochs=6"),
+               "official-freeze-30": config("train.max_epochs=6", "model.freeze_layers=30"),
+               "official-freeze-15-bf16-e12": config(*long),
+               "official-freeze-15-robust-bf16-e12": config(*long, *robust),
+               "official-robust-e20": config("train.max_epochs=20", *robust),  # no plain run at 20 epochs
+               "slice-freeze-15": config("train.max_epochs=6"),
+               "official-old": None}
+    assert baselines(configs) == {"official-freeze-30": "official-freeze-15",
+                                  "official-freeze-15-robust-bf16-e12": "official-freeze-15-bf16-e12"}

@@ -153,25 +153,66 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
             + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>")
 
 
+BUDGET = (("data", "image_size"), ("train", "max_epochs"), ("train", "precision"))
+PLAIN_RECIPE = {("model", "freeze_layers"): 15, ("data", "preprocessing"): "paper",
+                ("data", "augmentation"): "paper", ("train", "class_weighted_loss"): False,
+                ("data", "oversample"): False}
+
+
+def _budget(config: dict[str, Any] | None) -> tuple[Any, ...] | None:
+    return None if config is None else tuple(config[s][k] for s, k in BUDGET)
+
+
+def baselines(configs: dict[str, dict[str, Any] | None]) -> dict[str, str]:
+    """variant -> baseline for the patient-wise CVs: a variant is compared with the plain paper
+    recipe (freeze 15, no class weighting or oversampling, paper preprocessing and augmentation)
+    trained at the same resolution, epochs and precision. Without a config, a folder counts as the
+    plain recipe when it is named ``official-freeze-15``."""
+    def plain(name: str, config: dict[str, Any] | None) -> bool:
+        if config is None:
+            return name == "official-freeze-15"
+        return all(config[s][k] == v for (s, k), v in PLAIN_RECIPE.items())
+
+    patient_wise = {n: c for n, c in configs.items() if not n.startswith("slice-")}
+    plain_by_budget: dict[Any, str] = {}
+    for name, config in patient_wise.items():
+        if plain(name, config):
+            plain_by_budget.setdefault(_budget(config), name)
+    return {n: plain_by_budget[_budget(c)] for n, c in patient_wise.items()
+            if n not in plain_by_budget.values() and _budget(c) in plain_by_budget}
+
+
+def _recipe_text(config: dict[str, Any] | None) -> str:
+    if config is None:
+        return "?"
+    return f"{config['data']['image_size']} px, ≤{config['train']['max_epochs']} epochs, {config['train']['precision']}"
+
+
 def cv_overview(cv_root: Path) -> tuple[str, str]:
     """Markdown and HTML summarising every CV under ``cv_root`` (one row per protocol), the
-    leakage inflation (slice-level minus patient-wise) and each official-fold variant (freeze 30,
-    class weighting, oversampling, robust recipe) against the freeze-15 baseline."""
+    leakage inflation (slice-level minus patient-wise) and each patient-wise variant (freeze 30,
+    class weighting, oversampling, robust recipe) against the plain freeze-15 recipe trained at the
+    same resolution, epochs and precision."""
     import html
+
+    import yaml
 
     rows = []
     summaries = {d.name: json.loads((d / "summary.json").read_text())
                  for d in sorted(cv_root.glob("*")) if (d / "summary.json").is_file()}
     if not summaries:
         return "", ""
+    configs = {n: yaml.safe_load((cv_root / n / "config.yaml").read_text())
+               if (cv_root / n / "config.yaml").is_file() else None for n in summaries}
     for name, s in summaries.items():
         ci = s["bootstrap_95ci_by_patient"]
-        rows.append([name, str(s["folds"]), f"{s['fold_accuracy_mean']:.4f} ± {s['fold_accuracy_std']:.4f}",
+        rows.append([name, _recipe_text(configs[name]), str(s["folds"]),
+                     f"{s['fold_accuracy_mean']:.4f} ± {s['fold_accuracy_std']:.4f}",
                      *[_ci_text(ci[k]) for k in ("accuracy", "macro_f1", "meningioma_recall", "macro_auc")],
                      f"{s['patient_level']['accuracy']:.4f}"])
-    header = ["protocol", "folds", "fold accuracy mean ± sd", "accuracy [95% CI]", "macro F1 [95% CI]",
+    header = ["protocol", "training", "folds", "fold accuracy mean ± sd", "accuracy [95% CI]", "macro F1 [95% CI]",
               "meningioma recall [95% CI]", "macro AUC [95% CI]", "patient-level accuracy"]
-    md = ["## Cross-validation (128 px, 6 epochs; CIs resample patients)", "", *_md_table(header, rows)]
+    md = ["## Cross-validation (CIs resample patients)", "", *_md_table(header, rows)]
     notes = []
     leak = [(a, b) for a, b in (("slice-freeze-15", "official-freeze-15"),) if {a, b} <= set(summaries)]
     for a, b in leak:
@@ -179,10 +220,8 @@ def cv_overview(cv_root: Path) -> tuple[str, str]:
             gap = summaries[a]["pooled"]["accuracy"] - summaries[b]["pooled"]["accuracy"]
             notes.append(f"Leakage: the same recipe scores {gap * 100:+.2f} points of accuracy with slice-level folds "
                          f"({a}) than with the official patient-wise folds ({b}).")
-    baseline = "official-freeze-15"
-    variants = [n for n in summaries if n.startswith("official-") and n != baseline and baseline in summaries]
     comparison_rows = []
-    for name in variants:
+    for name, baseline in baselines(configs).items():
         try:
             patient_of = patients_by_path(cv_root / name)
         except (OSError, ValueError):  # the dataset is not here: McNemar only
@@ -192,19 +231,20 @@ def cv_overview(cv_root: Path) -> tuple[str, str]:
         paired = f"{st.paired_fold_test(a, b):.3g}" if len(a) == len(b) > 1 else "n/a"
         diffs = [_ci_text({k: 100 * v for k, v in t[f"{m}_difference_95ci_by_patient"].items()}, digits=2)
                  if f"{m}_difference_95ci_by_patient" in t else "n/a" for m in ("accuracy", "meningioma_recall")]
-        comparison_rows.append([name, str(t["n"]), f"{t['accuracy_a']:.4f} vs {t['accuracy_b']:.4f}", *diffs,
+        comparison_rows.append([name, baseline, str(t["n"]), f"{t['accuracy_a']:.4f} vs {t['accuracy_b']:.4f}", *diffs,
                                 f"{t['a_right_b_wrong']} / {t['a_wrong_b_right']}", f"{t['p_value']:.3g}", paired])
-    comparison_header = ["variant vs " + baseline, "slices", "accuracy", "accuracy difference, points [95% CI]",
+    comparison_header = ["variant", "baseline", "slices", "accuracy", "accuracy difference, points [95% CI]",
                          "meningioma recall difference, points [95% CI]", "right only in variant / only in baseline",
                          "McNemar p", "paired t-test over folds p"]
     if comparison_rows:
-        notes.append("Each variant against the baseline on the same test slices. Slices of one patient are not "
+        notes.append("Each variant against the plain freeze-15 recipe trained at the same resolution, epochs and "
+                     "precision, on the same test slices. Slices of one patient are not "
                      "independent, so McNemar's p is optimistic; the CIs resample patients and the t-test pairs "
                      "the folds.")
     md += ["", *notes]
     if comparison_rows:
         md += ["", *_md_table(comparison_header, comparison_rows)]
-    html_part = ("<h2>Cross-validation (128 px, 6 epochs; CIs resample patients)</h2>" + _html_table(header, rows)
+    html_part = ("<h2>Cross-validation (CIs resample patients)</h2>" + _html_table(header, rows)
                  + "".join(f"<p>{html.escape(n)}</p>" for n in notes)
                  + (_html_table(comparison_header, comparison_rows) if comparison_rows else ""))
     return "\n".join(md), html_part
