@@ -131,3 +131,11 @@ def test_variants_are_compared_with_the_plain_recipe_of_the_same_budget() -> Non
                "official-old": None}
     assert baselines(configs) == {"official-freeze-30": "official-freeze-15",
                                   "official-freeze-15-robust-bf16-e12": "official-freeze-15-bf16-e12"}
+
+
+def test_old_configs_get_the_defaults_of_settings_they_predate() -> None:
+    from brain_tumor.cv import _with_defaults
+
+    old = _with_defaults({"data": {"image_size": 128}, "train": {"max_epochs": 6}})
+    assert old["data"]["image_size"] == 128 and old["data"]["preprocessing"] == "paper"
+    assert old["train"]["precision"] == "32-true" and old["model"]["freeze_layers"] == 30

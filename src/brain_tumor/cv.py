@@ -159,6 +159,14 @@ PLAIN_RECIPE = {("model", "freeze_layers"): 15, ("data", "preprocessing"): "pape
                 ("data", "oversample"): False}
 
 
+def _with_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved config with the settings it predates filled in with their defaults."""
+    from brain_tumor.config import RunConfig, to_dict
+
+    defaults = to_dict(RunConfig())
+    return {section: {**values, **(config.get(section) or {})} for section, values in defaults.items()}
+
+
 def _budget(config: dict[str, Any] | None) -> tuple[Any, ...] | None:
     return None if config is None else tuple(config[s][k] for s, k in BUDGET)
 
@@ -202,7 +210,7 @@ def cv_overview(cv_root: Path) -> tuple[str, str]:
                  for d in sorted(cv_root.glob("*")) if (d / "summary.json").is_file()}
     if not summaries:
         return "", ""
-    configs = {n: yaml.safe_load((cv_root / n / "config.yaml").read_text())
+    configs = {n: _with_defaults(yaml.safe_load((cv_root / n / "config.yaml").read_text()))
                if (cv_root / n / "config.yaml").is_file() else None for n in summaries}
     for name, s in summaries.items():
         ci = s["bootstrap_95ci_by_patient"]
