@@ -10,12 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from brain_tumor.config import RunConfig, save_config
+from brain_tumor.config import RunConfig, save_config, to_dict
 from brain_tumor.data.manifest import CLASS_NAMES
 from brain_tumor.data.splits import Split, cv_splits
 from brain_tumor.evaluation import statistics as st
 from brain_tumor.evaluation.metrics import classification_metrics
 from brain_tumor.evaluation.plots import plot_confusion_matrix
+from brain_tumor.evaluation.report import _html_table, markdown_table
 from brain_tumor.evaluation.run_eval import write_json
 from brain_tumor.reproduce import run_scenario
 from brain_tumor.training.fit import PreparedData, load_data
@@ -142,17 +143,6 @@ def _ci_text(ci: dict[str, float], digits: int = 4) -> str:
     return f"{ci['value']:.{digits}f} [{ci['low']:.{digits}f}, {ci['high']:.{digits}f}]"
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *["| " + " | ".join(r) + " |" for r in rows]]
-
-
-def _html_table(header: list[str], rows: list[list[str]]) -> str:
-    import html
-
-    return ("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
-            + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>")
-
-
 BUDGET = (("data", "image_size"), ("train", "max_epochs"), ("train", "precision"))
 PLAIN_RECIPE = {("model", "freeze_layers"): 15, ("data", "preprocessing"): "paper",
                 ("data", "augmentation"): "paper", ("train", "class_weighted_loss"): False,
@@ -161,8 +151,6 @@ PLAIN_RECIPE = {("model", "freeze_layers"): 15, ("data", "preprocessing"): "pape
 
 def _with_defaults(config: dict[str, Any]) -> dict[str, Any]:
     """A saved config with the settings it predates filled in with their defaults."""
-    from brain_tumor.config import RunConfig, to_dict
-
     defaults = to_dict(RunConfig())
     return {section: {**values, **(config.get(section) or {})} for section, values in defaults.items()}
 
@@ -220,7 +208,7 @@ def cv_overview(cv_root: Path) -> tuple[str, str]:
                      f"{s['patient_level']['accuracy']:.4f}"])
     header = ["protocol", "training", "folds", "fold accuracy mean ± sd", "accuracy [95% CI]", "macro F1 [95% CI]",
               "meningioma recall [95% CI]", "macro AUC [95% CI]", "patient-level accuracy"]
-    md = ["## Cross-validation (CIs resample patients)", "", *_md_table(header, rows)]
+    md = ["## Cross-validation (CIs resample patients)", "", markdown_table(header, rows)]
     notes = []
     leak = [(a, b) for a, b in (("slice-freeze-15", "official-freeze-15"),) if {a, b} <= set(summaries)]
     for a, b in leak:
@@ -251,7 +239,7 @@ def cv_overview(cv_root: Path) -> tuple[str, str]:
                      "the folds.")
     md += ["", *notes]
     if comparison_rows:
-        md += ["", *_md_table(comparison_header, comparison_rows)]
+        md += ["", markdown_table(comparison_header, comparison_rows)]
     html_part = ("<h2>Cross-validation (CIs resample patients)</h2>" + _html_table(header, rows)
                  + "".join(f"<p>{html.escape(n)}</p>" for n in notes)
                  + (_html_table(comparison_header, comparison_rows) if comparison_rows else ""))

@@ -12,6 +12,7 @@ from tqdm import tqdm
 from brain_tumor.data.imageio import read_slice
 from brain_tumor.data.preprocess import head_box, prepare_slice, robust_slice
 from brain_tumor.evaluation.plots import plot_shift, plot_steps
+from brain_tumor.evaluation.report import markdown_table
 from brain_tumor.evaluation.run_eval import write_json
 from brain_tumor.evaluation.shift import SHIFTS, shifted
 from brain_tumor.evaluation.statistics import bootstrap_mean
@@ -25,11 +26,6 @@ def predict_on(predictor: Predictor, images: list[np.ndarray], batch: int = 64) 
         x = torch.stack([predictor.to_tensor(im) for im in images[i:i + batch]])
         predicted.append(predictor.logits(x).argmax(1).numpy())
     return np.concatenate(predicted)
-
-
-def accuracy_on(predictor: Predictor, images: list[np.ndarray], labels: np.ndarray, batch: int = 64) -> float:
-    """Accuracy of ``predictor`` over float [0, 1] slices."""
-    return float((predict_on(predictor, images, batch) == labels).mean())
 
 
 def shift_statistics(predictions: dict[str, dict[str, np.ndarray]], labels: np.ndarray,
@@ -78,13 +74,13 @@ def run_shift_test(checkpoints: dict[str, Path], paths: list[str], labels: np.nd
     statistics = shift_statistics(predictions, labels, groups)
     write_json({"n_test": len(paths), "n_patients": len(set(groups)), "seed": seed, "models": results,
                 "statistics": statistics}, out_dir / "shift.json")
-    write_predictions(predictions, paths, labels, groups, out_dir / "shift_predictions.csv")
+    write_shift_predictions(predictions, paths, labels, groups, out_dir / "shift_predictions.csv")
     plot_shift(results, out_dir / "shift.png")
     (out_dir / "shift.md").write_text(shift_markdown(results, len(paths), statistics))
     return results
 
 
-def write_predictions(predictions: dict[str, dict[str, np.ndarray]], paths: list[str], labels: np.ndarray,
+def write_shift_predictions(predictions: dict[str, dict[str, np.ndarray]], paths: list[str], labels: np.ndarray,
                       groups: list[str], path: Path) -> None:
     """One row per test slice: its label, patient and each model's predicted class under each shift."""
     import csv
@@ -128,12 +124,9 @@ def shift_markdown(results: dict[str, Any], n: int, statistics: dict[str, Any] |
     lines += ["", "Mean accuracy lost per family (clean minus mean over severities), 95% CI resampling "
               f"patients; the last column{'s' if len(others) > 1 else ''}: paired difference of the loss from "
               f"{models[0]}'s (negative: loses less):", "",
-              "| shift | " + " | ".join(f"{m} loss" for m in models) + " | "
-              + " | ".join(f"{m} − {models[0]}" for m in others) + " |",
-              "|---|" + "---|" * (len(models) + len(others))]
-    for family in families:
-        lines.append(f"| {family} | " + " | ".join(_ci(statistics["drop"][m][family]) for m in models) + " | "
-                     + " | ".join(_ci(statistics[paired_key][m][family]) for m in others) + " |")
+              markdown_table(["shift", *(f"{m} loss" for m in models), *(f"{m} − {models[0]}" for m in others)],
+                             [[family, *(_ci(statistics["drop"][m][family]) for m in models),
+                               *(_ci(statistics[paired_key][m][family]) for m in others)] for family in families])]
     return "\n".join(lines) + "\n"
 
 
