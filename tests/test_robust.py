@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
 import torch
 
 from brain_tumor.data.preprocess import head_box, pad_to_square, prepare_slice, robust_slice, standardise_intensity
 from brain_tumor.evaluation.shift import SHIFTS, shifted
-from brain_tumor.transforms import train_preset
+from brain_tumor.transforms import LightShiftPreset, PaperTrainPreset, train_preset
 from tests.conftest import synthetic_slice
 
 
@@ -74,14 +76,31 @@ def test_standardise_clips_to_percentiles() -> None:
     assert out.min() == 0 and out.max() == 1
 
 
-def test_robust_augmentation_keeps_format_and_changes_pixels() -> None:
+@pytest.mark.parametrize("name", ["robust", "robust-light"])
+def test_robust_augmentation_keeps_format_and_changes_pixels(name: str) -> None:
     torch.manual_seed(0)
     x = torch.from_numpy(synthetic_slice(np.random.default_rng(1), 2, 64)).unsqueeze(0)
-    augment = train_preset("robust")
+    augment = train_preset(name)
     outs = [augment(x) for _ in range(8)]
     assert all(o.dtype == torch.uint8 and o.shape == x.shape for o in outs)
     assert sum(not torch.equal(o, x) for o in outs) == 8
     assert len({o.float().mean().item() for o in outs}) > 4
+
+
+def test_light_augmentation_is_the_paper_set_plus_occasional_intensity_shifts() -> None:
+    x = torch.from_numpy(synthetic_slice(np.random.default_rng(1), 2, 64)).unsqueeze(0)
+
+    def draw(augment: object, seed: int) -> torch.Tensor:
+        torch.manual_seed(seed)
+        random.seed(seed)
+        return augment(x)  # type: ignore[operator]
+
+    paper, none_applied = PaperTrainPreset(), LightShiftPreset(p_gamma=0, p_downup=0, p_noise=0)
+    always_gamma = LightShiftPreset(gammas=(2.5, 3.0), p_gamma=1, p_downup=0, p_noise=0)
+    for seed in range(4):
+        assert torch.equal(draw(none_applied, seed), draw(paper, seed))
+        darker = draw(always_gamma, seed).float().mean()
+        assert darker < draw(paper, seed).float().mean()
 
 
 @pytest.mark.parametrize("family", sorted(SHIFTS))

@@ -110,6 +110,30 @@ class RobustTrainPreset:
         return (x.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
+class LightShiftPreset:
+    """The paper's augmentation plus only the shifts that robust preprocessing cannot undo:
+    gamma (sequence contrast), resolution loss and noise, each on a minority of images.
+
+    Contrast, framing and bit depth need no augmentation once slices are cropped to the head and
+    standardised; the full :class:`RobustTrainPreset` also trains on them (and on JPEG, blur,
+    bias field and wider framing), which costs accuracy on clean slices. uint8 ``[1, H, W]`` in
+    and out."""
+
+    def __init__(self, *, gammas: tuple[float, float] = (0.5, 3.0), p_gamma: float = 0.3,
+                 p_downup: float = 0.25, p_noise: float = 0.2) -> None:
+        self.geometry = PaperTrainPreset()
+        self.intensity = v2.Compose([
+            v2.RandomApply([RandomGamma(gammas)], p=p_gamma),
+            v2.RandomApply([DownUp()], p=p_downup),
+            v2.RandomApply([GaussianNoise()], p=p_noise),
+        ])
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        x = self.geometry(image).float() / 255.0
+        x = self.intensity(x)
+        return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
 class EvalPreset:
     """No change: resizing happened when the dataset was decoded."""
 
@@ -117,10 +141,11 @@ class EvalPreset:
         return image
 
 
-PRESETS = {"paper": PaperTrainPreset, "robust": RobustTrainPreset, "none": EvalPreset}
+PRESETS = {"paper": PaperTrainPreset, "robust": RobustTrainPreset, "robust-light": LightShiftPreset,
+           "none": EvalPreset}
 
 
-def train_preset(name: str) -> PaperTrainPreset | RobustTrainPreset | EvalPreset:
+def train_preset(name: str) -> PaperTrainPreset | RobustTrainPreset | LightShiftPreset | EvalPreset:
     """Look up a training augmentation preset by name."""
     if name not in PRESETS:
         raise ValueError(f"augmentation must be one of {sorted(PRESETS)}, got {name!r}")
