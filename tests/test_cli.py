@@ -122,3 +122,22 @@ def test_robust_recipe_trains_then_shift_test_and_ood(class_folder_dataset: Path
     assert "ood" in torch.load(checkpoint, weights_only=True)
     bad = runner.invoke(app, ["shift-test", "--model", "x=/no/such.pt", "--split", str(split)])
     assert bad.exit_code != 0 and "NAME=CHECKPOINT" in bad.output
+
+
+def test_ema_weights_are_validated_and_exported(class_folder_dataset: Path, tmp_path: Path) -> None:
+    results, work = tmp_path / "results", tmp_path / "runs"
+    args = ["train", "--results-dir", str(results), "--work-dir", str(work)]
+    for s in [f"data.root={class_folder_dataset}", "data.image_size=32", "data.batch_size=8",
+              f"data.cache_dir={tmp_path / 'cache'}", "model.weights=none", "train.max_epochs=2",
+              "data.val_fraction=0.2", "train.ema_decay=0.5", "train.early_stop_patience=5"]:
+        args += ["--set", s]
+    assert runner.invoke(app, args).exit_code == 0
+    last = torch.load(work / "last.ckpt", map_location="cpu", weights_only=False)
+    averaged, current = last["state_dict"], last["current_model_state"]
+    name = "network.fc.weight"
+    assert not torch.equal(averaged[name], current[name])  # the average is not the last step's weights
+    best = torch.load(work / "best.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    network, _ = load_model_checkpoint(work / "model.pt")
+    assert torch.equal(network.state_dict()["fc.weight"], best[name])
+    bad = runner.invoke(app, ["train", "--set", "train.ema_decay=1.5"])
+    assert bad.exit_code == 2 and "train.ema_decay" in bad.output

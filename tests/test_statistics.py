@@ -127,6 +127,7 @@ def test_variants_are_compared_with_the_plain_recipe_of_the_same_budget() -> Non
                "official-freeze-15-bf16-e12": config(*long),
                "official-freeze-15-robust-bf16-e12": config(*long, *robust),
                "official-robust-e20": config("train.max_epochs=20", *robust),  # no plain run at 20 epochs
+               "official-robust-bf16-e12-ema": config(*long, *robust, "train.ema_decay=0.99"),  # nor with EMA
                "slice-freeze-15": config("train.max_epochs=6"),
                "official-old": None}
     assert baselines(configs) == {"official-freeze-30": "official-freeze-15",
@@ -139,3 +140,4 @@ def test_old_configs_get_the_defaults_of_settings_they_predate() -> None:
     old = _with_defaults({"data": {"image_size": 128}, "train": {"max_epochs": 6}})
     assert old["data"]["image_size"] == 128 and old["data"]["preprocessing"] == "paper"
     assert old["train"]["precision"] == "32-true" and old["model"]["freeze_layers"] == 30
+    assert old["train"]["ema_decay"] is None

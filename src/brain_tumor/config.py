@@ -58,6 +58,7 @@ class TrainConfig:
     class_weighted_loss: bool = False
     seed: int = 42
     precision: str = "32-true"
+    ema_decay: float | None = None  # e.g. 0.99: validate, select and export an EMA of the weights
     channels_last: bool = True
     threads: int | None = None
     accelerator: str = "auto"
@@ -86,6 +87,8 @@ class RunConfig:
             raise ValueError(f"data.preprocessing: unknown {self.data.preprocessing!r} ({' | '.join(PIPELINES)})")
         if self.data.image_size < 32:
             raise ValueError("data.image_size must be at least 32")
+        if self.train.ema_decay is not None and not 0 < self.train.ema_decay < 1:
+            raise ValueError("train.ema_decay must be in (0, 1) or none")
         if self.train.lr <= 0 or self.train.max_epochs < 1:
             raise ValueError("train.lr must be > 0 and train.max_epochs >= 1")
         return self

@@ -143,7 +143,7 @@ def _ci_text(ci: dict[str, float], digits: int = 4) -> str:
     return f"{ci['value']:.{digits}f} [{ci['low']:.{digits}f}, {ci['high']:.{digits}f}]"
 
 
-BUDGET = (("data", "image_size"), ("train", "max_epochs"), ("train", "precision"))
+BUDGET = (("data", "image_size"), ("train", "max_epochs"), ("train", "precision"), ("train", "ema_decay"))
 PLAIN_RECIPE = {("model", "freeze_layers"): 15, ("data", "preprocessing"): "paper",
                 ("data", "augmentation"): "paper", ("train", "class_weighted_loss"): False,
                 ("data", "oversample"): False}
@@ -162,7 +162,7 @@ def _budget(config: dict[str, Any] | None) -> tuple[Any, ...] | None:
 def baselines(configs: dict[str, dict[str, Any] | None]) -> dict[str, str]:
     """variant -> baseline for the patient-wise CVs: a variant is compared with the plain paper
     recipe (freeze 15, no class weighting or oversampling, paper preprocessing and augmentation)
-    trained at the same resolution, epochs and precision. Without a config, a folder counts as the
+    trained at the same resolution, epochs, precision and weight averaging. Without a config, a folder counts as the
     plain recipe when it is named ``official-freeze-15``."""
     def plain(name: str, config: dict[str, Any] | None) -> bool:
         if config is None:
@@ -181,7 +181,9 @@ def baselines(configs: dict[str, dict[str, Any] | None]) -> dict[str, str]:
 def _recipe_text(config: dict[str, Any] | None) -> str:
     if config is None:
         return "?"
-    return f"{config['data']['image_size']} px, ≤{config['train']['max_epochs']} epochs, {config['train']['precision']}"
+    data, train = config["data"], config["train"]
+    ema = f", EMA {train['ema_decay']}" if train.get("ema_decay") else ""
+    return f"{data['image_size']} px, ≤{train['max_epochs']} epochs, {train['precision']}{ema}"
 
 
 def cv_overview(cv_root: Path) -> tuple[str, str]:

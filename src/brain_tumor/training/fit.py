@@ -9,7 +9,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from brain_tumor.config import RunConfig, to_dict
@@ -88,11 +88,17 @@ def build_module(config: RunConfig, class_names: list[str],
 
 def make_trainer(config: RunConfig, run_dir: Path, work_dir: Path,
                  extra_callbacks: Sequence[L.Callback] = ()) -> tuple[L.Trainer, ModelCheckpoint]:
-    """Trainer with checkpointing, early stopping, LR monitor, epoch timing, CSV + TensorBoard."""
+    """Trainer with checkpointing, early stopping, LR monitor, epoch timing, CSV + TensorBoard.
+
+    With ``train.ema_decay``, an exponential moving average of the weights (and BatchNorm
+    statistics) is updated after every step; validation, early stopping, the best checkpoint and
+    so the exported model all use the average."""
     best = ModelCheckpoint(dirpath=work_dir, filename="best", monitor="val_loss", mode="min",
                            save_last=True)
     callbacks = [best, EarlyStopping("val_loss", patience=config.train.early_stop_patience),
                  LearningRateMonitor("epoch"), EpochTimer(), *extra_callbacks]
+    if config.train.ema_decay is not None:
+        callbacks.append(EMAWeightAveraging(decay=config.train.ema_decay))
     loggers = [CSVLogger(run_dir, name="logs", version=""),
                TensorBoardLogger(work_dir, name="tensorboard", version="")]
     trainer = L.Trainer(max_epochs=config.train.max_epochs, accelerator=config.train.accelerator,
