@@ -76,7 +76,7 @@ def test_standardise_clips_to_percentiles() -> None:
     assert out.min() == 0 and out.max() == 1
 
 
-@pytest.mark.parametrize("name", ["robust", "robust-light"])
+@pytest.mark.parametrize("name", ["robust", "robust-light", "robust-mid"])
 def test_robust_augmentation_keeps_format_and_changes_pixels(name: str) -> None:
     torch.manual_seed(0)
     x = torch.from_numpy(synthetic_slice(np.random.default_rng(1), 2, 64)).unsqueeze(0)

@@ -6,6 +6,7 @@ input is made on the fly by :func:`normalize_batch` (grey -> 3 channels, weights
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 
@@ -112,7 +113,8 @@ class RobustTrainPreset:
 
 class LightShiftPreset:
     """The paper's augmentation plus only the shifts that robust preprocessing cannot undo:
-    gamma (sequence contrast), resolution loss and noise, each on a minority of images.
+    gamma (sequence contrast), resolution loss (down/up-sampling, optionally blur) and noise, each
+    on a minority of images.
 
     Contrast, framing and bit depth need no augmentation once slices are cropped to the head and
     standardised; the full :class:`RobustTrainPreset` also trains on them (and on JPEG, blur,
@@ -120,11 +122,13 @@ class LightShiftPreset:
     and out."""
 
     def __init__(self, *, gammas: tuple[float, float] = (0.5, 3.0), p_gamma: float = 0.3,
-                 p_downup: float = 0.25, p_noise: float = 0.2) -> None:
+                 p_downup: float = 0.25, p_blur: float = 0.0, p_noise: float = 0.2) -> None:
         self.geometry = PaperTrainPreset()
+        blur = [v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 2.0))], p=p_blur)] if p_blur else []
         self.intensity = v2.Compose([
             v2.RandomApply([RandomGamma(gammas)], p=p_gamma),
             v2.RandomApply([DownUp()], p=p_downup),
+            *blur,  # only when asked for, so robust-light draws the same random numbers as before
             v2.RandomApply([GaussianNoise()], p=p_noise),
         ])
 
@@ -142,6 +146,8 @@ class EvalPreset:
 
 
 PRESETS = {"paper": PaperTrainPreset, "robust": RobustTrainPreset, "robust-light": LightShiftPreset,
+           # more resolution loss and blur than robust-light, still the paper's geometry
+           "robust-mid": functools.partial(LightShiftPreset, p_downup=0.4, p_blur=0.2),
            "none": EvalPreset}
 
 
