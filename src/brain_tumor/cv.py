@@ -190,7 +190,7 @@ def cv_overview(cv_root: Path) -> tuple[str, str]:
     """Markdown and HTML summarising every CV under ``cv_root`` (one row per protocol), the
     leakage inflation (slice-level minus patient-wise) and each patient-wise variant (freeze 30,
     class weighting, oversampling, robust recipe) against the plain freeze-15 recipe trained at the
-    same resolution, epochs and precision."""
+    same resolution, epochs, precision and weight averaging (:func:`baselines`)."""
     import html
 
     import yaml

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import math
 import random
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -83,6 +84,13 @@ class GaussianNoise:
         return x + torch.randn_like(x) * random.uniform(0, self.max_sigma)
 
 
+def geometry_then_intensity(geometry: Callable[[torch.Tensor], torch.Tensor],
+                            intensity: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[1, H, W]`` -> geometric transform -> intensity transforms on [0, 1] floats -> uint8."""
+    x = intensity(geometry(image).float() / 255.0)
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
 class RobustTrainPreset:
     """Augmentation for scanner, sequence and framing shift, beyond the paper's set: wider zoom
     and shift (framing), JPEG re-compression, gamma/contrast, blur and sharpening, resolution
@@ -106,9 +114,7 @@ class RobustTrainPreset:
         ])
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        x = self.geometry(image).float() / 255.0
-        x = self.intensity(x)
-        return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+        return geometry_then_intensity(self.geometry, self.intensity, image)
 
 
 class LightShiftPreset:
@@ -133,9 +139,7 @@ class LightShiftPreset:
         ])
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        x = self.geometry(image).float() / 255.0
-        x = self.intensity(x)
-        return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+        return geometry_then_intensity(self.geometry, self.intensity, image)
 
 
 class EvalPreset:
