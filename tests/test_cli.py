@@ -88,6 +88,14 @@ def test_cv_resumes_and_summarises(class_folder_dataset: Path, tmp_path: Path) -
     assert (results / "fold-1" / "metrics.json").stat().st_mtime == mtime
     compared = runner.invoke(app, ["compare", str(results / "fold-1"), str(results / "fold-1")])
     assert compared.exit_code == 0 and '"p_value": 1.0' in compared.output
+    seeds = runner.invoke(app, ["compare", str(results), str(results), "--also-a", str(results),
+                                "--also-b", str(results)])
+    assert seeds.exit_code == 0, seeds.output
+    repeated = json.loads(seeds.output)
+    assert repeated["repeats"] == 2 and len(repeated["pairs"]) == 2
+    assert repeated["mean_accuracy_difference_95ci_by_patient"]["value"] == 0.0
+    unpaired = runner.invoke(app, ["compare", str(results), str(results), "--also-a", str(results)])
+    assert unpaired.exit_code == 2 and "as many --also-a as --also-b" in unpaired.output
 
 
 def test_robust_recipe_trains_then_shift_test_and_ood(class_folder_dataset: Path, tmp_path: Path) -> None:

@@ -141,3 +141,21 @@ def test_old_configs_get_the_defaults_of_settings_they_predate() -> None:
     assert old["data"]["image_size"] == 128 and old["data"]["preprocessing"] == "paper"
     assert old["train"]["precision"] == "32-true" and old["model"]["freeze_layers"] == 30
     assert old["train"]["ema_decay"] is None
+
+
+def test_repeated_bootstrap_difference_averages_seeds_on_shared_resamples() -> None:
+    from brain_tumor.evaluation.statistics import paired_bootstrap_difference, repeated_bootstrap_difference
+
+    y = np.zeros(100, int)
+    right, wrong = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    a = np.tile(right, (100, 1))
+    b1, b2 = a.copy(), a.copy()
+    b1[:10], b2[:20] = wrong, wrong  # B loses 10 points with one seed, 20 with the other
+    groups = [f"p{i // 5}" for i in range(100)]
+    point, low, high = repeated_bootstrap_difference(accuracy, y, [a, a], [b1, b2], groups, n_boot=300)
+    assert point == pytest.approx(0.15)
+    assert 0 < low < 0.15 < high
+    assert repeated_bootstrap_difference(accuracy, y, [a], [b1], groups, n_boot=300) == \
+        paired_bootstrap_difference(accuracy, y, a, b1, groups, n_boot=300)
+    with pytest.raises(ValueError, match="same, non-zero number"):
+        repeated_bootstrap_difference(accuracy, y, [a, a], [b1], groups)

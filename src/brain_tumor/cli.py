@@ -336,15 +336,26 @@ def cv(
 def compare(
     run_a: Annotated[Path, typer.Argument(help="A run or CV results folder.")],
     run_b: Annotated[Path, typer.Argument(help="Another, on the same test slices.")],
+    also_a: Annotated[list[Path] | None, typer.Option(
+        help="A run of A's recipe with another seed; repeat, in the order of --also-b.")] = None,
+    also_b: Annotated[list[Path] | None, typer.Option(
+        help="B's run with that seed. With these, the report is the mean paired difference over seeds.")] = None,
 ) -> None:
     """McNemar's test between two runs on their shared test slices (for CV folders also the
     paired differences in accuracy and meningioma recall, with CIs resampling patients)."""
     from brain_tumor.cv import compare as mcnemar_compare
-    from brain_tumor.cv import patients_by_path
+    from brain_tumor.cv import compare_repeats, patients_by_path
 
     try:
         patient_of = patients_by_path(run_a) if (run_a / "config.yaml").is_file() else None
-        result = mcnemar_compare(run_a, run_b, patient_of)
+        if also_a or also_b:
+            if len(also_a or []) != len(also_b or []):
+                raise ValueError("give as many --also-a as --also-b runs (one pair per seed)")
+            if patient_of is None:
+                raise ValueError(f"--also-a/--also-b need run folders with their config.yaml; {run_a} has none")
+            result = compare_repeats([(run_a, run_b), *zip(also_a or [], also_b or [])], patient_of)
+        else:
+            result = mcnemar_compare(run_a, run_b, patient_of)
     except (ValueError, OSError) as exc:
         _fail(str(exc))
     typer.echo(json.dumps(result, indent=2))

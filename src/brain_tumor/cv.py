@@ -130,6 +130,36 @@ def compare(dir_a: Path, dir_b: Path, patient_of: dict[str, str] | None = None) 
     return result
 
 
+def compare_repeats(pairs: list[tuple[Path, Path]], patient_of: dict[str, str]) -> dict[str, Any]:
+    """Two recipes trained with several seeds each, ``pairs[r] = (run of A, run of B)`` with seed r,
+    all on the same test slices: McNemar's test per pair, and the mean over pairs of the paired
+    differences in accuracy and meningioma recall with 95% CIs resampling patients."""
+    per_pair = [compare(a, b) | {"run_a": str(a), "run_b": str(b)} for a, b in pairs]
+    read = [(_predictions_by_path(a), _predictions_by_path(b)) for a, b in pairs]
+    shared = set.intersection(*(set(a) & set(b) for a, b in read))
+    if not shared:
+        raise ValueError("the runs share no test slices")
+    paths = sorted(shared)
+    y = np.asarray([read[0][0][p][0] for p in paths])
+    probs_a = [np.asarray([a[p][1] for p in paths]) for a, _ in read]
+    probs_b = [np.asarray([b[p][1] for p in paths]) for _, b in read]
+    groups = [patient_of.get(p, p) for p in paths]
+    result: dict[str, Any] = {
+        "n": len(paths), "repeats": len(pairs),
+        "mean_accuracy_a": float(np.mean([st.accuracy(y, q) for q in probs_a])),
+        "mean_accuracy_b": float(np.mean([st.accuracy(y, q) for q in probs_b])), "pairs": per_pair}
+    meningioma = CLASS_NAMES.index("meningioma")
+    for name, fn in [("accuracy", st.accuracy), ("meningioma_recall", st.class_recall(meningioma))]:
+        point, low, high = st.repeated_bootstrap_difference(fn, y, probs_a, probs_b, groups)
+        result[f"mean_{name}_difference_95ci_by_patient"] = {"value": point, "low": low, "high": high}
+    return result
+
+
+def _predictions_by_path(run: Path) -> dict[str, tuple[int, np.ndarray]]:
+    paths, y, probs = read_predictions(sorted(p.parent for p in run.glob("**/test_predictions.csv")))
+    return {path: (int(label), row) for path, label, row in zip(paths, y, probs)}
+
+
 def patients_by_path(cv_dir: Path) -> dict[str, str]:
     """path -> patient id for the dataset a CV folder was run on (from its config.yaml)."""
     from brain_tumor.config import load_config

@@ -44,12 +44,26 @@ def paired_bootstrap_difference(metric: Callable[[np.ndarray, np.ndarray], float
                                 n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """``(point, low, high)`` of ``metric(a) - metric(b)`` on the same slices, resampling patients
     (both models see the same resample, so the CI is of the paired difference)."""
-    k = probs_a.shape[1]
+    return repeated_bootstrap_difference(metric, y_true, [probs_a], [probs_b], groups, n_boot, seed)
 
-    def difference(y: np.ndarray, both: np.ndarray) -> float:
-        return metric(y, both[:, :k]) - metric(y, both[:, k:])
 
-    return bootstrap_ci(difference, y_true, np.concatenate([probs_a, probs_b], axis=1), groups, n_boot, seed)
+def repeated_bootstrap_difference(metric: Callable[[np.ndarray, np.ndarray], float], y_true: np.ndarray,
+                                  probs_a: Sequence[np.ndarray], probs_b: Sequence[np.ndarray],
+                                  groups: Sequence[str], n_boot: int = 2000,
+                                  seed: int = 0) -> tuple[float, float, float]:
+    """``(point, low, high)`` of the mean over repeats (training seeds) of ``metric(a_r) - metric(b_r)``,
+    all on the same slices. Each bootstrap draw resamples patients once for every repeat, so the CI
+    holds the test set's sampling error while the mean over repeats damps the training noise."""
+    if not probs_a or len(probs_a) != len(probs_b):
+        raise ValueError("need the same, non-zero number of runs on each side")
+    k = probs_a[0].shape[1]
+    stacked = np.concatenate([q for pair in zip(probs_a, probs_b) for q in pair], axis=1)
+
+    def mean_difference(y: np.ndarray, both: np.ndarray) -> float:
+        cols = [both[:, i * k:(i + 1) * k] for i in range(both.shape[1] // k)]
+        return float(np.mean([metric(y, a) - metric(y, b) for a, b in zip(cols[::2], cols[1::2])]))
+
+    return bootstrap_ci(mean_difference, y_true, stacked, groups, n_boot, seed)
 
 
 def bootstrap_mean(values: np.ndarray, groups: Sequence[str], n_boot: int = 2000,
