@@ -78,7 +78,9 @@ def main() -> None:
                "seconds_to_target": reached["training_seconds"] if reached else None,
                "epoch_reached": reached["epoch"] if reached else None, "per_epoch": rows,
                "final_checkpoint_test_accuracy": metrics["accuracy"], "overrides": args.set,
-               "note": "clock: training + validation + data loading since fit start; probe time excluded"}
+               "probed_weights": "EMA average" if config.train.ema_decay else "current",
+               "note": "clock: training + validation + data loading since fit start; probe time excluded; "
+                       "with train.ema_decay the probe runs while the averaged weights are swapped in"}
     (args.results_dir / "time_to_accuracy.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps({k: v for k, v in summary.items() if k != "per_epoch"}, indent=2))
 
