@@ -159,3 +159,37 @@ def test_repeated_bootstrap_difference_averages_seeds_on_shared_resamples() -> N
         paired_bootstrap_difference(accuracy, y, a, b1, groups, n_boot=300)
     with pytest.raises(ValueError, match="same, non-zero number"):
         repeated_bootstrap_difference(accuracy, y, [a, a], [b1], groups)
+
+
+def test_paper_split_overview_pairs_each_recipe_with_the_plain_one_by_budget_and_seed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from brain_tumor.config import RunConfig, apply_overrides, save_config
+    from brain_tumor.cv import paper_split_overview
+    from brain_tumor.data.manifest import CLASS_NAMES
+    from brain_tumor.evaluation.run_eval import write_predictions
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 200)
+    paths = [f"s{i}.jpg" for i in range(200)]
+    runs = [("plain", [], 42, 0.95), ("plain-seed43", [], 43, 0.93), ("robust", ["data.augmentation=robust"], 42, 0.85),
+            ("robust-seed43", ["data.augmentation=robust"], 43, 0.87),
+            ("robust-e12", ["data.augmentation=robust", "train.max_epochs=12"], 42, 0.9)]  # no plain run at 12 epochs
+    for name, overrides, seed, skill in runs:
+        run = tmp_path / f"paper-split-{name}" / "freeze-15"
+        right = rng.random(200) < skill
+        pred = np.where(right, y, (y + 1) % 3)
+        write_predictions(run / "test_predictions.csv", paths, y, np.eye(3)[pred], list(CLASS_NAMES))
+        settings = [*overrides, "model.freeze_layers=15", f"train.seed={seed}", f"data.root={tmp_path}"]
+        save_config(apply_overrides(RunConfig(), settings), run / "config.yaml")
+        (run / "metrics.json").write_text(json.dumps({"accuracy": float(right.mean()), "macro_f1": 0.5,
+                                                      "recall": {"meningioma": 0.5}}))
+    md, html = paper_split_overview(tmp_path)
+    assert md.count("| paper-split-") == 5 and html.count("<table>") == 2
+    rows = [line for line in md.splitlines() if "robust augmentation" in line and "| 42, 43 |" in line]
+    assert len(rows) == 1  # both seeds of the robust recipe against both seeds of the plain one
+    difference = float(rows[0].split(" | ")[4].split(" [")[0])
+    assert difference < 0  # the robust runs were made worse
+    assert "≤12 epochs" not in md.split("right only in recipe")[1]  # no plain run of that budget to compare with
+    assert "resample slices" in md  # no manifest here: no patient ids
+    assert paper_split_overview(tmp_path / "none") == ("", "")

@@ -276,3 +276,67 @@ def cv_overview(cv_root: Path) -> tuple[str, str]:
                  + "".join(f"<p>{html.escape(n)}</p>" for n in notes)
                  + (_html_table(comparison_header, comparison_rows) if comparison_rows else ""))
     return "\n".join(md), html_part
+
+
+def _recipe_name(config: dict[str, Any]) -> str:
+    data, train = config["data"], config["train"]
+    extras = [x for x, on in (("class-weighted", train["class_weighted_loss"]), ("oversampled", data["oversample"]))
+              if on]
+    return ", ".join([f"freeze {config['model']['freeze_layers']}", f"{data['preprocessing']} preprocessing",
+                      f"{data['augmentation']} augmentation", *extras])
+
+
+def paper_split_overview(results_root: Path) -> tuple[str, str]:
+    """Markdown and HTML of every run on the paper split (``results_root/paper-split*/freeze-*``),
+    one row each, and each recipe against the plain freeze-15 recipe trained at the same budget
+    with the same seed: McNemar per seed and, over all the seeds both have, the mean paired
+    difference with a CI resampling patients (:func:`compare_repeats`)."""
+    import html
+
+    import yaml
+
+    runs = {f"{d.parent.name}/{d.name}": d for d in sorted(results_root.glob("paper-split*/freeze-*"))
+            if (d / "metrics.json").is_file() and (d / "config.yaml").is_file()}
+    if not runs:
+        return "", ""
+    configs = {n: _with_defaults(yaml.safe_load((d / "config.yaml").read_text())) for n, d in runs.items()}
+    rows = []
+    for name, d in runs.items():
+        m, c = json.loads((d / "metrics.json").read_text()), configs[name]
+        rows.append([name, _recipe_name(c), _recipe_text(c), str(c["train"]["seed"]), f"{m['accuracy']:.4f}",
+                     f"{m['macro_f1']:.4f}", f"{m['recall']['meningioma']:.4f}"])
+    header = ["run", "recipe", "training", "seed", "test accuracy", "macro F1", "meningioma recall"]
+    plain = {(_budget(c), c["train"]["seed"]): n for n, c in configs.items()
+             if all(c[s][k] == v for (s, k), v in PLAIN_RECIPE.items())}
+    groups: dict[tuple[str, tuple[Any, ...] | None], list[tuple[str, str]]] = {}
+    for name, c in configs.items():
+        baseline = plain.get((_budget(c), c["train"]["seed"]))
+        if baseline is not None and baseline != name:
+            groups.setdefault((_recipe_name(c), _budget(c)), []).append((name, baseline))
+    try:
+        patient_of = patients_by_path(next(iter(runs.values())))
+    except (OSError, ValueError):  # the dataset is not here: no patients to resample
+        patient_of = {}
+    comparison_rows = []
+    for (recipe, _), pairs in groups.items():
+        t = compare_repeats([(runs[a], runs[b]) for a, b in pairs], patient_of)
+        diffs = [_ci_text({k: round(100 * v, 2) + 0.0 for k, v in t[f"mean_{m}_difference_95ci_by_patient"].items()},
+                          digits=2) for m in ("accuracy", "meningioma_recall")]
+        per_seed = "; ".join(f"{p['a_right_b_wrong']} / {p['a_wrong_b_right']}, p = {p['p_value']:.3g}"
+                             for p in t["pairs"])
+        seeds = ", ".join(str(configs[a]["train"]["seed"]) for a, _ in pairs)
+        comparison_rows.append([recipe, _recipe_text(configs[pairs[0][0]]), seeds,
+                                f"{t['mean_accuracy_a']:.4f} vs {t['mean_accuracy_b']:.4f}", *diffs, per_seed])
+    comparison_header = ["recipe", "training", "seeds", "accuracy (mean over seeds) vs plain recipe",
+                         "accuracy difference, points [95% CI]", "meningioma recall difference, points [95% CI]",
+                         "right only in recipe / only in plain recipe, McNemar p (per seed)"]
+    note = ("Each recipe against the plain freeze-15 recipe (paper preprocessing and augmentation) trained at the "
+            "same budget with the same seeds, on the same test slices; differences are means over the seeds, "
+            + ("their CIs resample patients." if patient_of else
+               "their CIs resample slices (the dataset's patient ids were not found)."))
+    md = ["## Paper split: every run", "", markdown_table(header, rows)]
+    html_part = "<h2>Paper split: every run</h2>" + _html_table(header, rows)
+    if comparison_rows:
+        md += ["", note, "", markdown_table(comparison_header, comparison_rows)]
+        html_part += f"<p>{html.escape(note)}</p>" + _html_table(comparison_header, comparison_rows)
+    return "\n".join(md), html_part

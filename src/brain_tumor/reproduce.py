@@ -108,7 +108,7 @@ def reproduce(config: RunConfig, results_dir: Path, work_dir: Path,
 
 def extra_sections(runs: dict[int, dict[str, Any]], results_dir: Path) -> tuple[str, str]:
     """Markdown and HTML for what exists beyond the paper: McNemar between scenarios, trust."""
-    from brain_tumor.cv import compare, cv_overview
+    from brain_tumor.cv import compare, cv_overview, paper_split_overview
 
     md, html_parts = [], []
     if {30, 15} <= set(runs):
@@ -131,7 +131,8 @@ def extra_sections(runs: dict[int, dict[str, Any]], results_dir: Path) -> tuple[
             html_parts.append(f"<h2>Calibration, abstention, localisation (freeze {n})</h2><p>{line}</p>")
     from brain_tumor.robustness import robustness_overview
 
-    for overview in (cv_overview(results_dir.parent / "cv"), robustness_overview(results_dir.parent / "robustness")):
+    for overview in (paper_split_overview(results_dir.parent), cv_overview(results_dir.parent / "cv"),
+                     robustness_overview(results_dir.parent / "robustness")):
         if overview[0]:
             md.append(overview[0])
             html_parts.append(overview[1])
