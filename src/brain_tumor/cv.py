@@ -107,11 +107,8 @@ def compare(dir_a: Path, dir_b: Path, patient_of: dict[str, str] | None = None) 
     """McNemar's test between two runs (or CVs) on the same test slices, paired by path; with
     ``patient_of`` (path -> patient) also the paired differences in accuracy and meningioma
     recall with 95% CIs resampling patients."""
-    def runs(d: Path) -> list[Path]:
-        return sorted(p.parent for p in d.glob("**/test_predictions.csv"))
-
-    paths_a, y_a, p_a = read_predictions(runs(dir_a))
-    paths_b, y_b, p_b = read_predictions(runs(dir_b))
+    paths_a, y_a, p_a = read_predictions(_run_dirs(dir_a))
+    paths_b, y_b, p_b = read_predictions(_run_dirs(dir_b))
     index_b = {p: i for i, p in enumerate(paths_b)}
     common = [i for i, p in enumerate(paths_a) if p in index_b]
     if not common:
@@ -128,6 +125,11 @@ def compare(dir_a: Path, dir_b: Path, patient_of: dict[str, str] | None = None) 
             point, low, high = st.paired_bootstrap_difference(fn, y_a[common], p_a[common], p_b[j], groups)
             result[f"{name}_difference_95ci_by_patient"] = {"value": point, "low": low, "high": high}
     return result
+
+
+def _run_dirs(d: Path) -> list[Path]:
+    """The run folders (one, or a CV's folds) holding test predictions under ``d``."""
+    return sorted(p.parent for p in d.glob("**/test_predictions.csv"))
 
 
 def compare_repeats(pairs: list[tuple[Path, Path]], patient_of: dict[str, str]) -> dict[str, Any]:
@@ -156,7 +158,7 @@ def compare_repeats(pairs: list[tuple[Path, Path]], patient_of: dict[str, str]) 
 
 
 def _predictions_by_path(run: Path) -> dict[str, tuple[int, np.ndarray]]:
-    paths, y, probs = read_predictions(sorted(p.parent for p in run.glob("**/test_predictions.csv")))
+    paths, y, probs = read_predictions(_run_dirs(run))
     return {path: (int(label), row) for path, label, row in zip(paths, y, probs)}
 
 
@@ -185,6 +187,11 @@ def _with_defaults(config: dict[str, Any]) -> dict[str, Any]:
     return {section: {**values, **(config.get(section) or {})} for section, values in defaults.items()}
 
 
+def _is_plain(config: dict[str, Any]) -> bool:
+    """The paper recipe: freeze 15, paper preprocessing and augmentation, no imbalance handling."""
+    return all(config[s][k] == v for (s, k), v in PLAIN_RECIPE.items())
+
+
 def _budget(config: dict[str, Any] | None) -> tuple[Any, ...] | None:
     return None if config is None else tuple(config[s][k] for s, k in BUDGET)
 
@@ -195,9 +202,7 @@ def baselines(configs: dict[str, dict[str, Any] | None]) -> dict[str, str]:
     trained at the same resolution, epochs, precision and weight averaging. Without a config, a folder counts as the
     plain recipe when it is named ``official-freeze-15``."""
     def plain(name: str, config: dict[str, Any] | None) -> bool:
-        if config is None:
-            return name == "official-freeze-15"
-        return all(config[s][k] == v for (s, k), v in PLAIN_RECIPE.items())
+        return name == "official-freeze-15" if config is None else _is_plain(config)
 
     patient_wise = {n: c for n, c in configs.items() if not n.startswith("slice-")}
     plain_by_budget: dict[Any, str] = {}
@@ -306,8 +311,7 @@ def paper_split_overview(results_root: Path) -> tuple[str, str]:
         rows.append([name, _recipe_name(c), _recipe_text(c), str(c["train"]["seed"]), f"{m['accuracy']:.4f}",
                      f"{m['macro_f1']:.4f}", f"{m['recall']['meningioma']:.4f}"])
     header = ["run", "recipe", "training", "seed", "test accuracy", "macro F1", "meningioma recall"]
-    plain = {(_budget(c), c["train"]["seed"]): n for n, c in configs.items()
-             if all(c[s][k] == v for (s, k), v in PLAIN_RECIPE.items())}
+    plain = {(_budget(c), c["train"]["seed"]): n for n, c in configs.items() if _is_plain(c)}
     groups: dict[tuple[str, tuple[Any, ...] | None], list[tuple[str, str]]] = {}
     for name, c in configs.items():
         baseline = plain.get((_budget(c), c["train"]["seed"]))
