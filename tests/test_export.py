@@ -5,8 +5,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from brain_tumor.export import OnnxPredictor, export_onnx
-from brain_tumor.inference import Predictor
+from brain_tumor.export import export_onnx, int8_path, quantize_int8
+from brain_tumor.inference import Predictor, find_exports, load_predictor
+from brain_tumor.onnx_runtime import OnnxPredictor
 
 
 def test_onnx_parity(tiny_checkpoint: Path, tmp_path: Path) -> None:
@@ -20,8 +21,6 @@ def test_onnx_parity(tiny_checkpoint: Path, tmp_path: Path) -> None:
 
 
 def test_int8_quantization_is_smaller_and_close(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    from brain_tumor.export import quantize_int8
-
     fp32 = export_onnx(tiny_checkpoint, tmp_path / "m.onnx")
     rng = np.random.default_rng(0)
     calibration = rng.integers(0, 256, (32, 1, 64, 64), dtype=np.uint8)
@@ -48,7 +47,44 @@ def test_predictor_fast_paths_match_pytorch(tiny_checkpoint: Path, tmp_path: Pat
     onnx_path = export_onnx(tiny_checkpoint, tmp_path / "m.onnx")
     x = torch.randint(0, 256, (4, 1, 64, 64), dtype=torch.uint8)
     reference = Predictor.from_checkpoint(tiny_checkpoint).logits(x).softmax(1)
-    via_onnx = Predictor.from_checkpoint(tiny_checkpoint).use_fast_path(onnx_path).logits(x).softmax(1)
-    assert (via_onnx - reference).abs().max() < 1e-4
-    via_bf16 = Predictor.from_checkpoint(tiny_checkpoint).use_fast_path(bf16=True).logits(x).softmax(1)
-    assert via_bf16.dtype == torch.float32 and (via_bf16 - reference).abs().max() < 0.05
+    via_onnx = load_predictor(tiny_checkpoint, onnx=onnx_path)
+    assert via_onnx.compute["engine"]["engine"] == "onnx"
+    assert (via_onnx.logits(x).softmax(1) - reference).abs().max() < 1e-4
+    via_bf16 = load_predictor(tiny_checkpoint, precision="bf16", engine="pytorch")
+    assert via_bf16.bf16 and via_bf16.compute["engine"]["precision"] == "bf16-mixed"
+    probs = via_bf16.logits(x).softmax(1)
+    assert probs.dtype == torch.float32 and (probs - reference).abs().max() < 0.05
+    via_fp32 = load_predictor(tiny_checkpoint, precision="fp32", engine="pytorch")
+    assert not via_fp32.bf16 and (via_fp32.logits(x).softmax(1) - reference).abs().max() < 1e-5
+
+
+def test_onnx_export_carries_features_for_the_ood_flag(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    onnx_path = export_onnx(tiny_checkpoint, tmp_path / "m.onnx")
+    x = torch.randint(0, 256, (3, 1, 64, 64), dtype=torch.uint8)
+    features, _ = Predictor.from_checkpoint(tiny_checkpoint).embed(x)
+    session = OnnxPredictor(onnx_path)
+    assert session.has_features
+    _, theirs = session.outputs(x.numpy())
+    assert theirs is not None and theirs.shape == (3, 2048)
+    assert np.abs(theirs - features.numpy()).max() < 1e-3 * max(1.0, float(features.abs().max()))
+
+
+def test_auto_engine_finds_exports_beside_the_checkpoint_and_ignores_stale_ones(
+        tiny_checkpoint: Path, tmp_path: Path) -> None:
+    import shutil
+
+    checkpoint = tmp_path / "model.pt"
+    shutil.copy(tiny_checkpoint, checkpoint)
+    assert find_exports(checkpoint) == (None, None)
+    assert load_predictor(checkpoint).compute["engine"]["engine"] == "pytorch"
+    fp32 = export_onnx(checkpoint, tmp_path / "model.onnx")
+    rng = np.random.default_rng(0)
+    int8 = quantize_int8(fp32, int8_path(fp32), rng.integers(0, 256, (16, 1, 64, 64), dtype=np.uint8))
+    assert OnnxPredictor(int8).made_from(checkpoint)  # the fingerprint survives quantization
+    assert find_exports(checkpoint) == (str(int8), str(fp32))
+    chosen = load_predictor(checkpoint).compute["engine"]
+    assert (chosen["engine"], chosen["precision"]) == ("onnx", "int8")
+    # a retrained checkpoint makes the old exports stale: they are not used
+    checkpoint.write_bytes(checkpoint.read_bytes() + b"\0")
+    assert find_exports(checkpoint) == (None, None)
+    assert load_predictor(checkpoint).compute["engine"]["engine"] == "pytorch"

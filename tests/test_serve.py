@@ -27,7 +27,13 @@ def png_bytes(array: np.ndarray) -> bytes:
 
 
 def test_health_model_and_page(client: TestClient) -> None:
-    assert client.get("/health").json() == {"status": "ok"}
+    health = client.get("/health").json()
+    assert health["status"] == "ok"
+    compute = health["compute"]  # what precision/engine/threads were chosen at start, and why
+    assert compute["engine"]["engine"] in ("pytorch", "onnx") and compute["engine"]["reason"]
+    assert compute["precision"]["requested"] == "auto"
+    assert compute["precision"]["precision"] in ("32-true", "bf16-mixed")
+    assert compute["threads"]["intra_op"] >= 1 and health["cpu"]["kind"]
     model = client.get("/model").json()
     assert model["class_names"] == ["glioma", "meningioma", "pituitary"] and "diagnosis" in model["notice"]
     page = client.get("/")

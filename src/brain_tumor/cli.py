@@ -123,6 +123,29 @@ def evaluate(
 
 
 CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", "-m", help="A model.pt written by train/reproduce.")]
+OnnxOpt = Annotated[Path | None, typer.Option(help="Logits from this exported ONNX model (e.g. int8).")]
+EngineOpt = Annotated[str, typer.Option(
+    help="auto (the fastest path found: ONNX int8 or fp32 exported beside the model, else PyTorch) | pytorch | onnx.")]
+PrecisionOpt = Annotated[str, typer.Option(
+    help="PyTorch path: auto (bf16 where the CPU has it natively, else fp32) | fp32 | bf16.")]
+ThreadsOpt = Annotated[int | None, typer.Option(help="Intra-op threads (default: one per usable core).")]
+
+
+def _load_fast_predictor(checkpoint: Path, precision: str, engine: str, onnx: Path | None,  # type: ignore[no-untyped-def]
+                         threads: int | None):
+    """The predictor on the path :func:`brain_tumor.inference.load_predictor` picks; one-line errors."""
+    from brain_tumor.inference import load_predictor
+
+    _load_predictor(checkpoint)  # a missing or broken checkpoint: one line
+    try:
+        predictor = load_predictor(checkpoint, precision, engine, onnx, threads)
+    except ValueError as exc:
+        _fail(str(exc))
+    except Exception as exc:  # noqa: BLE001  (onnxruntime raises its own types)
+        _fail(f"{onnx}: cannot load ONNX model ({str(exc).splitlines()[0]})")
+    choice = predictor.compute["engine"]
+    logging.getLogger("brain_tumor").info("engine %s %s (%s)", choice["engine"], choice["precision"], choice["reason"])
+    return predictor
 
 
 def _load_predictor(checkpoint: Path):  # type: ignore[no-untyped-def]
@@ -141,19 +164,16 @@ def predict(
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write predictions as CSV.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write predictions as JSON.")] = None,
     cam_dir: Annotated[Path | None, typer.Option(help="Also write Grad-CAM overlays here.")] = None,
-    onnx: Annotated[Path | None, typer.Option(help="Logits from this exported ONNX model (e.g. int8).")] = None,
-    bf16: Annotated[bool, typer.Option(help="PyTorch under bf16 autocast (faster on AVX-512-BF16/AMX CPUs).")] = False,
+    onnx: OnnxOpt = None,
+    engine: EngineOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    threads: ThreadsOpt = None,
 ) -> None:
     """Predict slices; bad files get one error line each, the rest go on. Exit 1 if any failed."""
     import csv
     import json
 
-    predictor = _load_predictor(checkpoint)
-    if onnx is not None or bf16:
-        try:
-            predictor.use_fast_path(onnx, bf16)
-        except Exception as exc:  # noqa: BLE001  (onnxruntime raises its own types)
-            _fail(f"{onnx}: cannot load ONNX model ({str(exc).splitlines()[0]})")
+    predictor = _load_fast_predictor(checkpoint, precision, engine, onnx, threads)
     rows, n_failed = [], 0
     for p in predictor.predict_files(paths):
         if p.error:
@@ -252,7 +272,8 @@ def trust(
 @app.command()
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="A model.pt.")],
-    output: Annotated[Path, typer.Option(help="ONNX file to write.")] = Path("model.onnx"),
+    output: Annotated[Path | None, typer.Option(
+        help="ONNX file to write (default: model.onnx beside the checkpoint, where predict/serve find it).")] = None,
     int8_calibration: Annotated[list[Path] | None, typer.Option(
         help="Also write an int8 model (<output>.int8.onnx) calibrated on these training images/folders.")] = None,
 ) -> None:
@@ -260,9 +281,11 @@ def export(
     import numpy as np
     import torch
 
-    from brain_tumor.export import OnnxPredictor, export_onnx, quantize_int8
+    from brain_tumor.export import default_onnx_path, export_onnx, int8_path, quantize_int8
+    from brain_tumor.onnx_runtime import OnnxPredictor
 
     predictor = _load_predictor(checkpoint)
+    output = output or default_onnx_path(checkpoint)
     export_onnx(checkpoint, output)
     size = predictor.preprocessing.image_size
     x = torch.randint(0, 256, (4, 1, size, size), dtype=torch.uint8)
@@ -285,7 +308,7 @@ def export(
         if not images:
             _fail("no readable calibration images")
         calibration = torch.stack(images).numpy()
-        int8 = quantize_int8(output, output.with_suffix(".int8.onnx"), calibration)
+        int8 = quantize_int8(output, int8_path(output), calibration)
         agree = float((OnnxPredictor(int8).logits(calibration).argmax(1)
                        == OnnxPredictor(output).logits(calibration).argmax(1)).mean())
         typer.echo(f"wrote {int8} (calibrated on {len(images)} images; agrees with fp32 on {agree:.1%} of them)")
@@ -299,14 +322,19 @@ def serve(
     max_upload_mb: Annotated[int, typer.Option(help="Largest accepted upload.")] = 20,
     cors_origin: Annotated[list[str] | None, typer.Option(help="Allow this browser origin; repeatable.")] = None,
     model_card: Annotated[Path | None, typer.Option(help="model_card.md shown by GET /model.")] = None,
+    onnx: OnnxOpt = None,
+    engine: EngineOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    threads: ThreadsOpt = None,
 ) -> None:
     """Serve the model over HTTP with a web page at /."""
     import uvicorn
 
     from brain_tumor.serve.app import ServiceSettings, create_app
 
-    _load_predictor(checkpoint)  # fail early, in one line
-    settings = ServiceSettings(checkpoint, max_upload_mb * 1024 * 1024, tuple(cors_origin or ()), model_card)
+    _load_fast_predictor(checkpoint, precision, engine, onnx, threads)  # fail early, in one line
+    settings = ServiceSettings(checkpoint, max_upload_mb * 1024 * 1024, tuple(cors_origin or ()), model_card,
+                               precision=precision, engine=engine, onnx=onnx, threads=threads)
     uvicorn.run(create_app(settings), host=host, port=port)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from brain_tumor.data.preprocess import PIPELINES
+from brain_tumor.hardware import choose_precision, normalise_precision
 
 # the team's shared folder sits beside the repository; override with $BRAIN_TUMOR_SHARED
 SHARED = Path(os.environ.get("BRAIN_TUMOR_SHARED", Path(__file__).resolve().parents[3] / "shared"))
@@ -57,10 +58,10 @@ class TrainConfig:
     early_stop_patience: int = 3
     class_weighted_loss: bool = False
     seed: int = 42
-    precision: str = "32-true"
+    precision: str = "auto"  # bf16 where the hardware has it natively, else fp32 (brain_tumor.hardware)
     ema_decay: float | None = None  # e.g. 0.99: validate, select and export an EMA of the weights
     channels_last: bool = True
-    threads: int | None = None
+    threads: int | None = None  # intra-op threads; default one per usable core
     accelerator: str = "auto"
     devices: str = "auto"
     strategy: str = "auto"  # "ddp" for several GPUs/nodes (Lightning); "ddp_spawn" for CPU processes
@@ -89,9 +90,19 @@ class RunConfig:
             raise ValueError("data.image_size must be at least 32")
         if self.train.ema_decay is not None and not 0 < self.train.ema_decay < 1:
             raise ValueError("train.ema_decay must be in (0, 1) or none")
+        normalise_precision(self.train.precision)
+        if self.train.threads is not None and self.train.threads < 1:
+            raise ValueError("train.threads must be >= 1 or none")
         if self.train.lr <= 0 or self.train.max_epochs < 1:
             raise ValueError("train.lr must be > 0 and train.max_epochs >= 1")
         return self
+
+
+def resolve_precision_setting(config: RunConfig) -> RunConfig:
+    """``train.precision`` made concrete for this machine (``auto`` -> bf16-mixed or 32-true), so a
+    run's saved config says what it trained at; the reason goes into its environment.json."""
+    choice = choose_precision(config.train.precision, config.train.accelerator)
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, precision=choice.precision))
 
 
 def _coerce(value: str, current: Any, optional: bool) -> Any:

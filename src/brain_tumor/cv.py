@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from brain_tumor.config import RunConfig, save_config, to_dict
+from brain_tumor.config import RunConfig, resolve_precision_setting, save_config, to_dict
 from brain_tumor.data.manifest import CLASS_NAMES
 from brain_tumor.data.splits import Split, cv_splits
 from brain_tumor.evaluation import statistics as st
@@ -71,6 +71,7 @@ def run_cv(config: RunConfig, grouping: str, results_dir: Path, work_dir: Path,
     splits = load_or_make_cv_splits(results_dir / "splits.json", [r.label for r in records], pids,
                                     [r.cv_fold for r in records], grouping, config.data.val_fraction, config.data.seed)
     results_dir.mkdir(parents=True, exist_ok=True)
+    config = resolve_precision_setting(config)  # "auto" saved as what it chose on this machine
     save_config(config, results_dir / "config.yaml")
     fold_metrics, run_dirs = [], []
     for k, split in enumerate(splits, start=1):
@@ -184,6 +185,7 @@ PLAIN_RECIPE = {("model", "freeze_layers"): 15, ("data", "preprocessing"): "pape
 def _with_defaults(config: dict[str, Any]) -> dict[str, Any]:
     """A saved config with the settings it predates filled in with their defaults."""
     defaults = to_dict(RunConfig())
+    defaults["train"]["precision"] = "32-true"  # what runs trained at before the setting existed (now "auto")
     return {section: {**values, **(config.get(section) or {})} for section, values in defaults.items()}
 
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from brain_tumor.hardware import detect_cpu
+
 
 def _cpu_model() -> str:
     try:
@@ -32,6 +34,7 @@ def _git_commit() -> str | None:
 
 def describe_environment() -> dict[str, Any]:
     """Python, library versions, CPU, cores, threads, GPU and git commit."""
+    cpu = detect_cpu()
     versions = {}
     for package in ("torch", "torchvision", "lightning", "numpy", "scikit-learn", "onnxruntime"):
         try:
@@ -42,6 +45,8 @@ def describe_environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": _cpu_model(),
+        "cpu_kind": cpu.kind(),
+        "cpu_capabilities": cpu.capabilities(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

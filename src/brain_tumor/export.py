@@ -1,4 +1,4 @@
-"""ONNX export of a checkpoint (normalisation included) and ONNX Runtime inference."""
+"""ONNX export of a checkpoint (normalisation included), fp32 and static int8."""
 
 from __future__ import annotations
 
@@ -9,48 +9,65 @@ import torch
 from torch import nn
 
 from brain_tumor.inference import Predictor
+from brain_tumor.onnx_runtime import FINGERPRINT_KEY, OnnxPredictor, file_sha256
 from brain_tumor.transforms import Normalize
 
 
 class ExportWrapper(nn.Module):
-    """float ``[B, 1, S, S]`` in [0, 1] -> logits, with the weights' normalisation inside."""
+    """float ``[B, 1, S, S]`` in [0, 1] -> ``(logits, penultimate features)``, with the weights'
+    normalisation inside; the features let the OOD flag run on the exported model too."""
 
     def __init__(self, network: nn.Module, normalize: Normalize) -> None:
         super().__init__()
         self.network, self.normalize = network, normalize
+        self.classifier = network.fc  # type: ignore[assignment]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network(self.normalize(x))
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        net = self.network
+        y = net.maxpool(net.relu(net.bn1(net.conv1(self.normalize(x)))))  # type: ignore[operator]
+        y = net.layer4(net.layer3(net.layer2(net.layer1(y))))  # type: ignore[operator]
+        features = torch.flatten(net.avgpool(y), 1)  # type: ignore[operator]
+        return self.classifier(features), features
+
+
+def default_onnx_path(checkpoint: str | Path) -> Path:
+    """Where ``export`` writes by default and where ``predict``/``serve`` look: beside the checkpoint."""
+    return Path(checkpoint).with_name("model.onnx")
+
+
+def int8_path(fp32_onnx: str | Path) -> Path:
+    return Path(fp32_onnx).with_suffix(".int8.onnx")
+
+
+def stamp_fingerprint(onnx_path: str | Path, checkpoint: str | Path) -> None:
+    """Record the checkpoint's SHA-256 in the ONNX metadata, so a stale export is never used."""
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key, entry.value = FINGERPRINT_KEY, file_sha256(checkpoint)
+    tmp = Path(onnx_path).with_suffix(".tmp")
+    onnx.save(model, str(tmp))
+    tmp.replace(onnx_path)
 
 
 def export_onnx(checkpoint: str | Path, output: str | Path, opset: int = 17) -> Path:
-    """Write an ONNX model with a dynamic batch axis; input ``image`` float [B, 1, S, S] in [0, 1]."""
+    """Write an ONNX model with a dynamic batch axis; input ``image`` float [B, 1, S, S] in [0, 1];
+    outputs ``logits`` and ``features``; the checkpoint's fingerprint in its metadata."""
     predictor = Predictor.from_checkpoint(checkpoint)
     wrapper = ExportWrapper(predictor.network, predictor.normalize).eval()
     size = predictor.preprocessing.image_size
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(wrapper, (torch.rand(1, 1, size, size),), str(output), input_names=["image"],
-                      output_names=["logits"], dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+    tmp = output.with_suffix(".partial.onnx")
+    torch.onnx.export(wrapper, (torch.rand(1, 1, size, size),), str(tmp), input_names=["image"],
+                      output_names=["logits", "features"],
+                      dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},
                       opset_version=opset, dynamo=False)
+    stamp_fingerprint(tmp, checkpoint)
+    tmp.replace(output)
     return output
-
-
-class OnnxPredictor:
-    """ONNX Runtime session over an exported model."""
-
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-    def logits(self, images_uint8: np.ndarray) -> np.ndarray:
-        """Logits for uint8 ``[B, 1, S, S]``."""
-        x = images_uint8.astype(np.float32) / 255.0
-        return np.asarray(self.session.run(["logits"], {"image": x})[0])
 
 
 def quantize_int8(fp32_onnx: str | Path, output: str | Path, calibration_uint8: np.ndarray,
@@ -83,6 +100,7 @@ def quantize_int8(fp32_onnx: str | Path, output: str | Path, calibration_uint8: 
             return None if chunk is None else {"image": chunk.astype(np.float32) / 255.0}
 
     reader = Reader()
+    fingerprint = OnnxPredictor(fp32_onnx).metadata.get(FINGERPRINT_KEY)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -93,4 +111,9 @@ def quantize_int8(fp32_onnx: str | Path, output: str | Path, calibration_uint8: 
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         op_types_to_quantize=["Conv", "Gemm"],
                         nodes_to_exclude=convs[:1] if keep_stem_fp32 else [])
+    if fingerprint:  # the quantizer drops metadata: carry the checkpoint's fingerprint over
+        model = onnx.load(str(output))
+        entry = model.metadata_props.add()
+        entry.key, entry.value = FINGERPRINT_KEY, fingerprint
+        onnx.save(model, str(output))
     return output

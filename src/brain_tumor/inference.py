@@ -13,7 +13,16 @@ from torch import nn
 
 from brain_tumor.data.imageio import SUPPORTED_SUFFIXES, ImageReadError, dicom_frame_count, read_slice
 from brain_tumor.data.preprocess import prepare_slice
+from brain_tumor.hardware import (
+    EngineChoice,
+    ThreadChoice,
+    apply_threads,
+    choose_precision,
+    resolve_engine,
+    resolve_threads,
+)
 from brain_tumor.model.backbone import Preprocessing, forward_fp32_stem
+from brain_tumor.onnx_runtime import OnnxPredictor
 from brain_tumor.training.checkpoint import load_model_checkpoint
 from brain_tumor.transforms import Normalize
 
@@ -69,18 +78,20 @@ class Predictor:
         self.temperature = temperature
         self.refer_threshold = refer_threshold
         self.bf16 = False
-        self.onnx: Any = None
+        self.onnx: OnnxPredictor | None = None
+        self.engine: EngineChoice | None = None  # set by use_engine; None is plain PyTorch fp32
         self.ood: dict[str, Any] | None = None  # {"bank", "k", "threshold"}: see evaluation.ood
+        self.compute: dict[str, Any] = {}  # what load_predictor chose, and why
 
-    def use_fast_path(self, onnx_path: str | Path | None = None, bf16: bool = False) -> Predictor:
-        """Serve logits from an exported (e.g. int8) ONNX model, or from PyTorch under bf16 autocast
-        with channels-last; Grad-CAM still uses the PyTorch network."""
-        from brain_tumor.export import OnnxPredictor
-
-        self.onnx = OnnxPredictor(onnx_path) if onnx_path else None
-        self.bf16 = bf16
-        if bf16:
-            self.network.to(memory_format=torch.channels_last)
+    def use_engine(self, engine: EngineChoice, threads: ThreadChoice | None = None) -> Predictor:
+        """Serve logits from an exported ONNX model (int8 or fp32) under ONNX Runtime, or from
+        PyTorch in fp32 or under bf16 autocast (channels-last either way); Grad-CAM always uses
+        the PyTorch network."""
+        self.onnx = OnnxPredictor(engine.onnx_path, threads.intra_op if threads else None) \
+            if engine.engine == "onnx" and engine.onnx_path else None
+        self.bf16 = engine.engine == "pytorch" and engine.precision == "bf16-mixed"
+        self.network.to(memory_format=torch.channels_last)
+        self.engine = engine
         return self
 
     @classmethod
@@ -114,10 +125,12 @@ class Predictor:
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         x = self.model_input(batch)
+        if self.engine is not None:
+            x = x.contiguous(memory_format=torch.channels_last)
         if not self.bf16:
             return self.network(x).float()
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            return forward_fp32_stem(self.network, x.contiguous(memory_format=torch.channels_last)).float()
+            return forward_fp32_stem(self.network, x).float()
 
     @torch.inference_mode()
     def embed(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,12 +144,17 @@ class Predictor:
         return captured[0].float(), logits
 
     def _outputs(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits, plus OOD scores when the checkpoint carries an OOD detector (PyTorch path)."""
-        if self.ood is None or self.onnx is not None:
+        """Logits, plus OOD scores when the checkpoint carries an OOD detector (from the same
+        forward pass: PyTorch's, or an ONNX export's ``features`` output)."""
+        if self.ood is None:
             return self.logits(batch), None
         from brain_tumor.evaluation.ood import knn_scores
 
-        features, logits = self.embed(batch)
+        if self.onnx is not None and self.onnx.has_features:
+            logits_np, features_np = self.onnx.outputs(batch.numpy())
+            logits, features = torch.from_numpy(logits_np), torch.from_numpy(features_np)  # type: ignore[arg-type]
+        else:
+            features, logits = self.embed(batch)
         return logits, knn_scores(self.ood["bank"].float(), features, int(self.ood["k"]))
 
     def answer(self, source: str, logits: torch.Tensor, ood_score: float | None = None) -> Prediction:
@@ -192,3 +210,51 @@ class Predictor:
         logits, scores = self._outputs(torch.stack([t for _, t in pending]))
         for i, ((source, _), row) in enumerate(zip(pending, logits)):
             yield self.answer(source, row, None if scores is None else float(scores[i]))
+
+
+def find_exports(checkpoint: str | Path) -> tuple[str | None, str | None]:
+    """``(int8, fp32)`` ONNX exports beside ``checkpoint`` that were made from exactly it
+    (``brain-tumor export`` writes them there); stale or foreign files are ignored."""
+    import logging
+
+    found: list[str | None] = []
+    for name in ("model.int8.onnx", "model.onnx"):
+        path = Path(checkpoint).with_name(name)
+        ok = False
+        if path.is_file():
+            try:
+                ok = OnnxPredictor(path).made_from(checkpoint)
+            except Exception as exc:  # noqa: BLE001  (onnxruntime raises its own types)
+                logging.getLogger(__name__).warning("%s: unreadable ONNX model, ignored (%s)", path, exc)
+            if not ok:
+                logging.getLogger(__name__).warning("%s: not exported from %s, ignored", path, checkpoint)
+        found.append(str(path) if ok else None)
+    return found[0], found[1]
+
+
+def load_predictor(checkpoint: str | Path, precision: str = "auto", engine: str = "auto",
+                   onnx: str | Path | None = None, threads: int | None = None) -> Predictor:
+    """A predictor on the fastest path this machine has for this model (:mod:`brain_tumor.hardware`):
+    an explicit ``onnx`` file, else the exports beside the checkpoint, else PyTorch at ``precision``.
+    An ONNX export without the ``features`` output is skipped for a model with an OOD flag, since
+    the flag needs them. What was chosen, and why, is in ``predictor.compute``."""
+    predictor = Predictor.from_checkpoint(checkpoint)
+    thread_choice = resolve_threads(threads)
+    apply_threads(thread_choice)
+    precision_choice = choose_precision(precision, "cpu")
+    if onnx is not None:
+        int8, fp32 = str(onnx), None
+        engine = "onnx"
+    elif engine == "pytorch":
+        int8 = fp32 = None
+    else:
+        int8, fp32 = find_exports(checkpoint)
+        if predictor.ood is not None:
+            int8, fp32 = (p if p and OnnxPredictor(p).has_features else None for p in (int8, fp32))
+    choice = resolve_engine(engine, precision_choice, int8, fp32)
+    if onnx is not None:
+        choice = EngineChoice("onnx", "as exported", str(onnx), "ONNX model given explicitly")
+    predictor.use_engine(choice, thread_choice)
+    predictor.compute = {"precision": precision_choice.describe(), "engine": choice.describe(),
+                         "threads": thread_choice.describe()}
+    return predictor

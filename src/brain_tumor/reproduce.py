@@ -14,7 +14,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from brain_tumor.config import RunConfig, save_config
+from brain_tumor.config import RunConfig, resolve_precision_setting, save_config
 from brain_tumor.environment import describe_environment
 from brain_tumor.evaluation.plots import plot_image_grid
 from brain_tumor.evaluation.report import comparison_html, comparison_markdown
@@ -25,6 +25,7 @@ from brain_tumor.evaluation.run_eval import (
     write_json,
     write_predictions,
 )
+from brain_tumor.hardware import choose_precision, describe_compute, resolve_threads
 from brain_tumor.training.fit import PreparedData, fit, prepare_data
 from brain_tumor.transforms import train_preset
 
@@ -43,8 +44,12 @@ def run_scenario(config: RunConfig, data: PreparedData, run_dir: Path, work_dir:
         log.info("%s: already finished, skipping", run_dir)
         return dict(json.loads(done.read_text()))
     run_dir.mkdir(parents=True, exist_ok=True)
+    requested = config.train.precision
+    config = resolve_precision_setting(config)  # the saved config says what "auto" chose
     save_config(config, run_dir / "config.yaml")  # written only by the run that trains
-    write_json(describe_environment(), run_dir / "environment.json")
+    compute = describe_compute(choose_precision(requested, config.train.accelerator),
+                               resolve_threads(config.train.threads))
+    write_json({**describe_environment(), "compute": compute}, run_dir / "environment.json")
     result = fit(config, data, run_dir, work_dir, extra_callbacks)
     if not result.global_zero:  # other DDP ranks: rank 0 evaluates and writes
         return {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -19,8 +20,10 @@ from PIL import Image
 
 from brain_tumor.data.imageio import ImageReadError, read_slice
 from brain_tumor.explain.gradcam import grad_cam, overlay
-from brain_tumor.inference import Predictor
+from brain_tumor.hardware import detect_cpu
+from brain_tumor.inference import load_predictor
 
+log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 NOTICE = "Research use only. Not a medical device and not for diagnosis."
 
@@ -33,6 +36,10 @@ class ServiceSettings:
     max_upload_bytes: int = 20 * 1024 * 1024
     cors_origins: tuple[str, ...] = ()
     model_card: Path | None = None
+    precision: str = "auto"  # PyTorch path: auto | fp32 | bf16 (brain_tumor.hardware)
+    engine: str = "auto"  # auto | pytorch | onnx
+    onnx: Path | None = None
+    threads: int | None = None
 
 
 def sniff_suffix(head: bytes) -> str | None:
@@ -59,7 +66,11 @@ class Service:
 
     def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
-        self.predictor = Predictor.from_checkpoint(settings.checkpoint)
+        self.predictor = load_predictor(settings.checkpoint, settings.precision, settings.engine, settings.onnx,
+                                        settings.threads)
+        engine = self.predictor.compute["engine"]
+        log.info("serving %s on %s %s (%s)", settings.checkpoint, engine["engine"], engine["precision"],
+                 engine["reason"])
         self.lock = threading.Lock()
         import torch
 
@@ -120,8 +131,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
     @app.get("/health")
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
+    def health() -> dict[str, Any]:
+        """Liveness, and the compute path chosen at start (precision, engine, threads) with the CPU."""
+        return {"status": "ok", "compute": service.predictor.compute,
+                "cpu": {k: v for k, v in detect_cpu().describe().items() if k in ("model", "kind", "capabilities")}}
 
     @app.get("/model")
     def model() -> dict[str, Any]:

@@ -12,11 +12,12 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from brain_tumor.config import RunConfig, to_dict
+from brain_tumor.config import RunConfig, resolve_precision_setting, to_dict
 from brain_tumor.data.cache import cached_images
 from brain_tumor.data.datamodule import SliceDataModule
 from brain_tumor.data.manifest import CLASS_NAMES, Record, load_records
 from brain_tumor.data.splits import Split, load_or_make_paper_split
+from brain_tumor.hardware import apply_threads, resolve_threads
 from brain_tumor.model import FreezeReport, build_classifier, freeze_first_keras_layers, preprocessing_for
 from brain_tumor.training.callbacks import EpochTimer
 from brain_tumor.training.checkpoint import architecture_for, save_model_checkpoint
@@ -115,8 +116,8 @@ def fit(config: RunConfig, data: PreparedData, run_dir: Path, work_dir: Path,
 
     Multi-GPU / multi-node: ``train.strategy=ddp`` (``devices``, ``num_nodes``); Lightning shards
     the training data across processes; only global rank 0 writes the model."""
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
+    apply_threads(resolve_threads(config.train.threads))
+    config = resolve_precision_setting(config)
     L.seed_everything(config.train.seed, workers=True)
     module, report = build_module(config, data.class_names, data.labels[data.split.train])
     datamodule = SliceDataModule(data.images, data.labels, data.split, train_preset(config.data.augmentation),
