@@ -1,4 +1,12 @@
-"""Speed benchmark on this machine: compute peak, training and inference throughput, latency.
+"""Speed benchmark on this machine: compute peak, training and inference throughput, latency,
+and how the paths that ``precision: auto`` and ``--engine auto`` pick compare with the fastest.
+
+Writes ``results/bench/speed-<cpu kind>.json`` (the kind names the CPU's family/model and its
+AVX-512, bf16, VNNI and AMX capabilities), so each figure says which CPU it holds for. To
+measure a CPU without AVX-512 on one with it, cap PyTorch's kernels (ONNX Runtime is then
+skipped, since it ignores the cap):
+
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python bench/speed.py
 
 Every figure is a median over repeats, measured side by side in one run, and also given as a
 share of the measured matmul peak (ResNet-50 at 224 px: ~8.2 GFLOP forward, ~24.6 to train).
@@ -17,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -101,11 +110,10 @@ def inference_throughput(network: torch.nn.Module, normalize: torch.nn.Module, i
 def single_image_latency(checkpoint: Path, image_path: Path, repeats: int, onnx: Path | None = None,
                          bf16: bool = False) -> dict[str, float]:
     """Milliseconds from file on disk to prediction (decode, resize, normalise, forward)."""
-    from brain_tumor.inference import Predictor
 
-    predictor = Predictor.from_checkpoint(checkpoint)
-    predictor.network.to(memory_format=torch.channels_last)
-    predictor.use_fast_path(onnx, bf16)
+    from brain_tumor.inference import load_predictor
+
+    predictor = load_predictor(checkpoint, "bf16" if bf16 else "fp32", "onnx" if onnx else "pytorch", onnx)
     times = []
     for i in range(repeats + 2):
         start = time.perf_counter()
@@ -125,7 +133,7 @@ def onnx_models(checkpoint: Path, calibration: np.ndarray, out_dir: Path) -> dic
 
 def onnx_throughput(path: Path, images: torch.Tensor, repeats: int) -> float:
     """Batch img/s through ONNX Runtime."""
-    from brain_tumor.export import OnnxPredictor
+    from brain_tumor.onnx_runtime import OnnxPredictor
 
     ort, batch = OnnxPredictor(path), images.numpy()
     return len(batch) / median_time(lambda: ort.logits(batch), repeats)
@@ -149,8 +157,8 @@ def fast_path_accuracy(checkpoint: Path, splits_file: Path, fold: int, out_dir: 
     """Test-fold accuracy of one trained model through each inference path (int8 calibrated on
     256 of the fold's training images)."""
     from brain_tumor.data.splits import load_split
-    from brain_tumor.export import OnnxPredictor
-    from brain_tumor.inference import Predictor
+    from brain_tumor.inference import Predictor, load_predictor
+    from brain_tumor.onnx_runtime import OnnxPredictor
     from brain_tumor.training.fit import load_data
 
     meta = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -168,7 +176,7 @@ def fast_path_accuracy(checkpoint: Path, splits_file: Path, fold: int, out_dir: 
         return float((preds == y).mean())
 
     torch_fp32 = Predictor.from_checkpoint(checkpoint)
-    torch_bf16 = Predictor.from_checkpoint(checkpoint).use_fast_path(bf16=True)
+    torch_bf16 = load_predictor(checkpoint, "bf16", "pytorch")
     ort_fp32, ort_int8 = OnnxPredictor(models["fp32"]), OnnxPredictor(models["int8"])
     result: dict[str, object] = {"checkpoint": str(checkpoint), "splits": str(splits_file), "fold": fold,
                                  "image_size": size, "n_test": len(test)}
@@ -181,6 +189,18 @@ def fast_path_accuracy(checkpoint: Path, splits_file: Path, fold: int, out_dir: 
     return result
 
 
+VARIANTS = (("baseline_fp32", False, False), ("fp32_channels_last", True, False),
+            ("bf16_autocast_channels_last", True, True))
+AUTO_TRAIN_VARIANT = {"32-true": "fp32_channels_last", "bf16-mixed": "bf16_autocast_channels_last"}
+
+
+def auto_verdict(rates: dict[str, dict[str, float]], auto_name: str) -> dict[str, object]:
+    """How the path ``auto`` picks compares with the fastest one measured (goal: within 10%)."""
+    fastest = max(rates, key=lambda k: rates[k]["img_per_s"])
+    ratio = rates[auto_name]["img_per_s"] / rates[fastest]["img_per_s"]
+    return {"auto_picks": auto_name, "fastest": fastest, "auto_over_fastest": ratio, "within_10_percent": ratio >= 0.9}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, help="Model to time (default: ImageNet weights, 224 px).")
@@ -190,12 +210,18 @@ def main() -> None:
     parser.add_argument("--eval-checkpoint", type=Path, help="A trained model for the accuracy check.")
     parser.add_argument("--eval-splits", type=Path, help="The CV splits.json it was trained on.")
     parser.add_argument("--eval-fold", type=int, default=1)
-    parser.add_argument("--output", type=Path, default=Path("results/bench/speed.json"))
+    parser.add_argument("--output-dir", type=Path, default=Path("results/bench"),
+                        help="Writes speed-<cpu kind>.json here (one file per CPU kind).")
     args = parser.parse_args()
     from brain_tumor.config import RunConfig
+    from brain_tumor.hardware import choose_precision, detect_cpu, resolve_engine, resolve_threads
     from brain_tumor.inference import Predictor
     from brain_tumor.training.fit import load_data
 
+    cpu = detect_cpu()
+    # ONNX Runtime picks its kernels from the CPU itself and ignores oneDNN's ISA cap, so under a
+    # cap (used to measure a CPU without AVX-512 on one with it) its figures would not be that CPU's
+    onnx_measurable = cpu.onednn_max_isa is None
     tmp = Path(tempfile.mkdtemp(prefix="brain-tumor-bench-"))
     checkpoint = args.checkpoint or fresh_checkpoint(tmp)
     meta = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -204,55 +230,78 @@ def main() -> None:
     _, images, labels = load_data(cfg["data"]["root"], size, cfg["data"]["cache_dir"])
     cache_seconds = time.perf_counter() - start
     images, labels = images[:512], labels[:512]
-    peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    # emulated bf16 matmuls are slow enough that a smaller one says as much
+    native = cpu.native_bf16
+    peak = {"fp32": matmul_peak(torch.float32),
+            "bf16": matmul_peak(torch.bfloat16, n=4096 if native else 1024, repeats=5 if native else 2)}
+    print("peak GFLOP/s", {k: round(v) for k, v in peak.items()}, flush=True)
     scale = (size / 224) ** 2  # FLOPs scale with pixels
-    out: dict[str, object] = {"checkpoint": str(args.checkpoint or "ImageNet weights + untrained head"),
-                              "image_size": size, "peak_gflops": peak, "dataset_cache_load_seconds": cache_seconds}
-    variants = [("baseline_fp32", False, False), ("fp32_channels_last", True, False),
-                ("bf16_autocast_channels_last", True, True)]
+    precision = choose_precision("auto", "cpu")
+    out: dict[str, object] = {"cpu": cpu.describe(),
+                              "checkpoint": str(args.checkpoint or "ImageNet weights + untrained head"),
+                              "image_size": size, "peak_gflops": peak, "dataset_cache_load_seconds": cache_seconds,
+                              "threads": resolve_threads().describe(), "auto_precision": precision.describe()}
     train = {}
-    for name, cl, bf in variants:
+    for name, cl, bf in VARIANTS:
+        slow = bf and not cpu.native_bf16  # emulated bf16: a handful of steps say enough
         rate = training_throughput(cfg["model"]["weights"], RunConfig().model.weights_path, images, labels,
-                                   channels_last=cl, bf16=bf, batch=32, repeats=args.repeats)
+                                   channels_last=cl, bf16=bf, batch=32, repeats=1 if slow else args.repeats)
         ceiling = (peak["bf16"] if bf else peak["fp32"]) / (TRAIN_GFLOP * scale)
-        train[name] = {"img_per_s": rate, "share_of_peak": rate / ceiling}
+        train[name] = {"img_per_s": rate, "share_of_peak": None if slow else rate / ceiling}
         print(name, "train", round(rate, 2), flush=True)
     out["training_batch32_freeze30"] = train
+    out["training_auto"] = auto_verdict(train, AUTO_TRAIN_VARIANT[precision.precision])
     predictor = Predictor.from_checkpoint(checkpoint)
-    models = onnx_models(checkpoint, images[256:512].numpy(), tmp)
     infer = {}
-    for name, cl, bf in variants:
-        rate = inference_throughput(predictor.network, predictor.normalize, images[:64], channels_last=cl,
-                                    bf16=bf, repeats=args.repeats)
+    for name, cl, bf in VARIANTS:
+        slow = bf and not cpu.native_bf16
+        rate = inference_throughput(predictor.network, predictor.normalize, images[:16 if slow else 64],
+                                    channels_last=cl, bf16=bf, repeats=1 if slow else args.repeats)
         ceiling = (peak["bf16"] if bf else peak["fp32"]) / (FWD_GFLOP * scale)
-        infer[name] = {"img_per_s": rate, "share_of_peak": rate / ceiling}
+        infer[name] = {"img_per_s": rate, "share_of_peak": None if slow else rate / ceiling}
         print(name, "infer", round(rate, 2), flush=True)
-    for name, path in models.items():
-        rate = onnx_throughput(path, images[:64], args.repeats)
-        infer[f"onnxruntime_{name}"] = {"img_per_s": rate,
-                                        "share_of_fp32_peak": rate / (peak["fp32"] / (FWD_GFLOP * scale))}
-        print(f"onnxruntime_{name}", "infer", round(rate, 2), flush=True)
+    models: dict[str, Path] = {}
+    if onnx_measurable:
+        models = onnx_models(checkpoint, images[256:512].numpy(), tmp)
+        for name, path in models.items():
+            rate = onnx_throughput(path, images[:64], args.repeats)
+            infer[f"onnxruntime_{name}"] = {"img_per_s": rate,
+                                            "share_of_fp32_peak": rate / (peak["fp32"] / (FWD_GFLOP * scale))}
+            print(f"onnxruntime_{name}", "infer", round(rate, 2), flush=True)
+    else:
+        out["onnxruntime"] = f"not measured: oneDNN capped at {cpu.onednn_max_isa}, which ONNX Runtime ignores"
     out["inference_batch64"] = infer
-    out["single_image_latency_ms"] = {
-        "pytorch_fp32": single_image_latency(checkpoint, args.image, 20),
-        "pytorch_bf16_autocast": single_image_latency(checkpoint, args.image, 20, bf16=True),
-        "onnxruntime_fp32": single_image_latency(checkpoint, args.image, 20, onnx=models["fp32"]),
-        "onnxruntime_int8": single_image_latency(checkpoint, args.image, 20, onnx=models["int8"]),
-        "includes": "read file, decode, resize, normalise, forward, softmax",
-    }
+    exports = [str(models[k]) if k in models else None for k in ("int8", "fp32")]
+    engine = resolve_engine("auto", precision, *exports)
+    auto_infer = f"onnxruntime_{engine.precision}" if engine.engine == "onnx" else AUTO_TRAIN_VARIANT[engine.precision]
+    out["inference_auto"] = {**auto_verdict(infer, auto_infer), "with": "the ONNX exports present" if models
+                             else "no ONNX export (PyTorch only)"}
+    if not onnx_measurable:  # what auto picks when the model has no export: PyTorch at its precision
+        torch_only = {k: v for k, v in infer.items() if not k.startswith("onnxruntime")}
+        out["inference_auto"] = {**auto_verdict(torch_only, AUTO_TRAIN_VARIANT[precision.precision]),
+                                 "with": "no ONNX export (PyTorch only)"}
+    latency = {"pytorch_fp32": single_image_latency(checkpoint, args.image, 20),
+               "pytorch_bf16_autocast": single_image_latency(checkpoint, args.image, 20, bf16=True)}
+    if models:
+        latency["onnxruntime_fp32"] = single_image_latency(checkpoint, args.image, 20, onnx=models["fp32"])
+        latency["onnxruntime_int8"] = single_image_latency(checkpoint, args.image, 20, onnx=models["int8"])
+    out["single_image_latency_ms"] = {**latency, "includes": "read file, decode, resize, normalise, forward, softmax"}
     print(json.dumps(out["single_image_latency_ms"]), flush=True)
     base_t, base_i = train["baseline_fp32"]["img_per_s"], infer["baseline_fp32"]["img_per_s"]
     out["ratios_vs_baseline_fp32"] = {"training": {k: v["img_per_s"] / base_t for k, v in train.items()},
                                       "inference": {k: v["img_per_s"] / base_i for k, v in infer.items()}}
-    if args.eval_checkpoint and args.eval_splits:
+    if args.eval_checkpoint and args.eval_splits and onnx_measurable:
         out["fast_path_accuracy"] = fast_path_accuracy(args.eval_checkpoint, args.eval_splits, args.eval_fold, tmp)
         print(json.dumps(out["fast_path_accuracy"]), flush=True)
-    out["environment"] = describe_environment()
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.output.with_suffix(".tmp")
+    out["environment"] = {**describe_environment(), "ONEDNN_MAX_CPU_ISA": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+                          "ATEN_CPU_CAPABILITY": os.environ.get("ATEN_CPU_CAPABILITY")}
+    output = args.output_dir / f"speed-{cpu.kind()}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = output.with_suffix(".tmp")
     tmp_out.write_text(json.dumps(out, indent=2))
-    tmp_out.replace(args.output)
+    tmp_out.replace(output)
     print(json.dumps({k: v for k, v in out.items() if k != "environment"}, indent=2))
+    print("->", output)
 
 
 if __name__ == "__main__":

@@ -168,14 +168,24 @@ def predict(
     engine: EngineOpt = "auto",
     precision: PrecisionOpt = "auto",
     threads: ThreadsOpt = None,
+    group_by: Annotated[str, typer.Option(
+        help="Also one answer per patient/study: none | folder (slices of one patient in one folder) | "
+             "study (DICOM StudyInstanceUID; other files by folder).")] = "none",
+    group_csv: Annotated[Path | None, typer.Option(help="Write the per-group answers as CSV.")] = None,
 ) -> None:
     """Predict slices; bad files get one error line each, the rest go on. Exit 1 if any failed."""
     import csv
     import json
 
+    from brain_tumor.study import GROUP_BY, aggregate, group_key
+
+    if group_by not in GROUP_BY:
+        _fail(f"--group-by: unknown {group_by!r} ({' | '.join(GROUP_BY)})")
     predictor = _load_fast_predictor(checkpoint, precision, engine, onnx, threads)
-    rows, n_failed = [], 0
+    rows, n_failed, answered = [], 0, []
     for p in predictor.predict_files(paths):
+        if not p.error:
+            answered.append(p)
         if p.error:
             n_failed += 1
             typer.secho(f"error: {p.error}", fg=typer.colors.RED, err=True)
@@ -193,6 +203,18 @@ def predict(
             writer.writerows(rows)
     if json_out:
         json_out.write_text(json.dumps(rows, indent=2))
+    if group_by != "none" and answered:
+        groups = aggregate(answered, [group_key(p.source, group_by) for p in answered])
+        for g in groups:
+            flag = f"  REFER ({'; '.join(g.refer_reasons)})" if g.refer else ""
+            typer.echo(f"[{group_by}] {g.group}\t{g.predicted}\t{g.confidence:.3f}\t{g.n_slices} slices, "
+                       f"{g.agreement:.0%} agree{flag}")
+        if group_csv:
+            group_rows = [g.row() for g in groups]
+            with group_csv.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(group_rows[0]))
+                writer.writeheader()
+                writer.writerows(group_rows)
     typer.echo(f"{len(rows) - n_failed} predicted, {n_failed} failed")
     raise typer.Exit(1 if n_failed else 0)
 

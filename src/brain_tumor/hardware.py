@@ -33,9 +33,9 @@ ENGINES = ("auto", "pytorch", "onnx")
 ONEDNN_ISAS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI",
                "AVX512_CORE_BF16", "AVX10_1_512", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX10_1_512_AMX",
                "AVX512_CORE_AMX_FP16", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2", "DEFAULT")
-# measured cost of bf16 autocast where the CPU emulates it (training step, 224 px, batch 32,
-# ResNet-50; results/bench/speed-*-isa-avx2.json): fp32 img/s divided by bf16 img/s
-EMULATED_BF16_SLOWDOWN = "about 7x"
+# measured cost of bf16 autocast where the CPU emulates it (ResNet-50, 224 px; fp32 channels-last
+# img/s over bf16 img/s; results/bench/speed-amd-f25m17-avx512-bf16-vnni-isa-avx2.json)
+EMULATED_BF16_SLOWDOWN = "11x (training) and 5x (inference)"
 
 
 @dataclass(frozen=True)

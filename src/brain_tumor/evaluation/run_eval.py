@@ -29,19 +29,32 @@ def write_json(data: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def history_parts(metrics_csv: Path) -> list[Path]:
+    """The CSV logs of a run in the order they were written: the parts kept aside at each resume
+    (``metrics-before-resume-N.csv``, see :func:`brain_tumor.training.fit.keep_log_before_resume`),
+    then the current ``metrics.csv``."""
+    parts = sorted(metrics_csv.parent.glob("metrics-before-resume-*.csv"),
+                   key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+    return [*parts, metrics_csv] if metrics_csv.is_file() else parts
+
+
 def read_history(metrics_csv: Path) -> dict[str, list[float]]:
-    """Per-epoch values of each logged metric from Lightning's CSV log (one value per epoch)."""
-    if not metrics_csv.is_file():
-        return {}
+    """Per-epoch values of each logged metric from Lightning's CSV log (one value per epoch), across
+    resumptions; an epoch logged again after a resume takes its later values."""
     by_epoch: dict[int, dict[str, float]] = {}
-    with metrics_csv.open() as f:
-        for row in csv.DictReader(f):
-            epoch = int(row["epoch"]) if row.get("epoch") else None
-            if epoch is None:
-                continue
-            for key, value in row.items():
-                if key not in ("epoch", "step") and value not in ("", None):
-                    by_epoch.setdefault(epoch, {})[key] = float(value)
+    for part in history_parts(metrics_csv):
+        seen: set[int] = set()
+        with part.open() as f:
+            for row in csv.DictReader(f):
+                epoch = int(row["epoch"]) if row.get("epoch") else None
+                if epoch is None:
+                    continue
+                if epoch not in seen:  # a re-run epoch replaces the interrupted one
+                    by_epoch[epoch] = {}
+                    seen.add(epoch)
+                for key, value in row.items():
+                    if key not in ("epoch", "step") and value not in ("", None):
+                        by_epoch[epoch][key] = float(value)
     keys = sorted({k for values in by_epoch.values() for k in values})
     return {k: [by_epoch[e].get(k, float("nan")) for e in sorted(by_epoch)] for k in keys}
 

@@ -87,6 +87,18 @@ def build_module(config: RunConfig, class_names: list[str],
     return module, report
 
 
+def keep_log_before_resume(log_dir: Path) -> Path | None:
+    """Move an interrupted run's ``metrics.csv`` aside before Lightning's CSV logger deletes it on
+    resume; :func:`brain_tumor.evaluation.run_eval.read_history` reads the parts back in order."""
+    current = log_dir / "metrics.csv"
+    if not current.is_file():
+        return None
+    n = len(list(log_dir.glob("metrics-before-resume-*.csv"))) + 1
+    kept = log_dir / f"metrics-before-resume-{n}.csv"
+    current.replace(kept)
+    return kept
+
+
 def make_trainer(config: RunConfig, run_dir: Path, work_dir: Path,
                  extra_callbacks: Sequence[L.Callback] = ()) -> tuple[L.Trainer, ModelCheckpoint]:
     """Trainer with checkpointing, early stopping, LR monitor, epoch timing, CSV + TensorBoard.
@@ -95,8 +107,12 @@ def make_trainer(config: RunConfig, run_dir: Path, work_dir: Path,
     statistics) is updated after every step; validation, early stopping, the best checkpoint and
     so the exported model all use the average."""
     best = ModelCheckpoint(dirpath=work_dir, filename="best", monitor="val_loss", mode="min",
-                           save_last=True)
-    callbacks = [best, EarlyStopping("val_loss", patience=config.train.early_stop_patience),
+                           enable_version_counter=False)
+    # every epoch's end, overwritten: what a resume starts from. (save_last=True on ``best`` only
+    # copies it when the best improves, so a resume would repeat every epoch since the best.)
+    latest = ModelCheckpoint(dirpath=work_dir, filename="last", monitor=None, save_top_k=1,
+                             enable_version_counter=False)
+    callbacks = [best, latest, EarlyStopping("val_loss", patience=config.train.early_stop_patience),
                  LearningRateMonitor("epoch"), EpochTimer(), *extra_callbacks]
     if config.train.ema_decay is not None:
         callbacks.append(EMAWeightAveraging(decay=config.train.ema_decay))
@@ -123,13 +139,16 @@ def fit(config: RunConfig, data: PreparedData, run_dir: Path, work_dir: Path,
     datamodule = SliceDataModule(data.images, data.labels, data.split, train_preset(config.data.augmentation),
                                  config.data.batch_size, config.data.num_workers,
                                  config.data.oversample, config.train.seed)
-    trainer, best = make_trainer(config, run_dir, work_dir, extra_callbacks)
     last = work_dir / "last.ckpt"
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
+    if last.is_file():
+        keep_log_before_resume(run_dir / "logs")
+    trainer, best = make_trainer(config, run_dir, work_dir, extra_callbacks)
+    # weights_only: a checkpoint planted in a run folder must not run code when training resumes
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None, weights_only=True)
     if not trainer.is_global_zero:
         return FitResult(work_dir / "model.pt", report, trainer.current_epoch, -1, global_zero=False)
     best_path = Path(best.best_model_path) if best.best_model_path else last
-    state = torch.load(best_path, map_location="cpu", weights_only=False)
+    state = torch.load(best_path, map_location="cpu", weights_only=True)
     module.load_state_dict(state["state_dict"])
     best_epoch = int(state["epoch"])
     out = save_model_checkpoint(
