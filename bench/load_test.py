@@ -33,7 +33,7 @@ def wait_ready(url: str, timeout: float = 120) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            if httpx.get(url + "health", timeout=2).status_code == 200:
+            if httpx.get(url + "v1/health", timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             time.sleep(0.5)
@@ -44,7 +44,7 @@ def run(url: str, payload: bytes, name: str, requests: int, concurrency: int) ->
     def one(_: int) -> tuple[float, int]:
         start = time.perf_counter()
         try:
-            r = httpx.post(url + "predict", files={"file": (name, payload)}, timeout=120)
+            r = httpx.post(url + "v1/predict", files={"file": (name, payload)}, timeout=120)
             status = r.status_code
         except httpx.HTTPError:
             status = -1

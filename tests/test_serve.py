@@ -27,29 +27,29 @@ def png_bytes(array: np.ndarray) -> bytes:
 
 
 def test_health_model_and_page(client: TestClient) -> None:
-    health = client.get("/health").json()
+    health = client.get("/v1/health").json()
     assert health["status"] == "ok"
     compute = health["compute"]  # what precision/engine/threads were chosen at start, and why
     assert compute["engine"]["engine"] in ("pytorch", "onnx") and compute["engine"]["reason"]
     assert compute["precision"]["requested"] == "auto"
     assert compute["precision"]["precision"] in ("32-true", "bf16-mixed")
     assert compute["threads"]["intra_op"] >= 1 and health["cpu"]["kind"]
-    model = client.get("/model").json()
+    model = client.get("/v1/model").json()
     assert model["class_names"] == ["glioma", "meningioma", "pituitary"] and "diagnosis" in model["notice"]
     page = client.get("/")
     assert page.status_code == 200 and "Grad-CAM" in page.text and "http" not in page.text.split("<script>")[1]
-    assert "/predict" in client.get("/openapi.json").json()["paths"]
+    assert "/v1/predict" in client.get("/openapi.json").json()["paths"]
 
 
 def test_predict_png_and_dicom(client: TestClient, tmp_path: Path) -> None:
     image = synthetic_slice(np.random.default_rng(0), 2, 128)
-    r = client.post("/predict", files={"file": ("../../etc/passwd", png_bytes(image), "image/png")})
+    r = client.post("/v1/predict", files={"file": ("../../etc/passwd", png_bytes(image), "image/png")})
     assert r.status_code == 200, r.text
     body = r.json()
     assert abs(sum(body["probabilities"].values()) - 1) < 1e-5 and body["predicted"] in body["probabilities"]
     assert {"confidence", "refer", "overlay_png", "image_png"} <= set(body)
     dcm = _dicom(tmp_path / "a.dcm", image.astype(np.uint16) * 4)
-    assert client.post("/predict", files={"file": ("x.bin", dcm.read_bytes())}).status_code == 200
+    assert client.post("/v1/predict", files={"file": ("x.bin", dcm.read_bytes())}).status_code == 200
 
 
 @pytest.mark.parametrize("payload, status, message", [
@@ -59,7 +59,7 @@ def test_predict_png_and_dicom(client: TestClient, tmp_path: Path) -> None:
     (b"\x89PNG\r\n\x1a\n" + b"\x00" * (1024 * 1024 + 10), 413, "larger than 1 MB"),
 ])
 def test_abuse(client: TestClient, payload: bytes, status: int, message: str) -> None:
-    r = client.post("/predict", files={"file": ("x.jpg", payload, "image/jpeg")})
+    r = client.post("/v1/predict", files={"file": ("x.jpg", payload, "image/jpeg")})
     assert r.status_code == status and message in r.json()["detail"]
     assert "Traceback" not in r.text and "/tmp" not in r.text
 
@@ -68,13 +68,13 @@ def test_decompression_bomb_refused(client: TestClient) -> None:
     buffer = io.BytesIO()
     Image.new("1", (9000, 9000)).save(buffer, format="PNG")
     assert len(buffer.getvalue()) < 1024 * 1024
-    r = client.post("/predict", files={"file": ("bomb.png", buffer.getvalue(), "image/png")})
+    r = client.post("/v1/predict", files={"file": ("bomb.png", buffer.getvalue(), "image/png")})
     assert r.status_code == 422 and "too large" in r.json()["detail"]
 
 
 def test_cors_closed_by_default(client: TestClient, tiny_checkpoint: Path) -> None:
     headers = {"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "POST"}
-    assert "access-control-allow-origin" not in client.options("/predict", headers=headers).headers
+    assert "access-control-allow-origin" not in client.options("/v1/predict", headers=headers).headers
     opened = TestClient(create_app(ServiceSettings(tiny_checkpoint, cors_origins=("https://ok.example",))))
-    r = opened.options("/predict", headers={**headers, "Origin": "https://ok.example"})
+    r = opened.options("/v1/predict", headers={**headers, "Origin": "https://ok.example"})
     assert r.headers.get("access-control-allow-origin") == "https://ok.example"

@@ -1,4 +1,4 @@
-"""FastAPI app: POST /predict, GET /health, GET /model, and the page at /."""
+"""FastAPI app: POST /v1/predict, GET /v1/health, GET /v1/model, and the page at /."""
 
 from __future__ import annotations
 
@@ -8,20 +8,33 @@ import logging
 import tempfile
 import threading
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Request, UploadFile
+from fastapi import APIRouter, FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from PIL import Image
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from brain_tumor.data.imageio import ImageReadError, read_slice
 from brain_tumor.explain.gradcam import grad_cam, overlay
 from brain_tumor.hardware import detect_cpu
 from brain_tumor.inference import load_predictor
+from brain_tumor.serve.schemas import (
+    PROBLEM_MEDIA_TYPE,
+    ComputeOut,
+    CpuOut,
+    HealthOut,
+    ModelOut,
+    PredictionOut,
+    Problem,
+    problem_responses,
+)
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -111,10 +124,28 @@ class Service:
                 "model_card": card.read_text() if card and card.is_file() else None, "notice": NOTICE}
 
 
+API_PREFIX = "/v1"
+
+
+def _problem(status: int, detail: str) -> JSONResponse:
+    """An RFC 9457 problem-details response."""
+    body = Problem(title=HTTPStatus(status).phrase, status=status, detail=detail)
+    return JSONResponse(body.model_dump(), status_code=status, media_type=PROBLEM_MEDIA_TYPE)
+
+
+def _validation_detail(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(x) for x in error.get("loc", ()) if x != "body") or "request"
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or "malformed request"
+
+
 def create_app(settings: ServiceSettings) -> FastAPI:
-    """Build the app; the model is loaded here, once."""
+    """Build the app; the model is loaded here, once. The API lives under ``/v1``; every error is
+    an RFC 9457 problem (``application/problem+json``) documented on its operation."""
     service = Service(settings)
-    app = FastAPI(title="brain-tumor", description="Brain-tumour MRI slice classification. " + NOTICE)
+    app = FastAPI(title="brain-tumor", version="1", description="Brain-tumour MRI slice classification. " + NOTICE)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"])
 
@@ -122,26 +153,43 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     async def limit_body(request: Request, call_next: Any) -> Any:
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > settings.max_upload_bytes + 64 * 1024:
-            return JSONResponse({"detail": f"file larger than {settings.max_upload_bytes // (1024 * 1024)} MB"},
-                                status_code=413)
+            return _problem(413, f"file larger than {settings.max_upload_bytes // (1024 * 1024)} MB")
         return await call_next(request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        response = _problem(exc.status_code, str(exc.detail))
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _problem(422, _validation_detail(exc))
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:  # no stack traces out
-        return JSONResponse({"detail": "internal error"}, status_code=500)
+        return _problem(500, "internal error")
 
-    @app.get("/health")
-    def health() -> dict[str, Any]:
+    api = APIRouter(prefix=API_PREFIX, responses=problem_responses(500))
+
+    @api.get("/health", response_model=HealthOut)
+    def health() -> HealthOut:
         """Liveness, and the compute path chosen at start (precision, engine, threads) with the CPU."""
-        return {"status": "ok", "compute": service.predictor.compute,
-                "cpu": {k: v for k, v in detect_cpu().describe().items() if k in ("model", "kind", "capabilities")}}
+        cpu = detect_cpu().describe()
+        return HealthOut(status="ok", compute=ComputeOut.model_validate(service.predictor.compute),
+                         cpu=CpuOut(model=cpu["model"], kind=cpu["kind"], capabilities=cpu["capabilities"]))
 
-    @app.get("/model")
-    def model() -> dict[str, Any]:
-        return service.describe()
+    @api.get("/model", response_model=ModelOut)
+    def model() -> ModelOut:
+        """Classes, preprocessing, calibration, metrics and the model card."""
+        return ModelOut.model_validate(service.describe())
 
-    @app.post("/predict")
-    async def predict(file: UploadFile) -> dict[str, Any]:
+    @api.post("/predict", response_model=PredictionOut, responses=problem_responses(413, 415, 422))
+    async def predict(file: Annotated[UploadFile, File(
+            description="One slice: JPG, PNG (8/16-bit), DICOM or figshare .mat; the type is read from the bytes, "
+                        "never from the name.")]) -> PredictionOut:
+        """Classify one slice, with Grad-CAM and the intended-use notice."""
         data = await file.read(settings.max_upload_bytes + 1)
         if len(data) > settings.max_upload_bytes:
             raise HTTPException(413, f"file larger than {settings.max_upload_bytes // (1024 * 1024)} MB")
@@ -150,7 +198,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         suffix = sniff_suffix(data[:1024])
         if suffix is None:
             raise HTTPException(415, "unsupported file type: send JPG, PNG, DICOM or figshare .mat")
-        return await run_in_threadpool(service.analyse, data, suffix)
+        return PredictionOut.model_validate(await run_in_threadpool(service.analyse, data, suffix))
+
+    app.include_router(api)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:

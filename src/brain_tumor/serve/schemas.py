@@ -1,0 +1,112 @@
+"""The service's contract: typed request/response bodies and one error format (RFC 9457)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details: every 4xx/5xx answer has this shape."""
+
+    type: str = Field("about:blank", description="A URI naming the problem type; about:blank for plain HTTP errors.")
+    title: str = Field(description="The HTTP status phrase.", examples=["Unsupported Media Type"])
+    status: int = Field(description="The HTTP status code.", examples=[415])
+    detail: str = Field(description="What went wrong with this request, in one line.",
+                        examples=["unsupported file type: send JPG, PNG, DICOM or figshare .mat"])
+
+
+class PredictionOut(BaseModel):
+    """The model's answer for one uploaded slice, with the images the page shows."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "predicted": "meningioma", "confidence": 0.97, "refer": False, "calibrated": True,
+        "probabilities": {"glioma": 0.02, "meningioma": 0.97, "pituitary": 0.01},
+        "ood_score": 0.12, "out_of_distribution": False,
+        "image_png": "iVBORw0KGgo...", "overlay_png": "iVBORw0KGgo...", "cam_png": "iVBORw0KGgo...",
+        "notice": "Research use only. Not a medical device and not for diagnosis."}]})
+
+    predicted: str = Field(description="The most probable class.")
+    confidence: float = Field(ge=0, le=1, description="Calibrated probability of the predicted class "
+                                                      "(uncalibrated when `calibrated` is false).")
+    refer: bool = Field(description="True when the answer should go to a human: low confidence or out of distribution.")
+    calibrated: bool = Field(description="Whether a validated temperature and referral threshold are applied.")
+    probabilities: dict[str, float] = Field(description="Uncalibrated softmax probability of each class.")
+    ood_score: float | None = Field(None, description="Feature distance to the training slices (when the model "
+                                                      "carries an OOD detector).")
+    out_of_distribution: bool | None = Field(None, description="ood_score above the detector's threshold.")
+    image_png: str = Field(description="The slice as the model saw it, base64 PNG.")
+    overlay_png: str = Field(description="Grad-CAM overlaid on the slice, base64 PNG.")
+    cam_png: str = Field(description="The Grad-CAM map alone, base64 8-bit PNG.")
+    notice: str = Field(description="Intended-use notice.")
+
+
+class PrecisionOut(BaseModel):
+    requested: str
+    precision: str
+    device: str
+    reason: str
+    warning: str | None = None
+
+
+class EngineOut(BaseModel):
+    engine: Literal["pytorch", "onnx"]
+    precision: str
+    onnx_path: str | None = None
+    reason: str
+
+
+class ThreadsOut(BaseModel):
+    intra_op: int
+    inter_op: int
+    reason: str
+
+
+class ComputeOut(BaseModel):
+    """The inference path chosen at start, and why (see brain_tumor.hardware)."""
+
+    precision: PrecisionOut
+    engine: EngineOut
+    threads: ThreadsOut
+
+
+class CpuOut(BaseModel):
+    model: str
+    kind: str
+    capabilities: dict[str, bool]
+
+
+class HealthOut(BaseModel):
+    """The service is up, and on which compute path."""
+
+    status: Literal["ok"]
+    compute: ComputeOut
+    cpu: CpuOut
+
+
+class ModelOut(BaseModel):
+    """What the loaded model is: classes, preprocessing, calibration, metrics, model card."""
+
+    class_names: list[str]
+    architecture: str
+    preprocessing: dict[str, Any]
+    calibration: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+    epoch: int | None = None
+    ood: dict[str, Any] | None = Field(None, description="The OOD detector's settings (k, threshold), "
+                                                         "without its feature bank.")
+    model_card: str | None = Field(None, description="Markdown model card, when the service was given one.")
+    notice: str
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries documenting each status with the problem format."""
+    descriptions = {413: "Upload larger than the limit.", 415: "Not a JPG, PNG, DICOM or figshare .mat file.",
+                    422: "Empty, unreadable, non-finite or oversized image, or a malformed request.",
+                    500: "Internal error (no details are sent)."}
+    return {s: {"model": Problem, "description": descriptions[s],
+                "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+            for s in statuses}
