@@ -93,3 +93,59 @@ def test_bad_files_give_one_line_each(tmp_path: Path) -> None:
             read_slice(path)
         message = str(info.value)
         assert "\n" not in message and str(path) in message, kind
+
+
+def test_declared_size_is_refused_before_decoding(tmp_path: Path) -> None:
+    """A few KB of MATLAB v7.3 or DICOM declaring a gigapixel image: refused by the header alone."""
+    import resource
+
+    import h5py
+
+    mat = tmp_path / "bomb.mat"
+    with h5py.File(mat, "w") as f:
+        cj = f.create_group("cjdata")
+        cj.create_dataset("image", shape=(20000, 20000), dtype="f8", compression="gzip", fillvalue=0.5)
+        cj["label"] = np.array([[1.0]])
+        cj["PID"] = np.array([[ord("1")]], dtype="u2")
+    assert mat.stat().st_size < 100_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ImageReadError, match="too large"):
+        read_slice(mat)
+    dcm = _dicom(tmp_path / "bomb.dcm", np.zeros((16, 16), np.uint16))
+    import pydicom
+
+    ds = pydicom.dcmread(dcm)
+    ds.Rows, ds.Columns = 30000, 30000  # the header lies; the pixels are never decoded
+    ds.save_as(dcm)
+    with pytest.raises(ImageReadError, match="too large"):
+        read_slice(dcm)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 500  # ru_maxrss is in KB on Linux; decoding either would take gigabytes
+
+
+def test_non_finite_and_constant_images_are_refused(tmp_path: Path) -> None:
+    from PIL import Image
+
+    nan = np.full((32, 32), np.nan, np.float32)
+    Image.fromarray(nan, mode="F").save(tmp_path / "nan.tiff")
+    with pytest.raises(ImageReadError, match="non-finite"):
+        read_slice(tmp_path / "nan.tiff")
+    Image.fromarray(np.full((32, 32), 7, np.uint8)).save(tmp_path / "flat.png")
+    with pytest.raises(ImageReadError, match="constant image"):
+        read_slice(tmp_path / "flat.png")
+
+
+def test_multi_frame_dicom_decodes_the_frame_asked_for(tmp_path: Path) -> None:
+    import pydicom
+
+    path = _dicom(tmp_path / "one.dcm", np.zeros((16, 16), np.uint16))
+    ds = pydicom.dcmread(path)
+    frames = np.stack([np.full((16, 16), 100 * (k + 1), np.uint16) for k in range(3)])
+    frames[:, :4] = 0  # some contrast in every frame
+    ds.NumberOfFrames, ds.PixelData = 3, frames.tobytes()
+    ds.save_as(path)
+    assert read_slice(path, frame=2).max() == pytest.approx(1.0)
+    with pytest.raises(ImageReadError, match="no frame 5"):
+        read_slice(path, frame=5)
+    with pytest.raises(ImageReadError, match="pick a frame"):
+        read_slice(path)

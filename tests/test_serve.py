@@ -78,3 +78,59 @@ def test_cors_closed_by_default(client: TestClient, tiny_checkpoint: Path) -> No
     opened = TestClient(create_app(ServiceSettings(tiny_checkpoint, cors_origins=("https://ok.example",))))
     r = opened.options("/v1/predict", headers={**headers, "Origin": "https://ok.example"})
     assert r.headers.get("access-control-allow-origin") == "https://ok.example"
+
+
+def test_chunked_upload_is_cut_off_at_the_limit(client: TestClient) -> None:
+    """No Content-Length: the body is counted as it streams and refused once past the limit."""
+    sent = {"bytes": 0}
+
+    def chunks():  # type: ignore[no-untyped-def]
+        head = b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.png\"\r\n\r\n\x89PNG\r\n\x1a\n"
+        yield head
+        for _ in range(64):  # 64 x 64 KB = 4 MB offered against a 1 MB limit
+            sent["bytes"] += 65536
+            yield b"\0" * 65536
+        yield b"\r\n--b--\r\n"
+
+    r = client.post("/v1/predict", content=chunks(), headers={"content-type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json"
+    assert "larger than 1 MB" in r.json()["detail"]
+
+
+def test_body_limit_stops_reading_at_the_limit_and_times_out_stalls() -> None:
+    """The middleware pulls only as many chunks as the limit allows; a silent client gets 408."""
+    import asyncio
+
+    from fastapi import HTTPException
+
+    from brain_tumor.serve.app import BodyLimit
+
+    pulled = {"n": 0}
+
+    async def endless() -> dict[str, object]:
+        pulled["n"] += 1
+        return {"type": "http.request", "body": b"\0" * 100, "more_body": True}
+
+    async def reader(scope: object, receive, send) -> None:  # type: ignore[no-untyped-def]
+        while (await receive())["more_body"]:
+            pass
+
+    async def stalled() -> dict[str, object]:
+        await asyncio.sleep(10)
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    with pytest.raises(HTTPException) as too_large:
+        asyncio.run(BodyLimit(reader, max_bytes=1000, timeout_s=5)({"type": "http"}, endless, None))
+    assert too_large.value.status_code == 413 and pulled["n"] == 11
+    with pytest.raises(HTTPException) as stall:
+        asyncio.run(BodyLimit(reader, max_bytes=1000, timeout_s=0.05)({"type": "http"}, stalled, None))
+    assert stall.value.status_code == 408
+
+
+def test_api_key_when_configured(tiny_checkpoint: Path) -> None:
+    locked = TestClient(create_app(ServiceSettings(tiny_checkpoint, api_key="s3cret")))
+    refused = locked.get("/v1/health")
+    assert refused.status_code == 401 and refused.json()["status"] == 401
+    assert locked.get("/v1/health", headers={"X-API-Key": "wrong"}).status_code == 401
+    assert locked.get("/v1/health", headers={"X-API-Key": "s3cret"}).status_code == 200
+    assert "401" in locked.get("/openapi.json").json()["paths"]["/v1/predict"]["post"]["responses"]

@@ -348,6 +348,10 @@ def serve(
     engine: EngineOpt = "auto",
     precision: PrecisionOpt = "auto",
     threads: ThreadsOpt = None,
+    api_key: Annotated[str | None, typer.Option(
+        envvar="BRAIN_TUMOR_API_KEY", help="Require this X-API-Key on every /v1 call (set it when exposed).")] = None,
+    body_timeout: Annotated[float, typer.Option(help="Seconds an upload may stall before 408.")] = 30.0,
+    max_concurrent_decodes: Annotated[int, typer.Option(help="Images decoded at once (bounds memory).")] = 2,
 ) -> None:
     """Serve the model over HTTP with a web page at /."""
     import uvicorn
@@ -356,7 +360,12 @@ def serve(
 
     _load_fast_predictor(checkpoint, precision, engine, onnx, threads)  # fail early, in one line
     settings = ServiceSettings(checkpoint, max_upload_mb * 1024 * 1024, tuple(cors_origin or ()), model_card,
-                               precision=precision, engine=engine, onnx=onnx, threads=threads)
+                               precision=precision, engine=engine, onnx=onnx, threads=threads,
+                               body_timeout_s=body_timeout, max_concurrent_decodes=max_concurrent_decodes,
+                               api_key=api_key)
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        logging.getLogger("brain_tumor").warning("serving on %s without --api-key: anyone who reaches it can use it",
+                                                 host)
     uvicorn.run(create_app(settings), host=host, port=port)
 
 

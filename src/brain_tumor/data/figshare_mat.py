@@ -8,6 +8,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from brain_tumor.data.imageio import check_declared_size
+
 # cjdata.label: 1 meningioma, 2 glioma, 3 pituitary
 MAT_LABELS = {1: "meningioma", 2: "glioma", 3: "pituitary"}
 
@@ -44,11 +46,21 @@ def read_cjdata(path: str | Path) -> CjData:
         for key in ("image", "label", "PID"):
             if key not in cj:
                 raise MatFormatError(f"{path}: cjdata has no '{key}'")
+        for key in ("label", "PID"):  # small fields: refuse a header that declares them huge
+            if not isinstance(cj[key], h5py.Dataset) or cj[key].size > 256:
+                raise MatFormatError(f"{path}: cjdata.{key} is not a small array")
         label = int(np.asarray(cj["label"]).ravel()[0])
         if label not in MAT_LABELS:
             raise MatFormatError(f"{path}: unknown label {label}")
-        mask = np.asarray(cj["tumorMask"]).T if "tumorMask" in cj else None
-        return CjData(np.asarray(cj["image"]).T, MAT_LABELS[label], _decode_pid(cj["PID"]), mask)
+        image = cj["image"]
+        if not isinstance(image, h5py.Dataset) or len(image.shape) != 2:
+            raise MatFormatError(f"{path}: cjdata.image is not a 2-D array")
+        check_declared_size(path, *image.shape)  # before reading: a tiny file may declare gigapixels
+        mask = cj.get("tumorMask")
+        if isinstance(mask, h5py.Dataset) and tuple(mask.shape) != tuple(image.shape):
+            raise MatFormatError(f"{path}: tumorMask shape {mask.shape} differs from image {image.shape}")
+        mask_array = np.asarray(mask).T if isinstance(mask, h5py.Dataset) else None
+        return CjData(np.asarray(image).T, MAT_LABELS[label], _decode_pid(cj["PID"]), mask_array)
 
 
 def read_cvind(path: str | Path) -> np.ndarray:

@@ -5,13 +5,17 @@ Every failure becomes an :class:`ImageReadError` whose message is one line namin
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-MAX_PIXELS = 64_000_000  # refuse decompression bombs well before they allocate gigabytes
+# refuse decompression bombs well before they allocate gigabytes: every format's declared size is
+# checked against this before its pixels are decoded (override: $BRAIN_TUMOR_MAX_PIXELS)
+MAX_PIXELS = int(os.environ.get("BRAIN_TUMOR_MAX_PIXELS", 64_000_000))
+MAX_FRAMES = 4096
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 SUPPORTED_SUFFIXES = IMAGE_SUFFIXES + DICOM_SUFFIXES + (".mat",)
@@ -57,19 +61,32 @@ def _decode_pil(path: Path) -> np.ndarray:
             return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
 
 
+def check_declared_size(path: Path, rows: int, cols: int, frames: int = 1) -> None:
+    """Refuse an image by the size its header declares, before any pixel is decoded."""
+    if rows <= 0 or cols <= 0:
+        raise ImageReadError(f"{path}: declares an empty image ({rows}x{cols})")
+    if rows * cols > MAX_PIXELS:
+        raise ImageReadError(f"{path}: image too large ({rows}x{cols} declared; limit {MAX_PIXELS:,} pixels)")
+    if frames > MAX_FRAMES:
+        raise ImageReadError(f"{path}: too many frames ({frames} declared; limit {MAX_FRAMES})")
+
+
 def _read_dicom(path: Path, frame: int | None = None) -> np.ndarray:
     import pydicom
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
 
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    check_declared_size(path, int(getattr(ds, "Rows", 0) or 0), int(getattr(ds, "Columns", 0) or 0), frames)
+    if frames > 1 and frame is None:
+        raise ImageReadError(f"{path}: multi-frame DICOM ({frames} frames); pick a frame")
+    if frame is not None and not 0 <= frame < frames:
+        raise ImageReadError(f"{path}: no frame {frame} ({frames} frames)")
     ds = pydicom.dcmread(path)
     if "PixelData" not in ds:
         raise ImageReadError(f"{path}: DICOM file has no pixel data")
-    pixels = ds.pixel_array
-    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    if frames > 1:
-        if frame is None:
-            raise ImageReadError(f"{path}: multi-frame DICOM ({frames} frames); pick a frame")
-        pixels = pixels[frame]
+    # one frame decoded at a time: a multi-frame file never sits in memory whole
+    pixels = pixel_array(ds, index=frame if frames > 1 else None)
     if pixels.ndim == 3:  # colour DICOM
         pixels = pixels.mean(axis=-1)
     array = apply_modality_lut(pixels, ds).astype(np.float32)
@@ -119,4 +136,8 @@ def read_slice(path: str | Path, frame: int | None = None) -> np.ndarray:
         raise ImageReadError(f"{path}: cannot read ({message})") from exc
     if array.ndim != 2 or min(array.shape) < 8:
         raise ImageReadError(f"{path}: not a 2-D image (shape {array.shape})")
+    if not np.isfinite(array).all():
+        raise ImageReadError(f"{path}: image holds non-finite values (NaN or infinity)")
+    if float(array.max()) - float(array.min()) < 1e-6:
+        raise ImageReadError(f"{path}: constant image (no contrast), nothing to classify")
     return array

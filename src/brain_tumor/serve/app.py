@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import logging
+import secrets
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -13,11 +15,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, FastAPI, File, HTTPException, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Request, Security, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import APIKeyHeader
 from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -53,6 +56,9 @@ class ServiceSettings:
     engine: str = "auto"  # auto | pytorch | onnx
     onnx: Path | None = None
     threads: int | None = None
+    body_timeout_s: float = 30.0  # a stalled upload (no bytes for this long) gets 408
+    max_concurrent_decodes: int = 2  # images decoded at once: bounds the memory uploads can take
+    api_key: str | None = None  # when set, every /v1 call needs the header X-API-Key: <key>
 
 
 def sniff_suffix(head: bytes) -> str | None:
@@ -85,6 +91,7 @@ class Service:
         log.info("serving %s on %s %s (%s)", settings.checkpoint, engine["engine"], engine["precision"],
                  engine["reason"])
         self.lock = threading.Lock()
+        self.decodes = threading.BoundedSemaphore(settings.max_concurrent_decodes)
         import torch
 
         self.meta = torch.load(settings.checkpoint, map_location="cpu", weights_only=True)
@@ -96,7 +103,8 @@ class Service:
             path = Path(tmp) / f"upload{suffix}"
             path.write_bytes(data)
             try:
-                image = read_slice(path)
+                with self.decodes:
+                    image = read_slice(path)
             except ImageReadError as exc:
                 raise HTTPException(422, str(exc).replace(str(path), "upload")) from exc
         tensor = self.predictor.to_tensor(image)
@@ -125,6 +133,37 @@ class Service:
 
 
 API_PREFIX = "/v1"
+API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="Required when the service has a key.")
+
+
+class BodyLimit:
+    """ASGI middleware: count the request body as it arrives and answer 413 as soon as it passes
+    the limit (chunked uploads without Content-Length too, before they are spooled to disk), and
+    408 when no bytes arrive for ``timeout_s``."""
+
+    def __init__(self, app: Any, max_bytes: int, timeout_s: float) -> None:
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        received = 0
+        limit_mb = self.max_bytes // (1024 * 1024)
+
+        async def limited() -> dict[str, Any]:
+            nonlocal received
+            try:
+                message: dict[str, Any] = await asyncio.wait_for(receive(), self.timeout_s)
+            except TimeoutError:
+                raise HTTPException(408, f"upload stalled: no data for {self.timeout_s:g} s") from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise HTTPException(413, f"file larger than {limit_mb} MB")
+            return message
+
+        await self.app(scope, limited, send)
 
 
 def _problem(status: int, detail: str) -> JSONResponse:
@@ -149,10 +188,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"])
 
+    body_limit = settings.max_upload_bytes + 64 * 1024  # the file plus its multipart envelope
+    app.add_middleware(BodyLimit, max_bytes=body_limit, timeout_s=settings.body_timeout_s)
+
     @app.middleware("http")
     async def limit_body(request: Request, call_next: Any) -> Any:
         length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_upload_bytes + 64 * 1024:
+        if length and length.isdigit() and int(length) > body_limit:  # refused before any byte is read
             return _problem(413, f"file larger than {settings.max_upload_bytes // (1024 * 1024)} MB")
         return await call_next(request)
 
@@ -171,7 +213,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:  # no stack traces out
         return _problem(500, "internal error")
 
-    api = APIRouter(prefix=API_PREFIX, responses=problem_responses(500))
+    def require_key(key: Annotated[str | None, Security(API_KEY_HEADER)]) -> None:
+        if settings.api_key and not (key and secrets.compare_digest(key, settings.api_key)):
+            raise HTTPException(401, "missing or wrong X-API-Key", headers={"WWW-Authenticate": "APIKey"})
+
+    secured = settings.api_key is not None
+    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_key)] if secured else [],
+                    responses=problem_responses(500, *((401,) if secured else ())))
 
     @api.get("/health", response_model=HealthOut)
     def health() -> HealthOut:
@@ -185,7 +233,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         """Classes, preprocessing, calibration, metrics and the model card."""
         return ModelOut.model_validate(service.describe())
 
-    @api.post("/predict", response_model=PredictionOut, responses=problem_responses(413, 415, 422))
+    @api.post("/predict", response_model=PredictionOut, responses=problem_responses(408, 413, 415, 422))
     async def predict(file: Annotated[UploadFile, File(
             description="One slice: JPG, PNG (8/16-bit), DICOM or figshare .mat; the type is read from the bytes, "
                         "never from the name.")]) -> PredictionOut:

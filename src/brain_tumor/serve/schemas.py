@@ -104,7 +104,9 @@ class ModelOut(BaseModel):
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries documenting each status with the problem format."""
-    descriptions = {413: "Upload larger than the limit.", 415: "Not a JPG, PNG, DICOM or figshare .mat file.",
+    descriptions = {401: "Missing or wrong X-API-Key (only when the service was started with a key).",
+                    408: "The upload stalled (no data for the body timeout).",
+                    413: "Upload larger than the limit.", 415: "Not a JPG, PNG, DICOM or figshare .mat file.",
                     422: "Empty, unreadable, non-finite or oversized image, or a malformed request.",
                     500: "Internal error (no details are sent)."}
     return {s: {"model": Problem, "description": descriptions[s],
