@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -149,3 +151,69 @@ def test_ema_weights_are_validated_and_exported(class_folder_dataset: Path, tmp_
     assert torch.equal(network.state_dict()["fc.weight"], best[name])
     bad = runner.invoke(app, ["train", "--set", "train.ema_decay=1.5"])
     assert bad.exit_code == 2 and "train.ema_decay" in bad.output
+
+
+def _slices(folder: Path, n: int, seed: int = 0) -> None:
+    from PIL import Image
+
+    from tests.conftest import synthetic_slice
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(synthetic_slice(rng, i % 3, 64)).save(folder / f"{i}.png")
+
+
+def test_predict_output_is_checked_first_and_survives_ctrl_c(
+        tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import csv
+    import json
+
+    from brain_tumor.inference import Predictor
+
+    _slices(tmp_path / "in", 5)
+    unwritable = CliRunner().invoke(app, ["predict", str(tmp_path / "in"), "-m", str(tiny_checkpoint),
+                                          "--csv", str(tmp_path / "no-such-dir" / "p.csv")])
+    assert unwritable.exit_code == 2 and "cannot write predictions" in unwritable.output
+    assert "Traceback" not in unwritable.output
+
+    calls = {"n": 0}
+    answer = Predictor.answer
+
+    def interrupt_third(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return answer(self, *args, **kwargs)
+
+    monkeypatch.setattr(Predictor, "answer", interrupt_third)
+    out_csv, out_json = tmp_path / "p.csv", tmp_path / "p.json"
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "in"), "-m", str(tiny_checkpoint),
+                                      "--csv", str(out_csv), "--json", str(out_json)])
+    assert result.exit_code == 130 and "interrupted: 2 rows kept" in result.output
+    assert len(list(csv.DictReader(out_csv.open()))) == 2
+    assert len(json.loads(out_json.read_text())) == 2  # still valid JSON
+
+
+def test_predict_overlays_never_collide_and_skips_are_reported(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from tests.test_imageio import _dicom
+
+    _slices(tmp_path / "in" / "a", 1)
+    _slices(tmp_path / "in" / "b", 1, seed=1)  # a/0.png and b/0.png share a stem
+    (tmp_path / "in" / "notes.txt").write_text("not an image")
+    import pydicom
+
+    dcm = _dicom(tmp_path / "in" / "multi.dcm", np.zeros((16, 16), np.uint16))
+    ds = pydicom.dcmread(dcm)
+    frames = np.stack([np.arange(256, dtype=np.uint16).reshape(16, 16) * (k + 1) for k in range(2)])
+    ds.NumberOfFrames, ds.PixelData = 2, frames.tobytes()
+    ds.save_as(dcm)
+    cams = tmp_path / "cams"
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "in"), "-m", str(tiny_checkpoint),
+                                      "--cam-dir", str(cams)])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    assert sorted(p.name for p in cams.iterdir()) == [
+        "0_gradcam-2.png", "0_gradcam.png", "multi_frame0_gradcam.png", "multi_frame1_gradcam.png"]
+    assert "skipped:" in result.output and "notes.txt" in result.output
+    assert "4 predicted, 0 failed, 1 skipped" in result.output

@@ -173,63 +173,92 @@ def predict(
              "study (DICOM StudyInstanceUID; other files by folder).")] = "none",
     group_csv: Annotated[Path | None, typer.Option(help="Write the per-group answers as CSV.")] = None,
 ) -> None:
-    """Predict slices; bad files get one error line each, the rest go on. Exit 1 if any failed."""
-    import csv
-    import json
+    """Predict slices; bad files get one error line each, the rest go on. Exit 1 if any failed.
 
+    Rows are written to --csv/--json as they come (flushed), so Ctrl-C or a failing file never
+    loses finished rows; unsupported files found in folders are reported, never silently skipped."""
+    from brain_tumor.prediction_output import OverlayNames, PredictionSinks, prediction_fields
     from brain_tumor.study import GROUP_BY, aggregate, group_key
 
     if group_by not in GROUP_BY:
         _fail(f"--group-by: unknown {group_by!r} ({' | '.join(GROUP_BY)})")
     predictor = _load_fast_predictor(checkpoint, precision, engine, onnx, threads)
-    rows, n_failed, answered = [], 0, []
-    for p in predictor.predict_files(paths):
-        if not p.error:
-            answered.append(p)
-        if p.error:
-            n_failed += 1
-            typer.secho(f"error: {p.error}", fg=typer.colors.RED, err=True)
-        else:
-            flag = "  REFER" if p.refer else ""
-            typer.echo(f"{p.source}\t{p.predicted}\t{p.confidence:.3f}{flag}")
-            if cam_dir is not None:
-                _write_overlay(predictor, Path(p.source.split("#frame")[0]), cam_dir)
-        rows.append(p.row())
-    if csv_out and rows:
-        fields = sorted({k for r in rows for k in r}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
-        with csv_out.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
-    if json_out:
-        json_out.write_text(json.dumps(rows, indent=2))
+    try:
+        sinks = PredictionSinks(csv_out, json_out, prediction_fields(predictor.class_names, predictor.ood is not None))
+    except OSError as exc:
+        _fail(f"cannot write predictions: {exc.strerror or exc} ({exc.filename})")
+    overlays = OverlayNames(cam_dir) if cam_dir is not None else None
+    n_failed, answered, skipped = 0, [], []
+    try:
+        for p in predictor.predict_files(paths, skipped=skipped):
+            if p.error:
+                n_failed += 1
+                typer.secho(f"error: {p.error}", fg=typer.colors.RED, err=True)
+            else:
+                answered.append(p)
+                flag = "  REFER" if p.refer else ""
+                typer.echo(f"{p.source}\t{p.predicted}\t{p.confidence:.3f}{flag}")
+                if overlays is not None:
+                    _write_overlay_or_warn(predictor, p.source, overlays)
+            sinks.write(p.row())
+    except KeyboardInterrupt:
+        sinks.close()
+        typer.secho(f"interrupted: {sinks.count} rows kept", fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(130) from None
+    finally:
+        sinks.close()
+    for path in skipped:
+        kinds = "JPG/PNG/TIFF/BMP/DICOM/.mat"
+        why = f"a folder without {kinds} files" if path.is_dir() else f"not {kinds}"
+        typer.secho(f"skipped: {path} ({why})", fg=typer.colors.YELLOW, err=True)
     if group_by != "none" and answered:
-        groups = aggregate(answered, [group_key(p.source, group_by) for p in answered])
-        for g in groups:
-            flag = f"  REFER ({'; '.join(g.refer_reasons)})" if g.refer else ""
-            typer.echo(f"[{group_by}] {g.group}\t{g.predicted}\t{g.confidence:.3f}\t{g.n_slices} slices, "
-                       f"{g.agreement:.0%} agree{flag}")
-        if group_csv:
-            group_rows = [g.row() for g in groups]
-            with group_csv.open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(group_rows[0]))
-                writer.writeheader()
-                writer.writerows(group_rows)
-    typer.echo(f"{len(rows) - n_failed} predicted, {n_failed} failed")
+        _report_groups(aggregate(answered, [group_key(p.source, group_by) for p in answered]), group_by, group_csv)
+    typer.echo(f"{len(answered)} predicted, {n_failed} failed, {len(skipped)} skipped")
     raise typer.Exit(1 if n_failed else 0)
 
 
-def _write_overlay(predictor, path: Path, out_dir: Path) -> Path:  # type: ignore[no-untyped-def]
+def _report_groups(groups, group_by: str, group_csv: Path | None) -> None:  # type: ignore[no-untyped-def]
+    import csv
+
+    for g in groups:
+        flag = f"  REFER ({'; '.join(g.refer_reasons)})" if g.refer else ""
+        typer.echo(f"[{group_by}] {g.group}\t{g.predicted}\t{g.confidence:.3f}\t{g.n_slices} slices, "
+                   f"{g.agreement:.0%} agree{flag}")
+    if group_csv and groups:
+        rows = [g.row() for g in groups]
+        try:
+            with group_csv.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+        except OSError as exc:
+            typer.secho(f"error: cannot write {group_csv}: {exc.strerror or exc}", fg=typer.colors.RED, err=True)
+
+
+def _write_overlay_or_warn(predictor, source: str, names) -> None:  # type: ignore[no-untyped-def]
+    """One overlay; a failure is one line and the predictions go on."""
+    from brain_tumor.data.imageio import ImageReadError
+
+    try:
+        _write_overlay(predictor, source, names.for_source(source))
+    except (ImageReadError, OSError, RuntimeError, ValueError) as exc:
+        typer.secho(f"error: no overlay for {source}: {str(exc).splitlines()[0]}", fg=typer.colors.RED, err=True)
+
+
+def _write_overlay(predictor, source: str, target: Path) -> Path:  # type: ignore[no-untyped-def]
+    """Grad-CAM overlay of one source (``path`` or ``path#frameN``) written to ``target``."""
     from PIL import Image
 
     from brain_tumor.data.imageio import read_slice
     from brain_tumor.explain.gradcam import grad_cam, overlay
 
-    image = predictor.to_tensor(read_slice(path))
+    path, _, frame = source.partition("#frame")
+    image = predictor.to_tensor(read_slice(Path(path), frame=int(frame) if frame else None))
     cam = grad_cam(predictor.network, predictor.normalize, image[None])[0]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / f"{path.stem}_gradcam.png"
-    Image.fromarray(overlay(image[0].numpy(), cam)).save(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp.png")
+    Image.fromarray(overlay(image[0].numpy(), cam)).save(tmp)
+    tmp.replace(target)
     return target
 
 
@@ -242,15 +271,20 @@ def explain(
     """Write Grad-CAM overlays (last ResNet stage, predicted class) for each slice."""
     from brain_tumor.data.imageio import ImageReadError
     from brain_tumor.inference import expand_inputs
+    from brain_tumor.prediction_output import OverlayNames
 
     predictor = _load_predictor(checkpoint)
-    n_failed = 0
-    for path in expand_inputs(paths):
+    names, n_failed, skipped = OverlayNames(output), 0, []
+    for path in expand_inputs(paths, skipped):
         try:
-            typer.echo(f"{path} -> {_write_overlay(predictor, path, output)}")
-        except ImageReadError as exc:
+            sources = [source for source, _ in predictor.read(path)]  # one per DICOM frame
+            for source in sources:
+                typer.echo(f"{source} -> {_write_overlay(predictor, source, names.for_source(source))}")
+        except (ImageReadError, OSError) as exc:
             n_failed += 1
-            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            typer.secho(f"error: {str(exc).splitlines()[0]}", fg=typer.colors.RED, err=True)
+    for path in skipped:
+        typer.secho(f"skipped: {path} (not JPG/PNG/TIFF/BMP/DICOM/.mat)", fg=typer.colors.YELLOW, err=True)
     raise typer.Exit(1 if n_failed else 0)
 
 

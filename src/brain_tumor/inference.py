@@ -55,12 +55,20 @@ def failed(source: str, message: str) -> Prediction:
     return Prediction(source, {}, "", 0.0, True, False, error=message)
 
 
-def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given plus supported files inside given folders (sorted)."""
+def expand_inputs(paths: Iterable[str | Path], skipped: list[Path] | None = None) -> list[Path]:
+    """Files as given plus supported files inside given folders (sorted); other files found in the
+    folders are appended to ``skipped`` so that the caller can report them."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUPPORTED_SUFFIXES)
+            found = len(out)
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and f.suffix.lower() in SUPPORTED_SUFFIXES:
+                    out.append(f)
+                elif not f.is_dir() and skipped is not None and not f.name.startswith("."):
+                    skipped.append(f)
+            if len(out) == found and skipped is not None:
+                skipped.append(p)  # a folder given with nothing to read in it
         else:
             out.append(p)
     return out
@@ -190,10 +198,12 @@ class Predictor:
                 return
         yield str(path), read_slice(path)
 
-    def predict_files(self, paths: Iterable[str | Path], batch_size: int = 16) -> Iterator[Prediction]:
-        """Predict every file; unreadable ones yield a failed prediction and the batch goes on."""
+    def predict_files(self, paths: Iterable[str | Path], batch_size: int = 16,
+                      skipped: list[Path] | None = None) -> Iterator[Prediction]:
+        """Predict every file; unreadable ones yield a failed prediction and the batch goes on;
+        unsupported files inside folders go to ``skipped``."""
         pending: list[tuple[str, torch.Tensor]] = []
-        for path in expand_inputs(paths):
+        for path in expand_inputs(paths, skipped):
             try:
                 for source, image in self.read(path):
                     pending.append((source, self.to_tensor(image)))

@@ -115,6 +115,8 @@ def read_slice(path: str | Path, frame: int | None = None) -> np.ndarray:
     path = Path(path)
     suffix = path.suffix.lower()
     try:
+        if path.is_dir():
+            raise ImageReadError(f"{path}: a folder, not an image file")
         if not path.is_file():
             raise ImageReadError(f"{path}: no such file")
         if path.stat().st_size == 0:
