@@ -33,7 +33,7 @@ def _config(config: Path | None, overrides: list[str] | None):  # type: ignore[n
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     """Set up logging."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, force=True,
                         format="%(levelname)s %(name)s: %(message)s")
 
 
@@ -107,13 +107,12 @@ def evaluate(
     output: Annotated[Path, typer.Option(help="Where metrics.json goes.")] = Path("results/evaluate"),
 ) -> None:
     """Evaluate a checkpoint on the test part of a saved split."""
-    import torch
 
     from brain_tumor.data.splits import load_split
     from brain_tumor.evaluation.run_eval import evaluate_checkpoint, write_json
     from brain_tumor.training.fit import load_data
 
-    meta = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    meta = _checkpoint_meta(checkpoint)
     data_cfg = meta["config"]["data"]
     _, images, labels = load_data(str(data_root or data_cfg["root"]), meta["preprocessing"]["image_size"],
                                   data_cfg.get("cache_dir"), meta["preprocessing"].get("pipeline", "paper"))
@@ -148,11 +147,25 @@ def _load_fast_predictor(checkpoint: Path, precision: str, engine: str, onnx: Pa
     return predictor
 
 
+def _checkpoint_meta(checkpoint: Path) -> dict:  # type: ignore[type-arg]
+    """A checkpoint's self-description, or one line and exit 2."""
+    from brain_tumor.training.checkpoint import CheckpointError, read_checkpoint_meta
+
+    try:
+        return read_checkpoint_meta(checkpoint)
+    except CheckpointError as exc:
+        _fail(str(exc))
+    raise AssertionError  # unreachable: _fail exits
+
+
 def _load_predictor(checkpoint: Path):  # type: ignore[no-untyped-def]
     from brain_tumor.inference import Predictor
+    from brain_tumor.training.checkpoint import CheckpointError
 
     try:
         return Predictor.from_checkpoint(checkpoint)
+    except CheckpointError as exc:
+        _fail(str(exc))
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         _fail(f"{checkpoint}: cannot load checkpoint ({str(exc).splitlines()[0] if str(exc) else exc})")
 
@@ -298,13 +311,12 @@ def trust(
 ) -> None:
     """Calibrate (temperature on validation), choose the refer threshold, score Grad-CAM against
     tumour boxes on test, store calibration in the checkpoint and write the model card."""
-    import torch
 
     from brain_tumor.data.splits import load_split
     from brain_tumor.evaluation.trust import run_trust
     from brain_tumor.training.fit import load_data
 
-    meta = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    meta = _checkpoint_meta(checkpoint)
     data_cfg = meta["config"]["data"]
     records, images, labels = load_data(data_cfg["root"], meta["preprocessing"]["image_size"], data_cfg["cache_dir"],
                                         meta["preprocessing"].get("pipeline", "paper"))
@@ -471,11 +483,10 @@ FoldOpt = Annotated[int | None, typer.Option(help="CV fold (1-based) when --spli
 
 def _model_data(checkpoint: Path):  # type: ignore[no-untyped-def]
     """Records, images (at the checkpoint's size and pipeline) and labels for a checkpoint's data."""
-    import torch
 
     from brain_tumor.training.fit import load_data
 
-    meta = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    meta = _checkpoint_meta(checkpoint)
     pre, data_cfg = meta["preprocessing"], meta["config"]["data"]
     return load_data(data_cfg["root"], pre["image_size"], data_cfg.get("cache_dir"), pre.get("pipeline", "paper"))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -58,11 +59,38 @@ def save_model_checkpoint(path: str | Path, network: nn.Module, *, architecture:
     return path
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message is one line naming the file."""
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The payload of a model checkpoint, read weights-only (tensors, numbers, strings and
+    containers of them: a file that holds anything else is refused, since unpickling it could
+    run code). Every failure is a :class:`CheckpointError` with one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"{path}: refused, it holds objects other than tensors and plain data "
+                              "(loading it could run code)") from exc
+    except Exception as exc:  # noqa: BLE001  (zip, pickle and torch errors of a damaged file)
+        raise CheckpointError(f"{path}: not a readable checkpoint ({str(exc).splitlines()[0] if str(exc) else exc})") \
+            from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a brain-tumor checkpoint")
+    return payload
+
+
+def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's self-description (everything but the weights)."""
+    return {k: v for k, v in read_checkpoint(path).items() if k != "state_dict"}
+
+
 def load_model_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the network from a checkpoint alone; returns ``(network in eval mode, metadata)``."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a brain-tumor checkpoint")
+    payload = read_checkpoint(path)
     network = build_network(payload["architecture"], len(payload["class_names"]))
     for m in network.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -82,7 +110,7 @@ def set_checkpoint_entry(path: str | Path, key: str, value: Any) -> None:
     if key in ("format", "state_dict", "architecture", "class_names", "preprocessing"):
         raise ValueError(f"{key!r} describes the model and cannot be replaced")
     path = Path(path)
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload = read_checkpoint(path)
     payload[key] = value
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)

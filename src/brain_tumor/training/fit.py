@@ -20,7 +20,7 @@ from brain_tumor.data.splits import Split, load_or_make_paper_split
 from brain_tumor.hardware import apply_threads, resolve_threads
 from brain_tumor.model import FreezeReport, build_classifier, freeze_first_keras_layers, preprocessing_for
 from brain_tumor.training.callbacks import EpochTimer
-from brain_tumor.training.checkpoint import architecture_for, save_model_checkpoint
+from brain_tumor.training.checkpoint import CheckpointError, architecture_for, save_model_checkpoint
 from brain_tumor.training.module import SliceClassifier
 from brain_tumor.transforms import train_preset
 
@@ -87,6 +87,16 @@ def build_module(config: RunConfig, class_names: list[str],
     return module, report
 
 
+def check_resumable(last: Path) -> None:
+    """Refuse, in one line, a resume checkpoint that cannot be read weights-only (a planted or
+    damaged file), before Lightning touches it."""
+    try:
+        torch.load(last, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001  (unpickling, zip and torch errors alike)
+        raise CheckpointError(f"{last}: cannot resume from it, it is damaged or holds objects other than tensors "
+                              "and plain data (loading it could run code); delete it to start afresh") from exc
+
+
 def keep_log_before_resume(log_dir: Path) -> Path | None:
     """Move an interrupted run's ``metrics.csv`` aside before Lightning's CSV logger deletes it on
     resume; :func:`brain_tumor.evaluation.run_eval.read_history` reads the parts back in order."""
@@ -141,6 +151,7 @@ def fit(config: RunConfig, data: PreparedData, run_dir: Path, work_dir: Path,
                                  config.data.oversample, config.train.seed)
     last = work_dir / "last.ckpt"
     if last.is_file():
+        check_resumable(last)
         keep_log_before_resume(run_dir / "logs")
     trainer, best = make_trainer(config, run_dir, work_dir, extra_callbacks)
     # weights_only: a checkpoint planted in a run folder must not run code when training resumes
