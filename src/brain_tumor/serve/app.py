@@ -74,6 +74,14 @@ def sniff_suffix(head: bytes) -> str | None:
     return None
 
 
+def client_message(message: str, path: Path) -> str:
+    """A read error as a client may see it: no server paths, no decoder internals."""
+    message = message.replace(str(path), "upload")
+    head, internal, _ = message.partition(": cannot read (")
+    return f"{head}: cannot read the image (damaged, truncated or not what its first bytes say)" if internal \
+        else message
+
+
 def _png_base64(array: np.ndarray) -> str:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
@@ -106,7 +114,7 @@ class Service:
                 with self.decodes:
                     image = read_slice(path)
             except ImageReadError as exc:
-                raise HTTPException(422, str(exc).replace(str(path), "upload")) from exc
+                raise HTTPException(422, client_message(str(exc), path)) from exc
         tensor = self.predictor.to_tensor(image)
         with self.lock:
             prediction = self.predictor.predict(image, source="upload")
