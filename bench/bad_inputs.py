@@ -92,7 +92,8 @@ def cli_rows(corpus: dict, model: Path) -> dict[str, dict[str, object]]:  # type
         errors = [line for line in str(r["stderr"]).splitlines() if line.startswith(("error", "skipped"))]
         rows[name] = {"rc": r["rc"], "outcome": "ok" if r["rc"] == 0 and not errors else "error",
                       "message": errors[0] if errors else "", "traceback": "Traceback" in text,
-                      "seconds": r["seconds"], "peak_mb_above_idle": float(r["peak_mb"]) - float(idle["peak_mb"])}
+                      "seconds": r["seconds"], "peak_mb": float(r["peak_mb"]),
+                      "peak_mb_above_good_jpg": float(r["peak_mb"]) - float(idle["peak_mb"])}
         print("cli", name, rows[name]["outcome"], flush=True)
     return rows
 
@@ -144,20 +145,22 @@ def service_rows(corpus: dict, model: Path, bombs: int) -> tuple[dict[str, dict[
 
 
 def markdown(result: dict) -> str:  # type: ignore[type-arg]
-    lines = ["| input | what | expected | library | CLI | service | lib ms | lib MB | CLI MB | service MB |",
+    lines = ["| input | what | expected | library | CLI | service | lib ms | lib MB | CLI peak MB | service MB |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, entry in result["corpus"].items():
         lib, cli, svc = result["library"][name], result["cli"][name], result["service"].get(name, {})
         lines.append(f"| {name} | {entry['why']} | {entry['expect']} | {lib['outcome']} | {cli['outcome']} "
                      f"| {svc.get('status', '-')} | {1000 * lib['seconds']:.0f} | {lib['peak_mb_above_idle']:.0f} "
-                     f"| {cli['peak_mb_above_idle']:.0f} | {svc.get('peak_mb_above_idle', float('nan')):.0f} |")
+                     f"| {cli['peak_mb']:.0f} | {svc.get('peak_mb_above_idle', float('nan')):.0f} |")
     s = result["soak"]
     growth = f"{100 * s['growth']:+.1f}%"
     lines += ["", f"{s['uploads']} bomb uploads ({', '.join(s['kinds'])}): statuses {s['statuses']}, server RSS "
                   f"{s['rss_mb_before']:.0f} MB before and {s['rss_mb_after']:.0f} MB after ({growth}), "
                   f"healthy after: {s['healthy_after']}.",
-              "", "MB: peak resident memory above the same process idle (library: imports; CLI: a prediction of a "
-                  "good JPG; service: RSS after a warm-up prediction; service peaks are cumulative)."]
+              "", "lib MB: peak resident memory of a fresh process reading the input, above its peak after the imports. "
+                  "CLI peak MB: peak resident memory of a whole `brain-tumor predict FILE` process (torch and the "
+                  "model included). service MB: the server's peak resident memory (cumulative, VmHWM) above its "
+                  "resident memory after one warm-up prediction. Service `-`: not a file, nothing to upload."]
     return "\n".join(lines) + "\n"
 
 

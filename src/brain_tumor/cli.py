@@ -530,6 +530,44 @@ def shift_test(
     typer.echo(f"-> {output / 'shift.md'}")
 
 
+@app.command("shortcut-test")
+def shortcut_test(
+    model: Annotated[list[str], typer.Option(help="NAME=CHECKPOINT; repeat to compare recipes side by side.")],
+    split: SplitOpt,
+    fold: FoldOpt = None,
+    output: Annotated[Path, typer.Option(help="Folder for shortcut.json/.md/.png.")] = Path("results/shortcut"),
+) -> None:
+    """What each model answers on held-out slices whose tumour is erased (box fill, inpainting,
+    mirrored hemisphere) or left alone on a blank or tissue background, per class."""
+    import numpy as np
+
+    from brain_tumor.context_shortcut import run_shortcut_test
+    from brain_tumor.data.manifest import CLASS_NAMES
+    from brain_tumor.data.splits import load_split
+
+    models = {}
+    for item in model:
+        name, sep, path = item.partition("=")
+        if not sep or not Path(path).is_file():
+            _fail(f"--model {item!r}: expected NAME=CHECKPOINT with an existing file")
+        models[name] = Path(path)
+    try:
+        records, _, _ = _model_data(next(iter(models.values())))
+        idx = [i for i in load_split(split, fold).test if records[i].box is not None]
+    except (ValueError, OSError, KeyError) as exc:
+        _fail(str(exc))
+    if not idx:
+        _fail("no test slice has a tumour box (the manifest's box_* columns)")
+    paths = [records[i].path for i in idx]
+    labels = np.array([CLASS_NAMES.index(records[i].label) for i in idx])
+    groups = [records[i].patient_id or records[i].path for i in idx]
+    results = run_shortcut_test(models, paths, labels, [records[i].box for i in idx], groups, list(CLASS_NAMES),
+                                output)
+    for name, r in results.items():
+        typer.echo(f"{name}: " + ", ".join(f"{m} {100 * v['all']['same'][0]:.1f}%" for m, v in r["summary"].items()))
+    typer.echo(f"-> {output / 'shortcut.md'}")
+
+
 @app.command()
 def ood(
     checkpoint: CheckpointOpt,

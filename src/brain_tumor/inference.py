@@ -214,12 +214,15 @@ class Predictor:
                 pending = []
         yield from self._flush(pending)
 
+    def predict_batch(self, batch: torch.Tensor, sources: list[str]) -> list[Prediction]:
+        """Answers for uint8 ``[B, 1, S, S]`` slices already prepared with :meth:`to_tensor`."""
+        logits, scores = self._outputs(batch)
+        return [self.answer(source, row, None if scores is None else float(scores[i]))
+                for i, (source, row) in enumerate(zip(sources, logits))]
+
     def _flush(self, pending: list[tuple[str, torch.Tensor]]) -> Iterator[Prediction]:
-        if not pending:
-            return
-        logits, scores = self._outputs(torch.stack([t for _, t in pending]))
-        for i, ((source, _), row) in enumerate(zip(pending, logits)):
-            yield self.answer(source, row, None if scores is None else float(scores[i]))
+        if pending:
+            yield from self.predict_batch(torch.stack([t for _, t in pending]), [s for s, _ in pending])
 
 
 def find_exports(checkpoint: str | Path) -> tuple[str | None, str | None]:

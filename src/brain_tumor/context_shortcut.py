@@ -1,0 +1,132 @@
+"""The shortcut benchmark: what each model answers on held-out slices whose tumour is erased
+(and, conversely, when only the tumour is left), per class, with CIs resampling patients."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from brain_tumor.data.imageio import read_slice
+from brain_tumor.evaluation.report import markdown_table
+from brain_tumor.evaluation.run_eval import write_json
+from brain_tumor.evaluation.shortcut import ERASERS, ISOLATORS, Box, answer_kinds
+from brain_tumor.evaluation.statistics import bootstrap_mean
+from brain_tumor.inference import Prediction, Predictor, load_predictor
+
+METHODS = ("clean", *ERASERS, *ISOLATORS)
+
+
+def render_variants(images: list[np.ndarray], boxes: list[Box]) -> dict[str, list[np.ndarray]]:
+    """Every slice under every method (``clean`` is the slice itself)."""
+    out: dict[str, list[np.ndarray]] = {"clean": images}
+    for name, fn in {**ERASERS, **ISOLATORS}.items():
+        out[name] = [fn(im, box) for im, box in tqdm(list(zip(images, boxes)), desc=name, unit="img")]
+    return out
+
+
+def predict_images(predictor: Predictor, images: list[np.ndarray], batch: int = 32) -> list[Prediction]:
+    answers: list[Prediction] = []
+    for i in range(0, len(images), batch):
+        x = torch.stack([predictor.to_tensor(im) for im in images[i:i + batch]])
+        answers += predictor.predict_batch(x, [str(k) for k in range(i, i + len(x))])
+    return answers
+
+
+def summarise(answers: dict[str, list[Prediction]], labels: np.ndarray, groups: list[str],
+              class_names: list[str]) -> dict[str, Any]:
+    """Per method and true class: shares answered the same class / another tumour / referred
+    (mean and 95% CI resampling patients) and the mean confidence."""
+    out: dict[str, Any] = {}
+    for method, preds in answers.items():
+        predicted = np.array([class_names.index(p.predicted) for p in preds])
+        kinds = answer_kinds(labels, predicted, np.array([p.refer for p in preds]))
+        confidence = np.array([p.confidence for p in preds])
+        per_class: dict[str, Any] = {}
+        for k, name in enumerate(class_names):
+            sel = labels == k
+            g = [groups[i] for i in np.nonzero(sel)[0]]
+            per_class[name] = {"n": int(sel.sum()), "mean_confidence": float(confidence[sel].mean()),
+                               **{kind: bootstrap_mean(v[sel].astype(float), g) for kind, v in kinds.items()}}
+        per_class["all"] = {"n": len(labels), "mean_confidence": float(confidence.mean()),
+                            **{kind: bootstrap_mean(v.astype(float), groups) for kind, v in kinds.items()}}
+        out[method] = per_class
+    return out
+
+
+def shortcut_markdown(results: dict[str, Any], class_names: list[str]) -> str:
+    lines = []
+    for model, r in results.items():
+        lines.append(f"## {model}\n\nShare of held-out slices answered with their own tumour class (95% CI "
+                     f"resampling patients); `clean` is accuracy on the unmodified slices. Referral: "
+                     f"{r['referral']}.\n")
+        rows = []
+        for method, per_class in r["summary"].items():
+            cells = [f"{100 * v['same'][0]:.1f} [{100 * v['same'][1]:.1f}, {100 * v['same'][2]:.1f}]"
+                     for v in (per_class[c] for c in [*class_names, "all"])]
+            referred = 100 * per_class["all"]["referred"][0]
+            rows.append([method, *cells, f"{referred:.1f}", f"{per_class['all']['mean_confidence']:.2f}"])
+        lines.append(markdown_table(["method", *[f"{c} same class %" for c in class_names], "all same class %",
+                                     "referred %", "mean confidence"], rows))
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def run_shortcut_test(checkpoints: dict[str, Path], paths: list[str], labels: np.ndarray, boxes: list[Box],
+                      groups: list[str], class_names: list[str], out_dir: Path) -> dict[str, Any]:
+    """The benchmark for each checkpoint; writes shortcut.json/.md and every slice's answer."""
+    images = [read_slice(p) for p in tqdm(paths, desc="reading test slices", unit="img")]
+    variants = render_variants(images, boxes)
+    results: dict[str, Any] = {}
+    rows: list[dict[str, Any]] = [{"path": p, "label": class_names[y]} for p, y in zip(paths, labels)]
+    for name, checkpoint in checkpoints.items():
+        predictor = load_predictor(checkpoint)
+        answers = {m: predict_images(predictor, ims) for m, ims in tqdm(variants.items(), desc=name, unit="method")}
+        referral = ("validated confidence threshold" if predictor.refer_threshold is not None else
+                    "no confidence threshold in this checkpoint") + \
+                   (" and OOD flag" if predictor.ood is not None else ", no OOD flag")
+        results[name] = {"checkpoint": str(checkpoint), "referral": referral,
+                         "summary": summarise(answers, labels, groups, class_names)}
+        for method, preds in answers.items():
+            for row, p in zip(rows, preds):
+                row[f"{name}/{method}"] = f"{p.predicted}:{p.confidence:.3f}" + (":refer" if p.refer else "")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json({"n": len(paths), "methods": list(METHODS), "grow": 0.15, "models": results},
+               out_dir / "shortcut.json")
+    (out_dir / "shortcut.md").write_text(shortcut_markdown(results, class_names))
+    with (out_dir / "shortcut_predictions.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    draw_examples(variants, labels, class_names, out_dir / "shortcut_examples.png")
+    return results
+
+
+def draw_examples(variants: dict[str, list[np.ndarray]], labels: np.ndarray, class_names: list[str],
+                  out: Path) -> Path:
+    """One slice per class under every method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    picks = [int(np.nonzero(labels == k)[0][0]) for k in range(len(class_names)) if (labels == k).any()]
+    fig, axes = plt.subplots(len(picks), len(variants), figsize=(2.2 * len(variants), 2.3 * len(picks)),
+                             squeeze=False)
+    for r, i in enumerate(picks):
+        for c, (method, ims) in enumerate(variants.items()):
+            axes[r][c].imshow(ims[i], cmap="gray", vmin=0, vmax=1)
+            axes[r][c].set_xticks([])
+            axes[r][c].set_yticks([])
+            if r == 0:
+                axes[r][c].set_title(method, fontsize=9)
+            if c == 0:
+                axes[r][c].set_ylabel(class_names[int(labels[i])], fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

@@ -1,0 +1,99 @@
+"""The shortcut benchmark: erasing and isolating the tumour box, and the command end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from brain_tumor.cli import app
+from brain_tumor.evaluation.shortcut import (
+    answer_kinds,
+    box_slices,
+    erase_box_fill,
+    erase_inpaint,
+    erase_mirror,
+    tumour_on_blank,
+    tumour_on_tissue,
+)
+
+
+def head_with_tumour(size: int = 96) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    yy, xx = np.mgrid[:size, :size] / size
+    image = np.where((yy - 0.5) ** 2 + (xx - 0.5) ** 2 < 0.16, 0.3, 0.0).astype(np.float32)
+    image[30:42, 20:32] = 0.95  # the tumour, left hemisphere
+    return image, (26 / size, 36 / size, 12 / size, 12 / size)
+
+
+def test_box_covers_the_grown_tumour() -> None:
+    ys, xs = box_slices((0.5, 0.5, 0.2, 0.1), (100, 100), grow=0.0)
+    assert (ys.start, ys.stop, xs.start, xs.stop) == (45, 55, 40, 60)
+    ys, xs = box_slices((0.02, 0.5, 0.2, 0.1), (100, 100), grow=0.15)
+    assert xs.start == 0  # clipped to the image
+
+
+@pytest.mark.parametrize("eraser", [erase_box_fill, erase_inpaint, erase_mirror])
+def test_erasers_remove_the_tumour_and_leave_the_rest(eraser) -> None:  # type: ignore[no-untyped-def]
+    image, box = head_with_tumour()
+    out = eraser(image, box)
+    assert out.shape == image.shape and out.dtype == np.float32
+    assert out[30:42, 20:32].max() < 0.5  # the bright tumour is gone
+    outside = np.ones_like(image, bool)
+    outside[box_slices(box, image.shape)] = False
+    assert np.array_equal(out[outside], image[outside])
+    assert abs(float(np.median(out[33:39, 23:29])) - 0.3) < 0.05  # filled with tissue-like values
+
+
+def test_isolators_keep_only_the_tumour() -> None:
+    image, box = head_with_tumour()
+    blank, tissue = tumour_on_blank(image, box), tumour_on_tissue(image, box)
+    assert blank[30:42, 20:32].min() == pytest.approx(0.95) and blank[60:70, 60:70].max() == 0
+    assert tissue[30:42, 20:32].min() == pytest.approx(0.95)
+    assert np.unique(tissue[60:70, 60:70]).tolist() == pytest.approx([0.3])  # flat tissue, no anatomy
+
+
+def test_answer_kinds_partition_the_slices() -> None:
+    kinds = answer_kinds(np.array([0, 1, 2, 2]), np.array([0, 0, 2, 1]), np.array([False, False, True, False]))
+    assert kinds["same"].tolist() == [True, False, False, False]
+    assert kinds["other_tumour"].tolist() == [False, True, False, True]
+    assert kinds["referred"].tolist() == [False, False, True, False]
+
+
+def test_shortcut_test_command(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from brain_tumor.data.manifest import FIELDS
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(9):
+        label = ["glioma", "meningioma", "pituitary"][i % 3]
+        image, box = head_with_tumour(64)
+        Image.fromarray((255 * np.clip(image + rng.normal(0, 0.02, image.shape), 0, 1)).astype(np.uint8)).save(
+            tmp_path / f"{i}.png")
+        rows.append([i + 1, label, f"{i}.png", f"p{i // 2}", "", *box])
+    with (tmp_path / "manifest.csv").open("w") as f:
+        f.write(",".join(FIELDS) + "\n" + "\n".join(",".join(map(str, r)) for r in rows) + "\n")
+    import torch
+
+    meta = torch.load(tiny_checkpoint, weights_only=True)
+    meta["config"]["data"]["root"] = str(tmp_path)
+    meta["config"]["data"]["cache_dir"] = str(tmp_path / "cache")
+    checkpoint = tmp_path / "model.pt"
+    torch.save(meta, checkpoint)
+    split = {"name": "paper", "seed": 0, "train": [0, 1, 2], "val": [3], "test": [4, 5, 6, 7, 8]}
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["shortcut-test", "--model", f"plain={checkpoint}", "--split",
+                                      str(tmp_path / "split.json"), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "shortcut.json").read_text())["models"]["plain"]["summary"]
+    assert set(summary) == {"clean", "box_fill", "inpaint", "mirror", "tumour_on_blank", "tumour_on_tissue"}
+    for per_class in summary.values():
+        shares = [per_class["all"][k][0] for k in ("same", "other_tumour", "referred")]
+        assert sum(shares) == pytest.approx(1.0)
+        assert per_class["all"]["n"] == 5
+    assert (out / "shortcut_examples.png").is_file() and (out / "shortcut.md").read_text().startswith("## plain")
+    assert len((out / "shortcut_predictions.csv").read_text().splitlines()) == 6
