@@ -54,3 +54,20 @@ def test_finding_weights(tmp_path: Path) -> None:
     assert find_keras_weights(tmp_path) == tmp_path / KERAS_H5_NAME
     (tmp_path / "model.json").write_text("{}")
     assert find_keras_weights(tmp_path) == tmp_path  # a TensorFlow.js folder first
+
+
+def test_torchvision_weights_ignore_the_keras_weights_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import torchvision
+
+    from brain_tumor.model import backbone
+
+    asked: list[object] = []
+
+    def fake(weights_file: object = None) -> object:
+        asked.append(weights_file)
+        return torchvision.models.resnet18(weights=None)
+
+    monkeypatch.setattr(backbone, "load_torchvision_imagenet", fake)
+    backbone.build_classifier("torchvision", 3, tmp_path)  # the default weights_path: a folder
+    backbone.build_classifier("torchvision", 3, tmp_path / "tv.pth")  # a file: passed on (missing: it errors)
+    assert asked == [None, tmp_path / "tv.pth"]

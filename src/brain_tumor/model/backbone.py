@@ -99,7 +99,8 @@ def build_classifier(
             raise ValueError("keras weights need model.weights_path (a Keras .h5 file or a tfjs model folder)")
         model = load_keras_imagenet(weights_path, bn_momentum)
     elif weights == "torchvision":
-        model = load_torchvision_imagenet(weights_path)
+        # a folder is the Keras weights home or TF.js export (the default weights_path): torch's cache then
+        model = load_torchvision_imagenet(None if weights_path and Path(weights_path).is_dir() else weights_path)
         set_batchnorm(model, eps=1e-5, momentum=bn_momentum)
     elif weights == "none":
         model = make_resnet50_v1(KERAS_BN_EPS, bn_momentum)
