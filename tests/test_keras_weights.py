@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
 
+from brain_tumor.homes import KERAS_H5_NAME, find_keras_weights
 from brain_tumor.model.backbone import load_keras_imagenet, make_resnet50_v1
 from brain_tumor.model.keras_layers import keras_resnet50_layers
 from brain_tumor.model.keras_weights import (
@@ -16,7 +18,9 @@ from brain_tumor.model.keras_weights import (
     KERAS_STD,
     WeightsFormatError,
     keras_to_torchvision_state_dict,
+    read_keras_weights,
     read_tfjs_weights,
+    write_keras_h5_weights,
 )
 from tests.conftest import WEIGHTS, needs_weights
 
@@ -123,3 +127,42 @@ def test_real_keras_weights_classify_imagenet_images(name: str, expected: set[in
     with torch.no_grad():
         top1 = int(model(x[None]).argmax())
     assert top1 in expected  # 281 tabby, 282 tiger cat, 285 Egyptian cat; 967 espresso
+
+
+def test_h5_in_the_keras_layout_round_trips(tmp_path: Path) -> None:
+    weights = fake_keras_weights(np.random.default_rng(1))
+    order = [layer.name for layer in keras_resnet50_layers()] + ["avg_pool", "predictions"]
+    path = write_keras_h5_weights(weights, tmp_path / "w.h5", order)
+    with h5py.File(path, "r") as f:  # the layout of keras/src/legacy/saving/legacy_h5_format.py
+        assert [n.decode() for n in f.attrs["layer_names"]][:3] == ["input_layer", "conv1_pad", "conv1_conv"]
+        assert [n.decode() for n in f["conv1_conv"].attrs["weight_names"]] == ["conv1_conv/kernel:0",
+                                                                               "conv1_conv/bias:0"]
+        assert f["conv1_conv/conv1_conv/kernel:0"].shape == (7, 7, 3, 64)
+        assert len(f["conv1_pad"].attrs["weight_names"]) == 0
+    back = read_keras_weights(path)
+    assert back.keys() == weights.keys() and all(np.array_equal(back[k], v) for k, v in weights.items())
+
+
+def test_bad_h5(tmp_path: Path) -> None:
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5 at all")
+    with pytest.raises(WeightsFormatError, match="not an HDF5 file"):
+        read_keras_weights(tmp_path / "junk.h5")
+    with h5py.File(tmp_path / "empty.h5", "w") as f:
+        f["x"] = np.zeros(3)
+    with pytest.raises(WeightsFormatError, match="no layer_names"):
+        read_keras_weights(tmp_path / "empty.h5")
+    with pytest.raises(WeightsFormatError, match="not found"):
+        read_keras_weights(tmp_path / "absent.h5")
+
+
+@needs_weights
+def test_shared_tfjs_and_its_h5_give_the_same_network(tmp_path: Path) -> None:
+    tfjs = read_tfjs_weights(WEIGHTS)
+    layers = list(dict.fromkeys(key.rsplit("/", 1)[0] for key in tfjs))
+    h5 = write_keras_h5_weights(tfjs, tmp_path / KERAS_H5_NAME, layers)
+    from_h5, from_tfjs = (keras_to_torchvision_state_dict(read_keras_weights(p)) for p in (h5, WEIGHTS))
+    assert from_h5.keys() == from_tfjs.keys() and len(from_h5) == 53 + 53 * 5 + 2  # convs, BNs, fc
+    assert all(torch.equal(from_h5[k], from_tfjs[k]) for k in from_tfjs)
+    assert find_keras_weights(tmp_path) == h5  # a weights home holding the .h5 is found
+    network = load_keras_imagenet(tmp_path)
+    assert torch.equal(network.state_dict()["conv1.weight"], from_tfjs["conv1.weight"])

@@ -21,13 +21,36 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _config(config: Path | None, overrides: list[str] | None):  # type: ignore[no-untyped-def]
+def _config(config: Path | None, overrides: list[str] | None,  # type: ignore[no-untyped-def]
+            check_assets: bool = True):
+    """The run's settings; with ``check_assets`` (train, reproduce, cv) a missing dataset or missing
+    Keras weights end here in one line naming the ``brain-tumor fetch`` command that brings them."""
     from brain_tumor.config import load_config
 
     try:
-        return load_config(config, overrides or [])
+        cfg = load_config(config, overrides or [])
     except (ValueError, TypeError, OSError) as exc:
         _fail(str(exc))
+    if check_assets:
+        from brain_tumor.fetch import find_missing, missing_line
+
+        missing = find_missing(cfg.data.root, cfg.model.weights, cfg.model.weights_path)
+        if missing:
+            _fail(missing_line(missing, _fetch_command(missing.fetch_flags(), config, overrides)))
+    return cfg
+
+
+def _fetch_command(flags: list[str], config: Path | None, overrides: list[str] | None) -> str:
+    """``brain-tumor fetch`` with the flags and the settings that say where things go."""
+    import shlex
+
+    words = ["brain-tumor", "fetch", *flags] + (["--config", str(config)] if config else [])
+    where = {"--data": ("data.root",), "--weights": ("model.weights_path",)}
+    wanted = where.get(flags[0], ()) if flags else ("data.root", "model.weights_path")
+    for item in overrides or []:
+        if item.split("=", 1)[0] in wanted:
+            words += ["--set", item]
+    return shlex.join(words)
 
 
 @app.callback()
@@ -57,9 +80,54 @@ def prepare(
 
 
 @app.command()
+def fetch(
+    data: Annotated[bool, typer.Option("--data", help="Fetch the dataset (figshare release, converted).")] = False,
+    weights: Annotated[bool, typer.Option("--weights", help="Fetch the Keras ImageNet ResNet-50 .h5.")] = False,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    figshare_api: Annotated[str | None, typer.Option(help="figshare file-list URL (a mirror).")] = None,
+    weights_url: Annotated[str | None, typer.Option(help="URL of the .h5 (a mirror; needs --weights-md5).")] = None,
+    weights_md5: Annotated[str | None, typer.Option(help="MD5 the .h5 from --weights-url must have.")] = None,
+    attempts: Annotated[int, typer.Option(min=1, max=20, help="Tries per file before giving up.")] = 3,
+) -> None:
+    """Fetch, verify and cache what runs need (both without --data/--weights), where the settings
+    look for them (data.root, model.weights_path; default ~/.cache/brain-tumor). Resumes."""
+    from brain_tumor.fetch import FIGSHARE_API, KERAS_RESNET50_MD5, KERAS_RESNET50_URL
+
+    if weights_url and not weights_md5:
+        _fail("--weights-url needs --weights-md5 (a download is never used unverified)")
+    cfg = _config(config, overrides, check_assets=False)
+    both = not data and not weights
+    _fetch(cfg, data or both, weights or both, figshare_api or FIGSHARE_API,
+           weights_url or KERAS_RESNET50_URL, weights_md5 or KERAS_RESNET50_MD5, attempts)
+
+
+def _fetch(cfg, data: bool, weights: bool, figshare_api: str, weights_url: str,  # type: ignore[no-untyped-def]
+           weights_md5: str, attempts: int) -> None:
+    """Fetch the dataset and/or the weights a config points at; one-line errors."""
+    from brain_tumor.data.manifest import DatasetLayoutError
+    from brain_tumor.fetch import FetchError, fetch_dataset, fetch_keras_weights
+
+    try:
+        if data:
+            typer.echo(f"dataset: {fetch_dataset(cfg.data.root, figshare_api, attempts)}")
+        if weights:
+            if cfg.model.weights_path is None:
+                raise FetchError("model.weights_path is none; set it to where the weights should go")
+            typer.echo(f"weights: {fetch_keras_weights(cfg.model.weights_path, weights_url, weights_md5, attempts)}")
+    except FetchError as exc:
+        _fail(f"{exc} (no internet? fetch on a connected machine, or point data.root/model.weights_path "
+              "or $BRAIN_TUMOR_DATA/$BRAIN_TUMOR_WEIGHTS at a copy)")
+    except (DatasetLayoutError, OSError, ValueError) as exc:
+        _fail(str(exc))
+
+
+@app.command()
 def reproduce(
     config: ConfigOpt = None,
     overrides: SetOpt = None,
+    download: Annotated[bool, typer.Option(
+        help="First fetch the dataset and weights that are missing (as `brain-tumor fetch`).")] = False,
     results_dir: Annotated[Path, typer.Option(help="Committed metrics and figures.")] = Path("results/paper-split"),
     work_dir: Annotated[Path, typer.Option(help="Checkpoints and TensorBoard logs.")] = Path("runs/paper-split"),
     scenario: Annotated[list[int] | None, typer.Option(help="Keras layers to freeze; repeatable.")] = None,
@@ -69,7 +137,11 @@ def reproduce(
     from brain_tumor.reproduce import SCENARIOS
     from brain_tumor.reproduce import reproduce as run
 
-    cfg = _config(config, overrides)
+    cfg = _config(config, overrides, check_assets=not download)
+    if download:
+        from brain_tumor.fetch import FIGSHARE_API, KERAS_RESNET50_MD5, KERAS_RESNET50_URL
+
+        _fetch(cfg, True, cfg.model.weights == "keras", FIGSHARE_API, KERAS_RESNET50_URL, KERAS_RESNET50_MD5, 3)
     try:
         runs = run(cfg, results_dir, work_dir, tuple(scenario or SCENARIOS), trust)
     except (ValueError, OSError) as exc:

@@ -14,16 +14,19 @@ import yaml
 
 from brain_tumor.data.preprocess import PIPELINES
 from brain_tumor.hardware import choose_precision, normalise_precision
+from brain_tumor.homes import CHECKOUT_SHARED, default_data_root, default_weights_path
 
-# the team's shared folder sits beside the repository; override with $BRAIN_TUMOR_SHARED
-SHARED = Path(os.environ.get("BRAIN_TUMOR_SHARED", Path(__file__).resolve().parents[3] / "shared"))
+# the team's shared folder (tests and CI read it when present); users' defaults come from
+# brain_tumor.homes: the settings, $BRAIN_TUMOR_DATA/_WEIGHTS/_HOME, the shared folder when in use,
+# else ~/.cache/brain-tumor
+SHARED = Path(os.environ.get("BRAIN_TUMOR_SHARED") or CHECKOUT_SHARED)
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """Where the slices are and how they are split and fed."""
 
-    root: str = str(SHARED / "data" / "figshare-cheng2015")
+    root: str = field(default_factory=default_data_root)
     image_size: int = 224
     split: str = "paper"
     val_fraction: float = 0.1
@@ -41,7 +44,7 @@ class ModelConfig:
     """Which network and weights, and how much of it is frozen (in Keras layers)."""
 
     weights: str = "keras"
-    weights_path: str | None = str(SHARED / "weights" / "resnet50-keras-imagenet")
+    weights_path: str | None = field(default_factory=default_weights_path)  # .h5, TF.js folder or weights home
     freeze_layers: int = 30
     bn_momentum: float = 0.1
 

@@ -9,12 +9,13 @@ import torch
 from torch import nn
 from torchvision.models import ResNet50_Weights, resnet50
 
+from brain_tumor.homes import find_keras_weights
 from brain_tumor.model.keras_weights import (
     KERAS_BN_EPS,
     KERAS_MEAN,
     KERAS_STD,
     keras_to_torchvision_state_dict,
-    read_tfjs_weights,
+    read_keras_weights,
 )
 
 TORCHVISION_MEAN = (0.485, 0.456, 0.406)
@@ -58,10 +59,12 @@ def set_batchnorm(model: nn.Module, eps: float, momentum: float) -> None:
             module.momentum = momentum
 
 
-def load_keras_imagenet(weights_dir: str | Path, bn_momentum: float = 0.1) -> nn.Module:
-    """The Keras ImageNet ResNet-50 (1000 classes) as a torchvision module."""
+def load_keras_imagenet(weights_path: str | Path, bn_momentum: float = 0.1) -> nn.Module:
+    """The Keras ImageNet ResNet-50 (1000 classes) as a torchvision module, from a Keras ``.h5``
+    file, a TensorFlow.js folder, or a weights home holding the ``.h5`` (see brain_tumor.homes)."""
     model = make_resnet50_v1(KERAS_BN_EPS, bn_momentum)
-    state = keras_to_torchvision_state_dict(read_tfjs_weights(weights_dir), include_top=True)
+    found = find_keras_weights(weights_path)
+    state = keras_to_torchvision_state_dict(read_keras_weights(found or weights_path), include_top=True)
     model.load_state_dict(state, strict=True)
     return model
 
@@ -84,7 +87,8 @@ def build_classifier(
     """ResNet-50 with a new ``num_classes`` head.
 
     Args:
-        weights: ``keras`` (the paper's weights, from ``weights_path``, a tfjs model folder),
+        weights: ``keras`` (the paper's weights, from ``weights_path``: a Keras .h5 file, a tfjs model
+            folder, or a folder holding the .h5),
             ``torchvision`` (from ``weights_path`` or torch's cache/download) or ``none``.
         num_classes: size of the new softmax head.
         weights_path: where the pretrained weights are.
@@ -92,10 +96,11 @@ def build_classifier(
     """
     if weights == "keras":
         if weights_path is None:
-            raise ValueError("keras weights need weights_path (a tfjs model folder)")
+            raise ValueError("keras weights need model.weights_path (a Keras .h5 file or a tfjs model folder)")
         model = load_keras_imagenet(weights_path, bn_momentum)
     elif weights == "torchvision":
-        model = load_torchvision_imagenet(weights_path)
+        # a folder is the Keras weights home or TF.js export (the default weights_path): torch's cache then
+        model = load_torchvision_imagenet(None if weights_path and Path(weights_path).is_dir() else weights_path)
         set_batchnorm(model, eps=1e-5, momentum=bn_momentum)
     elif weights == "none":
         model = make_resnet50_v1(KERAS_BN_EPS, bn_momentum)

@@ -1,4 +1,5 @@
-"""Read the Keras ImageNet ResNet-50 from a TensorFlow.js layers model and convert it.
+"""Read the Keras ImageNet ResNet-50 (a Keras ``.h5`` weights file or a TensorFlow.js layers model)
+and convert it.
 
 The Keras network is ResNet "v1": the stride-2 of stages 3-5 sits in the first 1x1 conv,
 BatchNorm uses eps=1e-3, convolutions carry biases, and inputs are caffe-style (BGR, 0-255,
@@ -9,8 +10,10 @@ mean-subtracted). The converted torchvision network takes RGB in [0, 1] normalis
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 
@@ -25,7 +28,7 @@ _DTYPES = {"float32": np.float32, "int32": np.int32}
 
 
 class WeightsFormatError(ValueError):
-    """The weight files are missing or not a TensorFlow.js layers model."""
+    """The weight files are missing or not a Keras ``.h5`` / TensorFlow.js layers model."""
 
 
 def read_tfjs_weights(model_dir: str | Path) -> dict[str, np.ndarray]:
@@ -51,6 +54,86 @@ def read_tfjs_weights(model_dir: str | Path) -> dict[str, np.ndarray]:
             weights[entry["name"]] = array.reshape(entry["shape"]).copy()
             offset += size
     return weights
+
+
+def _h5_names(node: h5py.Group | h5py.AttributeManager, name: str) -> list[str]:
+    """A list-of-strings attribute, possibly split into ``name0``, ``name1``... as Keras writes
+    long ones (``load_attributes_from_hdf5_group`` in keras/src/legacy/saving/legacy_h5_format.py)."""
+    attrs = node.attrs if isinstance(node, h5py.Group) else node
+    if name in attrs:
+        chunks = [attrs[name]]
+    else:
+        chunks, k = [], 0
+        while f"{name}{k}" in attrs:
+            chunks.append(attrs[f"{name}{k}"])
+            k += 1
+    return [n.decode("utf8") if isinstance(n, bytes) else str(n) for chunk in chunks for n in np.atleast_1d(chunk)]
+
+
+def read_keras_h5_weights(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a Keras legacy ``.h5`` weights file (what ``tf.keras.applications.ResNet50`` downloads)
+    keyed ``<layer>/<variable>`` like :func:`read_tfjs_weights`.
+
+    Layout (keras/src/legacy/saving/legacy_h5_format.py, ``save_weights_to_hdf5_group``): the root
+    (or the ``model_weights`` group of a whole-model file) lists ``layer_names``; each layer's group
+    lists ``weight_names`` (e.g. ``conv1_conv/kernel:0``) and holds them as datasets at those paths.
+    Only numeric datasets are read; nothing is unpickled.
+    """
+    path = Path(path)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise WeightsFormatError(f"{path}: not an HDF5 file ({str(exc).splitlines()[0]})") from None
+    with f:
+        root: h5py.Group = f["model_weights"] if "model_weights" in f and "layer_names" not in f.attrs else f
+        layers = _h5_names(root, "layer_names")
+        if not layers:
+            raise WeightsFormatError(f"{path}: no layer_names; not a Keras weights file")
+        weights: dict[str, np.ndarray] = {}
+        for layer in layers:
+            group = root.get(layer)
+            if not isinstance(group, h5py.Group):
+                raise WeightsFormatError(f"{path}: layer {layer!r} listed but absent")
+            for weight_name in _h5_names(group, "weight_names"):
+                dataset = group.get(weight_name)
+                if not isinstance(dataset, h5py.Dataset) or dataset.dtype.kind not in "fiu":
+                    raise WeightsFormatError(f"{path}: weight {layer}/{weight_name} missing or not numeric")
+                variable = weight_name.rsplit("/", 1)[-1].split(":", 1)[0]
+                weights[f"{layer}/{variable}"] = np.asarray(dataset[()])
+    return weights
+
+
+def write_keras_h5_weights(weights: dict[str, np.ndarray], path: str | Path,
+                           layer_order: Iterable[str] | None = None) -> Path:
+    """Write ``<layer>/<variable>`` weights in the Keras legacy ``.h5`` layout (the inverse of
+    :func:`read_keras_h5_weights`; e.g. to turn the TensorFlow.js export into the official format)."""
+    by_layer: dict[str, list[str]] = {}
+    for key in weights:
+        layer, variable = key.rsplit("/", 1)
+        by_layer.setdefault(layer, []).append(variable)
+    order = list(layer_order) if layer_order is not None else list(by_layer)
+    path = Path(path)
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = np.array([n.encode("utf8") for n in order])
+        f.attrs["backend"] = b"tensorflow"
+        f.attrs["keras_version"] = b"2.2.4"
+        for layer in sorted(order):
+            group = f.create_group(layer)
+            names = [f"{layer}/{v}:0" for v in by_layer.get(layer, [])]
+            group.attrs["weight_names"] = np.array([n.encode("utf8") for n in names], dtype="S")
+            for name, variable in zip(names, by_layer.get(layer, []), strict=True):
+                group.create_dataset(name, data=weights[f"{layer}/{variable}"])
+    return path
+
+
+def read_keras_weights(path: str | Path) -> dict[str, np.ndarray]:
+    """Keras weights from a ``.h5`` file or a TensorFlow.js folder (one with ``model.json``)."""
+    path = Path(path)
+    if path.is_dir():
+        return read_tfjs_weights(path)
+    if path.is_file():
+        return read_keras_h5_weights(path)
+    raise WeightsFormatError(f"{path}: not found (expected a Keras .h5 file or a tfjs folder with model.json)")
 
 
 def _find(weights: dict[str, np.ndarray], layer: str, var: str) -> np.ndarray:
