@@ -157,7 +157,8 @@ def markdown(result: dict) -> str:  # type: ignore[type-arg]
     lines += ["", f"{s['uploads']} bomb uploads ({', '.join(s['kinds'])}): statuses {s['statuses']}, server RSS "
                   f"{s['rss_mb_before']:.0f} MB before and {s['rss_mb_after']:.0f} MB after ({growth}), "
                   f"healthy after: {s['healthy_after']}.",
-              "", "lib MB: peak resident memory of a fresh process reading the input, above its peak after the imports. "
+              "", "lib MB: peak resident memory of a fresh process reading the input, above its peak after the "
+                  "imports. "
                   "CLI peak MB: peak resident memory of a whole `brain-tumor predict FILE` process (torch and the "
                   "model included). service MB: the server's peak resident memory (cumulative, VmHWM) above its "
                   "resident memory after one warm-up prediction. Service `-`: not a file, nothing to upload."]

@@ -66,7 +66,7 @@ def test_predict_reports_bad_files_and_exit_code(tiny_checkpoint: Path, tmp_path
     ok = runner.invoke(app, ["predict", str(tmp_path / "good.jpg"), "--checkpoint", str(tiny_checkpoint)])
     assert ok.exit_code == 0
     missing = runner.invoke(app, ["predict", "x.png", "--checkpoint", str(tmp_path / "nope.pt")])
-    assert missing.exit_code == 2 and "cannot load checkpoint" in missing.output
+    assert missing.exit_code == 2 and "nope.pt: no such checkpoint" in missing.output
 
 
 def test_cv_resumes_and_summarises(class_folder_dataset: Path, tmp_path: Path) -> None:
@@ -178,17 +178,17 @@ def test_predict_output_is_checked_first_and_survives_ctrl_c(
     assert "Traceback" not in unwritable.output
 
     calls = {"n": 0}
-    answer = Predictor.answer
+    predict_batch = Predictor.predict_batch
 
-    def interrupt_third(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def interrupt_second_batch(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == 2:
             raise KeyboardInterrupt
-        return answer(self, *args, **kwargs)
+        return predict_batch(self, *args, **kwargs)
 
-    monkeypatch.setattr(Predictor, "answer", interrupt_third)
+    monkeypatch.setattr(Predictor, "predict_batch", interrupt_second_batch)
     out_csv, out_json = tmp_path / "p.csv", tmp_path / "p.json"
-    result = CliRunner().invoke(app, ["predict", str(tmp_path / "in"), "-m", str(tiny_checkpoint),
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "in"), "-m", str(tiny_checkpoint), "--batch-size", "2",
                                       "--csv", str(out_csv), "--json", str(out_json)])
     assert result.exit_code == 130 and "interrupted: 2 rows kept" in result.output
     assert len(list(csv.DictReader(out_csv.open()))) == 2

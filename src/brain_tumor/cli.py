@@ -257,6 +257,7 @@ def predict(
         help="Also one answer per patient/study: none | folder (slices of one patient in one folder) | "
              "study (DICOM StudyInstanceUID; other files by folder).")] = "none",
     group_csv: Annotated[Path | None, typer.Option(help="Write the per-group answers as CSV.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Slices per forward pass.")] = 16,
 ) -> None:
     """Predict slices; bad files get one error line each, the rest go on. Exit 1 if any failed.
 
@@ -275,7 +276,7 @@ def predict(
     overlays = OverlayNames(cam_dir) if cam_dir is not None else None
     n_failed, answered, skipped = 0, [], []
     try:
-        for p in predictor.predict_files(paths, skipped=skipped):
+        for p in predictor.predict_files(paths, batch_size=batch_size, skipped=skipped):
             if p.error:
                 n_failed += 1
                 typer.secho(f"error: {p.error}", fg=typer.colors.RED, err=True)
