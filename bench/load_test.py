@@ -40,11 +40,14 @@ def wait_ready(url: str, timeout: float = 120) -> None:
     raise RuntimeError("server did not start")
 
 
-def run(url: str, payload: bytes, name: str, requests: int, concurrency: int) -> dict[str, object]:
+def run(url: str, payload: bytes, name: str, requests: int, concurrency: int,
+        explain: bool = False) -> dict[str, object]:
+    endpoint = url + "v1/predict" + ("?explain=true" if explain else "")
+
     def one(_: int) -> tuple[float, int]:
         start = time.perf_counter()
         try:
-            r = httpx.post(url + "v1/predict", files={"file": (name, payload)}, timeout=120)
+            r = httpx.post(endpoint, files={"file": (name, payload)}, timeout=120)
             status = r.status_code
         except httpx.HTTPError:
             status = -1
@@ -69,24 +72,32 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--output", type=Path, default=Path("results/bench/load_test.json"))
+    parser.add_argument("--explain", action="store_true", help="Ask for Grad-CAM with every prediction.")
+    parser.add_argument("--serve-arg", action="append", default=[],
+                        help="Extra argument for brain-tumor serve, e.g. --serve-arg=--engine=pytorch; repeatable.")
     args = parser.parse_args()
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "brain_tumor", "serve", "--checkpoint", str(args.checkpoint),
-                               "--host", "127.0.0.1", "--port", str(port)], env=os.environ.copy())
+                               "--host", "127.0.0.1", "--port", str(port), *args.serve_arg], env=os.environ.copy())
     try:
         url = f"http://127.0.0.1:{port}/"
         wait_ready(url)
+        compute = httpx.get(url + "v1/health", timeout=10).json()["compute"]
         payload = args.image.read_bytes()
-        run(url, payload, args.image.name, 8, 2)  # warm-up
-        result = run(url, payload, args.image.name, args.requests, args.concurrency)
+        run(url, payload, args.image.name, 8, 2, args.explain)  # warm-up
+        result = run(url, payload, args.image.name, args.requests, args.concurrency, args.explain)
+        result["server"] = httpx.get(url + "v1/ready", timeout=10).json()  # micro-batches and images served
     finally:
         server.terminate()
         server.wait(10)
+    parts = "upload, decode, resize, micro-batched predict" + (", Grad-CAM, PNG encoding" if args.explain else "")
     result.update({"image": args.image.name, "image_bytes": len(payload), "checkpoint": str(args.checkpoint),
-                   "includes": "upload, decode, resize, predict, Grad-CAM, PNG encoding",
+                   "includes": parts, "serve_args": args.serve_arg, "compute": compute,
                    "environment": describe_environment()})
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2))
+    tmp = args.output.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(args.output)
     print(json.dumps({k: result[k] for k in ("errors", "throughput_rps", "latency_ms")}, indent=2))
 
 

@@ -22,12 +22,12 @@ def app(tiny_checkpoint: Path):  # type: ignore[no-untyped-def]
 
 def contract_config() -> schemathesis.Config:
     """All checks on. One allowance, stated: a multipart ``format: binary`` schema cannot say "a
-    decodable JPG/PNG/DICOM/.mat of at most N MB", so schema-valid random bytes sent to
-    /v1/predict may be refused with the documented 413/415/422."""
+    decodable JPG/PNG/DICOM/.mat of at most N MB", so schema-valid random bytes sent to the upload
+    operations may be refused with their documented 413/415/422."""
+    upload = {"positive_data_acceptance": {"expected-statuses": ["2xx", "413", "415", "422"]}}
     return schemathesis.Config.from_dict({
         "checks": {"enabled": True},
-        "operations": [{"include-path": "/v1/predict",
-                        "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "413", "415", "422"]}}}],
+        "operations": [{"include-path": path, "checks": upload} for path in ("/v1/predict", "/v1/study")],
     })
 
 
@@ -41,7 +41,7 @@ def test_committed_openapi_document_matches_the_app(app) -> None:  # type: ignor
 
 def test_every_operation_documents_its_errors_as_problems(app) -> None:  # type: ignore[no-untyped-def]
     paths = app.openapi()["paths"]
-    assert set(paths) == {"/v1/health", "/v1/model", "/v1/predict"}
+    assert set(paths) == {"/v1/health", "/v1/ready", "/v1/model", "/v1/predict", "/v1/study"}
     assert {"413", "415", "422", "500"} <= set(paths["/v1/predict"]["post"]["responses"])
     for path in paths.values():
         for operation in path.values():

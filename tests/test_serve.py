@@ -134,3 +134,52 @@ def test_api_key_when_configured(tiny_checkpoint: Path) -> None:
     assert locked.get("/v1/health", headers={"X-API-Key": "wrong"}).status_code == 401
     assert locked.get("/v1/health", headers={"X-API-Key": "s3cret"}).status_code == 200
     assert "401" in locked.get("/openapi.json").json()["paths"]["/v1/predict"]["post"]["responses"]
+
+
+def test_micro_batcher_groups_concurrent_requests_and_keeps_their_order() -> None:
+    import asyncio
+
+    from brain_tumor.serve.batching import MicroBatcher
+
+    seen: list[int] = []
+
+    def double(items):  # type: ignore[no-untyped-def]
+        seen.append(len(items))
+        return [2 * x for x in items]
+
+    batcher = MicroBatcher(double, max_batch=4, max_wait_ms=50)
+
+    async def many() -> list[int]:
+        return list(await asyncio.gather(*(batcher.submit(i) for i in range(10))))
+
+    assert asyncio.run(many()) == [2 * i for i in range(10)]
+    assert sum(seen) == 10 and max(seen) == 4 and len(seen) == 3  # 4 + 4 + 2, not 10 forward passes
+
+    def broken(items):  # type: ignore[no-untyped-def]
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        asyncio.run(MicroBatcher(broken, max_batch=2, max_wait_ms=1).submit(1))
+
+
+def test_explain_on_demand_study_ready_and_metrics(client: TestClient) -> None:
+    image = png_bytes(synthetic_slice(np.random.default_rng(1), 0, 96))
+    plain = client.post("/v1/predict", files={"file": ("s.png", image)}).json()
+    assert plain["overlay_png"] is None and plain["cam_png"] is None and plain["image_png"]
+    explained = client.post("/v1/predict?explain=true", files={"file": ("s.png", image)}).json()
+    assert explained["overlay_png"] and explained["cam_png"]
+    assert explained["probabilities"] == pytest.approx(plain["probabilities"], abs=1e-4)
+
+    other = png_bytes(synthetic_slice(np.random.default_rng(2), 0, 96))
+    files = [("files", ("a.png", image)), ("files", ("b.png", other)), ("files", ("c.txt", b"not an image"))]
+    study = client.post("/v1/study", files=files).json()
+    assert [s["file"] for s in study["slices"]] == ["a.png", "b.png", "c.txt"]
+    assert study["slices"][2]["error"]["status"] == 415 and study["slices"][2]["prediction"] is None
+    assert study["study"]["n_slices"] == 2 and study["study"]["predicted"] in ("glioma", "meningioma", "pituitary")
+    bad_only = client.post("/v1/study", files=[("files", ("c.txt", b"nope"))]).json()
+    assert bad_only["study"] is None
+
+    ready = client.get("/v1/ready").json()
+    assert ready["status"] == "ready" and ready["images"] >= 4
+    metrics = client.get("/metrics").text
+    assert "brain_tumor_batch_size_count" in metrics and "http_requests_total" in metrics

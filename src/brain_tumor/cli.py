@@ -471,6 +471,9 @@ def serve(
         envvar="BRAIN_TUMOR_API_KEY", help="Require this X-API-Key on every /v1 call (set it when exposed).")] = None,
     body_timeout: Annotated[float, typer.Option(help="Seconds an upload may stall before 408.")] = 30.0,
     max_concurrent_decodes: Annotated[int, typer.Option(help="Images decoded at once (bounds memory).")] = 2,
+    max_batch: Annotated[int, typer.Option(min=1, help="Micro-batching: images per forward pass at most.")] = 16,
+    max_wait_ms: Annotated[float, typer.Option(min=0, help="Micro-batching: wait this long for more.")] = 5.0,
+    request_timeout: Annotated[float, typer.Option(help="Seconds before a prediction gets 503.")] = 120.0,
 ) -> None:
     """Serve the model over HTTP with a web page at /."""
     import uvicorn
@@ -481,11 +484,13 @@ def serve(
     settings = ServiceSettings(checkpoint, max_upload_mb * 1024 * 1024, tuple(cors_origin or ()), model_card,
                                precision=precision, engine=engine, onnx=onnx, threads=threads,
                                body_timeout_s=body_timeout, max_concurrent_decodes=max_concurrent_decodes,
-                               api_key=api_key)
+                               api_key=api_key, max_batch=max_batch, max_wait_ms=max_wait_ms,
+                               request_timeout_s=request_timeout)
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         logging.getLogger("brain_tumor").warning("serving on %s without --api-key: anyone who reaches it can use it",
                                                  host)
-    uvicorn.run(create_app(settings), host=host, port=port)
+    # brain_tumor.access writes one JSON line per request in place of uvicorn's access log
+    uvicorn.run(create_app(settings), host=host, port=port, access_log=False)
 
 
 @app.command()

@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import logging
 import secrets
 import tempfile
 import threading
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Request, Security, UploadFile
+import torch
+from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Query, Request, Security, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -27,7 +31,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from brain_tumor.data.imageio import ImageReadError, read_slice
 from brain_tumor.explain.gradcam import grad_cam, overlay
 from brain_tumor.hardware import detect_cpu
-from brain_tumor.inference import load_predictor
+from brain_tumor.inference import Prediction, load_predictor
+from brain_tumor.serve.batching import MicroBatcher
 from brain_tumor.serve.schemas import (
     PROBLEM_MEDIA_TYPE,
     ComputeOut,
@@ -36,10 +41,33 @@ from brain_tumor.serve.schemas import (
     ModelOut,
     PredictionOut,
     Problem,
+    ReadyOut,
+    SliceOut,
+    StudyAnswerOut,
+    StudyOut,
     problem_responses,
 )
+from brain_tumor.study import aggregate
+from brain_tumor.training.checkpoint import read_checkpoint_meta
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("brain_tumor.access")
+
+
+def observe_batch(size: int, seconds: float) -> None:
+    """Micro-batch sizes and forward times for /metrics."""
+    from prometheus_client import Histogram
+
+    global _BATCH_SIZE, _BATCH_SECONDS
+    if _BATCH_SIZE is None:
+        _BATCH_SIZE = Histogram("brain_tumor_batch_size", "Images per forward pass", buckets=(1, 2, 4, 8, 16, 32, 64))
+        _BATCH_SECONDS = Histogram("brain_tumor_batch_seconds", "Seconds per micro-batch forward pass")
+    _BATCH_SIZE.observe(size)
+    _BATCH_SECONDS.observe(seconds)  # type: ignore[union-attr]
+
+
+_BATCH_SIZE: Any = None
+_BATCH_SECONDS: Any = None
 STATIC = Path(__file__).parent / "static"
 NOTICE = "Research use only. Not a medical device and not for diagnosis."
 
@@ -59,6 +87,9 @@ class ServiceSettings:
     body_timeout_s: float = 30.0  # a stalled upload (no bytes for this long) gets 408
     max_concurrent_decodes: int = 2  # images decoded at once: bounds the memory uploads can take
     api_key: str | None = None  # when set, every /v1 call needs the header X-API-Key: <key>
+    max_batch: int = 16  # micro-batching: at most this many images per forward pass ...
+    max_wait_ms: float = 5.0  # ... gathered for at most this long after the first one
+    request_timeout_s: float = 120.0  # a prediction not done by then gets 503
 
 
 def sniff_suffix(head: bytes) -> str | None:
@@ -89,7 +120,9 @@ def _png_base64(array: np.ndarray) -> str:
 
 
 class Service:
-    """The loaded model; one lock, because Grad-CAM hooks the shared network."""
+    """The loaded model. Predictions of concurrent requests are micro-batched into one forward
+    pass; Grad-CAM is computed only when asked for. One lock, because Grad-CAM hooks the shared
+    PyTorch network (an ONNX engine's predictions do not need it)."""
 
     def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
@@ -100,13 +133,15 @@ class Service:
                  engine["reason"])
         self.lock = threading.Lock()
         self.decodes = threading.BoundedSemaphore(settings.max_concurrent_decodes)
-        import torch
+        self.meta = read_checkpoint_meta(settings.checkpoint)
+        self.batcher: MicroBatcher[torch.Tensor, Prediction] = MicroBatcher(
+            self.predict_tensors, settings.max_batch, settings.max_wait_ms, on_batch=observe_batch)
+        size = self.predictor.preprocessing.image_size
+        self.predict_tensors([torch.zeros(1, size, size, dtype=torch.uint8)])  # warm-up: ready means fast
+        self.ready = True
 
-        self.meta = torch.load(settings.checkpoint, map_location="cpu", weights_only=True)
-        self.meta.pop("state_dict", None)
-
-    def analyse(self, data: bytes, suffix: str) -> dict[str, Any]:
-        """Read, predict and explain one uploaded slice."""
+    def decode(self, data: bytes, suffix: str) -> torch.Tensor:
+        """The upload as the model's uint8 ``[1, S, S]`` input; 422 with a reason if unreadable."""
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"upload{suffix}"
             path.write_bytes(data)
@@ -115,20 +150,31 @@ class Service:
                     image = read_slice(path)
             except ImageReadError as exc:
                 raise HTTPException(422, client_message(str(exc), path)) from exc
-        tensor = self.predictor.to_tensor(image)
+        return self.predictor.to_tensor(image)
+
+    def predict_tensors(self, tensors: Sequence[torch.Tensor]) -> list[Prediction]:
+        """One forward pass for a micro-batch."""
+        batch = torch.stack(list(tensors))
+        if self.predictor.onnx is not None:
+            return self.predictor.predict_batch(batch, ["upload"] * len(batch))
         with self.lock:
-            prediction = self.predictor.predict(image, source="upload")
+            return self.predictor.predict_batch(batch, ["upload"] * len(batch))
+
+    def explain(self, tensor: torch.Tensor) -> dict[str, str]:
+        """Grad-CAM of the predicted class: the overlay and the map as base64 PNGs."""
+        with self.lock:
             cam = grad_cam(self.predictor.network, self.predictor.normalize, tensor[None])[0]
         grey = tensor[0].numpy()
+        return {"overlay_png": _png_base64(overlay(grey, cam)),
+                "cam_png": _png_base64((255 * np.clip(cam, 0, 1)).astype(np.uint8))}
+
+    def answer(self, prediction: Prediction, tensor: torch.Tensor, images: dict[str, str] | None) -> PredictionOut:
         result = prediction.row()
-        result.pop("path")
-        result.pop("error")
-        result["probabilities"] = prediction.probabilities
-        result["image_png"] = _png_base64(grey)
-        result["overlay_png"] = _png_base64(overlay(grey, cam))
-        result["cam_png"] = _png_base64((255 * np.clip(cam, 0, 1)).astype(np.uint8))
-        result["notice"] = NOTICE
-        return result
+        for key in ("path", "error", *(k for k in list(result) if k.startswith("p_"))):
+            result.pop(key, None)
+        result.update(probabilities=prediction.probabilities, image_png=_png_base64(tensor[0].numpy()),
+                      notice=NOTICE, **(images or {}))
+        return PredictionOut.model_validate(result)
 
     def describe(self) -> dict[str, Any]:
         """Classes, preprocessing, calibration, metrics and the model card."""
@@ -141,6 +187,7 @@ class Service:
 
 
 API_PREFIX = "/v1"
+MAX_STUDY_FILES = 64  # files in one /v1/study request
 API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="Required when the service has a key.")
 
 
@@ -206,6 +253,25 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             return _problem(413, f"file larger than {settings.max_upload_bytes // (1024 * 1024)} MB")
         return await call_next(request)
 
+    @app.middleware("http")
+    async def log_access(request: Request, call_next: Any) -> Any:
+        """One structured (JSON) access-log line per request."""
+        start = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            access_log.info(json.dumps({"method": request.method, "path": request.url.path, "status": status,
+                                        "ms": round(1000 * (time.perf_counter() - start), 1),
+                                        "client": request.client.host if request.client else None}))
+
+    from prometheus_fastapi_instrumentator import Instrumentator
+
+    Instrumentator(excluded_handlers=["/metrics"]).instrument(app).expose(app, endpoint="/metrics",
+                                                                          include_in_schema=False)
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         response = _problem(exc.status_code, str(exc.detail))
@@ -236,16 +302,18 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return HealthOut(status="ok", compute=ComputeOut.model_validate(service.predictor.compute),
                          cpu=CpuOut(model=cpu["model"], kind=cpu["kind"], capabilities=cpu["capabilities"]))
 
+    @api.get("/ready", response_model=ReadyOut)
+    def ready() -> ReadyOut:
+        """Readiness: the model is loaded and has answered a warm-up forward pass."""
+        return ReadyOut(status="ready", batches=service.batcher.stats.batches,
+                        images=service.batcher.stats.items)
+
     @api.get("/model", response_model=ModelOut)
     def model() -> ModelOut:
         """Classes, preprocessing, calibration, metrics and the model card."""
         return ModelOut.model_validate(service.describe())
 
-    @api.post("/predict", response_model=PredictionOut, responses=problem_responses(408, 413, 415, 422))
-    async def predict(file: Annotated[UploadFile, File(
-            description="One slice: JPG, PNG (8/16-bit), DICOM or figshare .mat; the type is read from the bytes, "
-                        "never from the name.")]) -> PredictionOut:
-        """Classify one slice, with Grad-CAM and the intended-use notice."""
+    async def read_upload(file: UploadFile) -> torch.Tensor:
         data = await file.read(settings.max_upload_bytes + 1)
         if len(data) > settings.max_upload_bytes:
             raise HTTPException(413, f"file larger than {settings.max_upload_bytes // (1024 * 1024)} MB")
@@ -254,7 +322,53 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         suffix = sniff_suffix(data[:1024])
         if suffix is None:
             raise HTTPException(415, "unsupported file type: send JPG, PNG, DICOM or figshare .mat")
-        return PredictionOut.model_validate(await run_in_threadpool(service.analyse, data, suffix))
+        tensor: torch.Tensor = await run_in_threadpool(service.decode, data, suffix)
+        return tensor
+
+    async def predict_tensor(tensor: torch.Tensor) -> Prediction:
+        try:
+            return await asyncio.wait_for(service.batcher.submit(tensor), settings.request_timeout_s)
+        except TimeoutError:
+            raise HTTPException(503, f"no answer within {settings.request_timeout_s:g} s; try again") from None
+
+    @api.post("/predict", response_model=PredictionOut, responses=problem_responses(408, 413, 415, 422, 503))
+    async def predict(file: Annotated[UploadFile, File(
+            description="One slice: JPG, PNG (8/16-bit), DICOM or figshare .mat; the type is read from the bytes, "
+                        "never from the name.")],
+            explain: Annotated[bool, Query(description="Also return the Grad-CAM overlay and map (slower).")] = False,
+    ) -> PredictionOut:
+        """Classify one slice (micro-batched with concurrent requests); Grad-CAM on request."""
+        tensor = await read_upload(file)
+        prediction = await predict_tensor(tensor)
+        images = await run_in_threadpool(service.explain, tensor) if explain else None
+        return service.answer(prediction, tensor, images)
+
+    @api.post("/study", response_model=StudyOut, responses=problem_responses(408, 413, 422, 503))
+    async def study(files: Annotated[list[UploadFile], File(
+            min_length=1, max_length=MAX_STUDY_FILES,
+            description="Slices of one patient or study (JPG, PNG, DICOM, .mat); each is answered or refused on "
+                        "its own.")]) -> StudyOut:
+        """One answer per slice and one for the study: the mean of its slices' probabilities."""
+        if not files or len(files) > MAX_STUDY_FILES:
+            raise HTTPException(422, f"send 1 to {MAX_STUDY_FILES} files")
+
+        async def one(upload: UploadFile) -> tuple[Prediction | None, SliceOut]:
+            name = (upload.filename or "file")[:200]
+            try:
+                tensor = await read_upload(upload)
+                prediction = await predict_tensor(tensor)
+            except HTTPException as exc:
+                problem = Problem(title=HTTPStatus(exc.status_code).phrase, status=exc.status_code,
+                                  detail=str(exc.detail))
+                return None, SliceOut(file=name, error=problem)
+            return prediction, SliceOut(file=name, prediction=service.answer(prediction, tensor, None))
+
+        results = await asyncio.gather(*(one(f) for f in files))
+        answered = [p for p, _ in results if p is not None]
+        group = aggregate(answered, ["study"] * len(answered))
+        study_out = StudyAnswerOut.model_validate(group[0].row() | {"probabilities": group[0].probabilities}) \
+            if group else None
+        return StudyOut(slices=[s for _, s in results], study=study_out, notice=NOTICE)
 
     app.include_router(api)
 

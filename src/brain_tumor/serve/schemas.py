@@ -39,8 +39,9 @@ class PredictionOut(BaseModel):
                                                       "carries an OOD detector).")
     out_of_distribution: bool | None = Field(None, description="ood_score above the detector's threshold.")
     image_png: str = Field(description="The slice as the model saw it, base64 PNG.")
-    overlay_png: str = Field(description="Grad-CAM overlaid on the slice, base64 PNG.")
-    cam_png: str = Field(description="The Grad-CAM map alone, base64 8-bit PNG.")
+    overlay_png: str | None = Field(None, description="Grad-CAM overlaid on the slice, base64 PNG "
+                                                      "(with ?explain=true).")
+    cam_png: str | None = Field(None, description="The Grad-CAM map alone, base64 8-bit PNG (with ?explain=true).")
     notice: str = Field(description="Intended-use notice.")
 
 
@@ -102,11 +103,49 @@ class ModelOut(BaseModel):
     notice: str
 
 
+class ReadyOut(BaseModel):
+    """Readiness: the model is loaded and warm."""
+
+    status: Literal["ready"]
+    batches: int = Field(description="Micro-batches run so far.")
+    images: int = Field(description="Images predicted so far.")
+
+
+class SliceOut(BaseModel):
+    """One file of a study: its prediction, or why it was refused."""
+
+    file: str
+    prediction: PredictionOut | None = None
+    error: Problem | None = None
+
+
+class StudyAnswerOut(BaseModel):
+    """The answer for the study: the mean of its slices' probabilities."""
+
+    n_slices: int
+    predicted: str
+    confidence: float = Field(ge=0, le=1)
+    agreement: float = Field(ge=0, le=1, description="Share of the slices whose own answer is the study's.")
+    refer: bool
+    refer_reasons: str
+    probabilities: dict[str, float]
+
+
+class StudyOut(BaseModel):
+    """Every slice's answer, and the study's (null when no slice could be read)."""
+
+    slices: list[SliceOut]
+    study: StudyAnswerOut | None
+    notice: str
+
+
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries documenting each status with the problem format."""
     descriptions = {401: "Missing or wrong X-API-Key (only when the service was started with a key).",
                     408: "The upload stalled (no data for the body timeout).",
-                    413: "Upload larger than the limit.", 415: "Not a JPG, PNG, DICOM or figshare .mat file.",
+                    413: "Upload larger than the limit.",
+                    503: "No answer within the request timeout (the service is overloaded).",
+                    415: "Not a JPG, PNG, DICOM or figshare .mat file.",
                     422: "Empty, unreadable, non-finite or oversized image, or a malformed request.",
                     500: "Internal error (no details are sent)."}
     return {s: {"model": Problem, "description": descriptions[s],
