@@ -23,4 +23,21 @@ def test_bad_overrides(override: str, message: str) -> None:
 def test_round_trip(tmp_path: Path) -> None:
     cfg = load_config(overrides=["train.max_epochs=3"])
     save_config(cfg, tmp_path / "c.yaml")
-    assert load_config(tmp_path / "c.yaml") == cfg
+    from brain_tumor.config import portable, to_dict
+
+    # paths come back relative to the working directory: the same folders
+    assert portable(to_dict(load_config(tmp_path / "c.yaml"))) == portable(to_dict(cfg))
+
+
+def test_saved_config_names_no_machine_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    from brain_tumor.config import RunConfig, apply_overrides
+
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path / "repo")
+    cfg = apply_overrides(RunConfig(), [f"data.root={tmp_path / 'shared' / 'data'}", "data.cache_dir=none"])
+    save_config(cfg, tmp_path / "repo" / "config.yaml")
+    saved = yaml.safe_load((tmp_path / "repo" / "config.yaml").read_text())
+    assert saved["data"]["root"] == "../shared/data" and saved["data"]["cache_dir"] is None
+    assert load_config(tmp_path / "repo" / "config.yaml").data.root == "../shared/data"  # loads back, relative

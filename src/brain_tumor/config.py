@@ -161,6 +161,24 @@ def to_dict(config: RunConfig) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+PATH_SETTINGS = (("data", "root"), ("data", "cache_dir"), ("model", "weights_path"))
+
+
+def portable(config: dict[str, Any], base: Path | None = None) -> dict[str, Any]:
+    """The config with its file paths relative to ``base`` (the working directory the command ran
+    in, e.g. the repository root), so a committed config names no machine's folders."""
+    base = (base or Path.cwd()).resolve()
+    out = {section: dict(values) for section, values in config.items()}
+    for section, key in PATH_SETTINGS:
+        value = out.get(section, {}).get(key)
+        if isinstance(value, str) and os.path.isabs(value):
+            out[section][key] = os.path.relpath(value, base)
+    return out
+
+
 def save_config(config: RunConfig, path: str | Path) -> None:
-    """Write a config as YAML."""
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    """Write a config as YAML (atomically), paths relative to the working directory."""
+    path = Path(path)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(portable(to_dict(config)), sort_keys=False))
+    tmp.replace(path)
