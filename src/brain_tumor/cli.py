@@ -128,7 +128,9 @@ def reproduce(
     overrides: SetOpt = None,
     download: Annotated[bool, typer.Option(
         help="First fetch the dataset and weights that are missing (as `brain-tumor fetch`).")] = False,
-    results_dir: Annotated[Path, typer.Option(help="Committed metrics and figures.")] = Path("results/paper-split"),
+    results_dir: Annotated[Path, typer.Option(
+        help="Metrics, figures and report (the committed copy: --results-dir results/paper-split).")]
+    = Path("runs/paper-split/report"),
     work_dir: Annotated[Path, typer.Option(help="Checkpoints and TensorBoard logs.")] = Path("runs/paper-split"),
     scenario: Annotated[list[int] | None, typer.Option(help="Keras layers to freeze; repeatable.")] = None,
     trust: Annotated[bool, typer.Option(help="Also calibrate, choose the refer threshold and score Grad-CAM.")] = True,
@@ -155,7 +157,7 @@ def reproduce(
 def train(
     config: ConfigOpt = None,
     overrides: SetOpt = None,
-    results_dir: Annotated[Path, typer.Option(help="Run folder for metrics and figures.")] = Path("results/train"),
+    results_dir: Annotated[Path, typer.Option(help="Run folder for metrics and figures.")] = Path("runs/train/report"),
     work_dir: Annotated[Path, typer.Option(help="Checkpoints.")] = Path("runs/train"),
 ) -> None:
     """Train and evaluate one run on the paper split (freeze from model.freeze_layers)."""
@@ -176,7 +178,7 @@ def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="A model.pt written by train/reproduce.")],
     split: Annotated[Path, typer.Option(help="split.json of the run.")] = Path("results/paper-split/split.json"),
     data_root: Annotated[Path | None, typer.Option(help="Dataset folder (default from the checkpoint).")] = None,
-    output: Annotated[Path, typer.Option(help="Where metrics.json goes.")] = Path("results/evaluate"),
+    output: Annotated[Path, typer.Option(help="Where metrics.json goes.")] = Path("runs/evaluate"),
 ) -> None:
     """Evaluate a checkpoint on the test part of a saved split."""
 
@@ -498,7 +500,8 @@ def cv(
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     grouping: Annotated[str, typer.Option(help="official | strict | slice (leaky, for comparison).")] = "official",
-    results_dir: Annotated[Path | None, typer.Option(help="Default results/cv/<grouping>.")] = None,
+    results_dir: Annotated[Path | None, typer.Option(
+        help="Default runs/cv/<grouping>/report (the committed copies: --results-dir results/cv/NAME).")] = None,
     work_dir: Annotated[Path | None, typer.Option(help="Default runs/cv/<grouping>.")] = None,
     fold: Annotated[list[int] | None, typer.Option(help="Run only these folds; repeatable.")] = None,
 ) -> None:
@@ -506,7 +509,7 @@ def cv(
     from brain_tumor.cv import run_cv
 
     cfg = _config(config, overrides)
-    results = results_dir or Path("results/cv") / grouping
+    results = results_dir or Path("runs/cv") / grouping / "report"
     try:
         summary = run_cv(cfg, grouping, results, work_dir or Path("runs/cv") / grouping, fold)
     except (ValueError, OSError) as exc:
@@ -574,7 +577,7 @@ def shift_test(
     model: Annotated[list[str], typer.Option(help="NAME=CHECKPOINT; repeat to compare recipes side by side.")],
     split: SplitOpt,
     fold: FoldOpt = None,
-    output: Annotated[Path, typer.Option(help="Folder for shift.json/.md/.png.")] = Path("results/shift"),
+    output: Annotated[Path, typer.Option(help="Folder for shift.json/.md/.png.")] = Path("runs/shift"),
     seed: Annotated[int, typer.Option(help="Seed of the random parts of the shifts.")] = 0,
 ) -> None:
     """Accuracy on the held-out test slices under controlled shifts (contrast, gamma, resolution,
@@ -613,7 +616,7 @@ def shortcut_test(
     model: Annotated[list[str], typer.Option(help="NAME=CHECKPOINT; repeat to compare recipes side by side.")],
     split: SplitOpt,
     fold: FoldOpt = None,
-    output: Annotated[Path, typer.Option(help="Folder for shortcut.json/.md/.png.")] = Path("results/shortcut"),
+    output: Annotated[Path, typer.Option(help="Folder for shortcut.json/.md/.png.")] = Path("runs/shortcut"),
 ) -> None:
     """What each model answers on held-out slices whose tumour is erased (box fill, inpainting,
     mirrored hemisphere) or left alone on a blank or tissue background, per class."""
@@ -651,7 +654,7 @@ def ood(
     checkpoint: CheckpointOpt,
     split: SplitOpt,
     fold: FoldOpt = None,
-    output: Annotated[Path, typer.Option(help="Folder for ood.json/.md.")] = Path("results/ood"),
+    output: Annotated[Path, typer.Option(help="Folder for ood.json/.md.")] = Path("runs/ood"),
     flag_rate: Annotated[float, typer.Option(help="Share of in-distribution validation slices flagged.")] = 0.05,
     k: Annotated[int, typer.Option(help="Neighbour whose distance is the score.")] = 10,
 ) -> None:
