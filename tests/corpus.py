@@ -24,7 +24,8 @@ def _gradient(size: int) -> np.ndarray:
     return (0.5 * yy + 0.5 * xx).astype(np.float32)
 
 
-def _dicom(path: Path, pixels: np.ndarray | None, frames: int = 1) -> Path:
+def _dicom(path: Path, pixels: np.ndarray | None, photometric: str = "MONOCHROME2", frames: int = 1) -> Path:
+    """A small MR DICOM file (16-bit, rescale slope 2 and intercept -100); ``pixels`` None: no pixel data."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -34,12 +35,17 @@ def _dicom(path: Path, pixels: np.ndarray | None, frames: int = 1) -> Path:
     meta.MediaStorageSOPInstanceUID = generate_uid()
     ds = Dataset()
     ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, generate_uid(), "MR"
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "MR"
     if pixels is not None:
         ds.Rows, ds.Columns = pixels.shape[-2:]
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = photometric
         ds.BitsAllocated = ds.BitsStored = 16
-        ds.HighBit, ds.PixelRepresentation = 15, 0
+        ds.HighBit = 15
+        ds.PixelRepresentation = 0
+        ds.RescaleSlope, ds.RescaleIntercept = 2, -100
         if frames > 1:
             ds.NumberOfFrames = frames
         ds.PixelData = pixels.astype(np.uint16).tobytes()

@@ -572,9 +572,23 @@ def _model_data(checkpoint: Path):  # type: ignore[no-untyped-def]
     return load_data(data_cfg["root"], pre["image_size"], data_cfg.get("cache_dir"), pre.get("pipeline", "paper"))
 
 
+ModelsOpt = Annotated[list[str], typer.Option(help="NAME=CHECKPOINT; repeat to compare recipes side by side.")]
+
+
+def _named_models(items: list[str]) -> dict[str, Path]:
+    """``NAME=CHECKPOINT`` options as a dict; one line and exit 2 for a malformed or missing one."""
+    models = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not Path(path).is_file():
+            _fail(f"--model {item!r}: expected NAME=CHECKPOINT with an existing file")
+        models[name] = Path(path)
+    return models
+
+
 @app.command("shift-test")
 def shift_test(
-    model: Annotated[list[str], typer.Option(help="NAME=CHECKPOINT; repeat to compare recipes side by side.")],
+    model: ModelsOpt,
     split: SplitOpt,
     fold: FoldOpt = None,
     output: Annotated[Path, typer.Option(help="Folder for shift.json/.md/.png.")] = Path("runs/shift"),
@@ -588,12 +602,7 @@ def shift_test(
     from brain_tumor.data.splits import load_split
     from brain_tumor.robustness import draw_preprocessing_steps, run_shift_test
 
-    models = {}
-    for item in model:
-        name, sep, path = item.partition("=")
-        if not sep or not Path(path).is_file():
-            _fail(f"--model {item!r}: expected NAME=CHECKPOINT with an existing file")
-        models[name] = Path(path)
+    models = _named_models(model)
     try:
         records, _, _ = _model_data(next(iter(models.values())))
         idx = load_split(split, fold).test
@@ -613,7 +622,7 @@ def shift_test(
 
 @app.command("shortcut-test")
 def shortcut_test(
-    model: Annotated[list[str], typer.Option(help="NAME=CHECKPOINT; repeat to compare recipes side by side.")],
+    model: ModelsOpt,
     split: SplitOpt,
     fold: FoldOpt = None,
     output: Annotated[Path, typer.Option(help="Folder for shortcut.json/.md/.png.")] = Path("runs/shortcut"),
@@ -626,12 +635,7 @@ def shortcut_test(
     from brain_tumor.data.manifest import CLASS_NAMES
     from brain_tumor.data.splits import load_split
 
-    models = {}
-    for item in model:
-        name, sep, path = item.partition("=")
-        if not sep or not Path(path).is_file():
-            _fail(f"--model {item!r}: expected NAME=CHECKPOINT with an existing file")
-        models[name] = Path(path)
+    models = _named_models(model)
     try:
         records, _, _ = _model_data(next(iter(models.values())))
         idx = [i for i in load_split(split, fold).test if records[i].box is not None]
