@@ -195,7 +195,9 @@ def evaluate(
     typer.echo(f"accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f} -> {output / 'metrics.json'}")
 
 
-CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", "-m", help="A model.pt written by train/reproduce.")]
+CheckpointOpt = Annotated[Path, typer.Option(
+    "--checkpoint", "-m", help="A model: a model.pt written by train/reproduce, a package folder written by "
+                               "export --package, or hf://owner/name of a package on the Hugging Face Hub.")]
 OnnxOpt = Annotated[Path | None, typer.Option(help="Logits from this exported ONNX model (e.g. int8).")]
 EngineOpt = Annotated[str, typer.Option(
     help="auto (the fastest path found: ONNX int8 or fp32 exported beside the model, else PyTorch) | pytorch | onnx.")]
@@ -419,14 +421,21 @@ def export(
         help="ONNX file to write (default: model.onnx beside the checkpoint, where predict/serve find it).")] = None,
     int8_calibration: Annotated[list[Path] | None, typer.Option(
         help="Also write an int8 model (<output>.int8.onnx) calibrated on these training images/folders.")] = None,
+    package: Annotated[Path | None, typer.Option(
+        help="Also write a model package folder: safetensors weights, config.json, OOD bank, model card, "
+             "the ONNX files, SHA256SUMS (load it anywhere a model is taken).")] = None,
+    model_card: Annotated[Path | None, typer.Option(help="The package's model card (default: generated).")] = None,
 ) -> None:
-    """Export to ONNX (normalisation inside) and check parity with PyTorch; optionally int8."""
+    """Export to ONNX (normalisation inside) and check parity with PyTorch; optionally int8 and a
+    model package."""
     import numpy as np
     import torch
 
     from brain_tumor.export import default_onnx_path, export_onnx, int8_path, quantize_int8
     from brain_tumor.onnx_runtime import OnnxPredictor
 
+    if not checkpoint.is_file():
+        _fail(f"{checkpoint}: export takes a checkpoint file (model.pt)")
     predictor = _load_predictor(checkpoint)
     output = output or default_onnx_path(checkpoint)
     export_onnx(checkpoint, output)
@@ -455,6 +464,13 @@ def export(
         agree = float((OnnxPredictor(int8).logits(calibration).argmax(1)
                        == OnnxPredictor(output).logits(calibration).argmax(1)).mean())
         typer.echo(f"wrote {int8} (calibrated on {len(images)} images; agrees with fp32 on {agree:.1%} of them)")
+    if package is not None:
+        from brain_tumor.export import export_package
+
+        try:
+            typer.echo(f"wrote package {export_package(checkpoint, package, model_card)}")
+        except (ValueError, OSError) as exc:
+            _fail(f"cannot write package: {exc}")
 
 
 @app.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -117,3 +118,73 @@ def quantize_int8(fp32_onnx: str | Path, output: str | Path, calibration_uint8: 
         entry.key, entry.value = FINGERPRINT_KEY, fingerprint
         onnx.save(model, str(output))
     return output
+
+
+def default_model_card(meta: dict[str, Any]) -> str:
+    """A model card from what the checkpoint says about itself (``trust`` writes a fuller one)."""
+    recipe = meta.get("config", {})
+    data, train = recipe.get("data", {}), recipe.get("train", {})
+    metrics = "\n".join(f"- {k}: {v}" for k, v in (meta.get("metrics") or {}).items()) or "- none recorded"
+    return f"""# brain-tumor model: {meta['architecture']}, classes {', '.join(meta['class_names'])}
+
+**Intended use**: research on classifying T1-weighted contrast-enhanced MRI slices that show a
+glioma, a meningioma or a pituitary tumour. **Not** a medical device; not for diagnosis or
+treatment decisions. It has no "no tumour" answer, and its answers partly rest on where a slice
+was taken rather than on the tumour (see the README's shortcut benchmark).
+
+Recipe: {data.get('image_size')} px, preprocessing {data.get('preprocessing')}, augmentation
+{data.get('augmentation')}, freeze {recipe.get('model', {}).get('freeze_layers')} Keras layers,
+up to {train.get('max_epochs')} epochs at {train.get('precision')}; best epoch {meta.get('epoch')}.
+
+Metrics stored with the weights:
+{metrics}
+
+Calibration: {meta.get('calibration') or 'none (run brain-tumor trust on the checkpoint, then export again)'}.
+"""
+
+
+def export_package(checkpoint: str | Path, out_dir: str | Path, model_card: str | Path | None = None) -> Path:
+    """Write a model package (see :mod:`brain_tumor.package`) from a checkpoint: safetensors
+    weights, config.json, the OOD bank, the model card, the ONNX exports made from it, and
+    SHA256SUMS. Written into ``<out_dir>.partial`` and renamed, so a package is whole or absent."""
+    import json
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from brain_tumor.environment import describe_environment
+    from brain_tumor.inference import find_exports
+    from brain_tumor.package import PACKAGE_FORMAT, write_sums
+    from brain_tumor.training.checkpoint import read_checkpoint
+
+    payload = read_checkpoint(checkpoint)
+    out = Path(out_dir)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in payload["state_dict"].items()}, str(tmp / "model.safetensors"))
+    ood = payload.get("ood")
+    if ood is not None:
+        save_file({"bank": ood["bank"].contiguous()}, str(tmp / "ood_bank.safetensors"))
+    env = describe_environment()
+    config = {"format": PACKAGE_FORMAT, "architecture": payload["architecture"],
+              "class_names": payload["class_names"], "preprocessing": payload["preprocessing"],
+              "bn_eps": payload["bn_eps"], "epoch": payload.get("epoch"), "metrics": payload.get("metrics"),
+              "calibration": payload.get("calibration"),
+              "ood": {k: v for k, v in ood.items() if k != "bank"} if ood is not None else None,
+              "recipe": payload.get("config", {}),
+              "package": {"source_checkpoint_sha256": file_sha256(checkpoint),
+                          "code": {"git_commit": env.get("git_commit"),
+                                   "packages": {k: env["packages"].get(k) for k in ("torch", "torchvision")}},
+                          "data": {"root": Path(str(payload.get("config", {}).get("data", {}).get("root", ""))).name}}}
+    (tmp / "config.json").write_text(json.dumps(config, indent=2, default=float))
+    card = Path(model_card).read_text() if model_card else default_model_card(payload)
+    (tmp / "model_card.md").write_text(card)
+    for source in find_exports(checkpoint):
+        if source:
+            shutil.copy2(source, tmp / Path(source).name)
+    write_sums(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.replace(out)
+    return out

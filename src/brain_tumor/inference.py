@@ -22,7 +22,7 @@ from brain_tumor.hardware import (
     resolve_threads,
 )
 from brain_tumor.model.backbone import Preprocessing, forward_fp32_stem
-from brain_tumor.onnx_runtime import OnnxPredictor
+from brain_tumor.onnx_runtime import OnnxPredictor, file_sha256
 from brain_tumor.training.checkpoint import load_model_checkpoint
 from brain_tumor.transforms import Normalize
 
@@ -226,17 +226,28 @@ class Predictor:
 
 
 def find_exports(checkpoint: str | Path) -> tuple[str | None, str | None]:
-    """``(int8, fp32)`` ONNX exports beside ``checkpoint`` that were made from exactly it
-    (``brain-tumor export`` writes them there); stale or foreign files are ignored."""
+    """``(int8, fp32)`` ONNX exports made from exactly this model: beside a checkpoint (where
+    ``brain-tumor export`` writes them) or inside a model package; stale or foreign files are
+    ignored."""
+    import json
     import logging
 
+    from brain_tumor.onnx_runtime import FINGERPRINT_KEY
+    from brain_tumor.package import is_package, resolve_reference
+
+    base = resolve_reference(checkpoint)
+    if is_package(base):
+        folder = base
+        expected = json.loads((base / "config.json").read_text()).get("package", {}).get("source_checkpoint_sha256")
+    else:
+        folder, expected = base.parent, file_sha256(base) if base.is_file() else None
     found: list[str | None] = []
     for name in ("model.int8.onnx", "model.onnx"):
-        path = Path(checkpoint).with_name(name)
+        path = folder / name
         ok = False
-        if path.is_file():
+        if path.is_file() and expected:
             try:
-                ok = OnnxPredictor(path).made_from(checkpoint)
+                ok = OnnxPredictor(path).metadata.get(FINGERPRINT_KEY) == expected
             except Exception as exc:  # noqa: BLE001  (onnxruntime raises its own types)
                 logging.getLogger(__name__).warning("%s: unreadable ONNX model, ignored (%s)", path, exc)
             if not ok:

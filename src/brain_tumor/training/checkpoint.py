@@ -13,6 +13,7 @@ from torch import nn
 from torchvision.models import resnet50
 
 from brain_tumor.model.backbone import Preprocessing, make_resnet50_v1
+from brain_tumor.package import PackageError, is_package, read_package, resolve_reference
 
 FORMAT = "brain-tumor-checkpoint/1"
 
@@ -66,10 +67,16 @@ class CheckpointError(ValueError):
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The payload of a model checkpoint, read weights-only (tensors, numbers, strings and
     containers of them: a file that holds anything else is refused, since unpickling it could
-    run code). Every failure is a :class:`CheckpointError` with one line."""
-    path = Path(path)
+    run code). ``path`` may also be a model package folder or ``hf://owner/name`` (see
+    :mod:`brain_tumor.package`). Every failure is a :class:`CheckpointError` with one line."""
+    try:
+        path = resolve_reference(path)
+        if is_package(path):
+            return {**read_package(path), "format": FORMAT}
+    except PackageError as exc:
+        raise CheckpointError(str(exc)) from exc
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint")
+        raise CheckpointError(f"{path}: no such checkpoint or model package")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -110,6 +117,8 @@ def set_checkpoint_entry(path: str | Path, key: str, value: Any) -> None:
     if key in ("format", "state_dict", "architecture", "class_names", "preprocessing"):
         raise ValueError(f"{key!r} describes the model and cannot be replaced")
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a model package is read-only; run this on its checkpoint and export again")
     payload = read_checkpoint(path)
     payload[key] = value
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
