@@ -53,6 +53,17 @@ def _dicom(path: Path, pixels: np.ndarray | None, photometric: str = "MONOCHROME
     return path
 
 
+def _deflated(path: Path, pixels: np.ndarray) -> Path:
+    """A DICOM in the Deflated Explicit VR Little Endian transfer syntax."""
+    import pydicom
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = pydicom.dcmread(_dicom(path, pixels))
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
 def _mat(path: Path, image_shape: tuple[int, int], pid_length: int = 1, with_cjdata: bool = True) -> Path:
     with h5py.File(path, "w") as f:
         if not with_cjdata:
@@ -98,6 +109,10 @@ def make_corpus(root: Path) -> dict[str, Entry]:
     ds.save_as(bomb_dcm)
     add("dicom_bomb", bomb_dcm, "error", "DICOM header declaring 60000x60000")
     add("dicom_no_pixels", _dicom(root / "nopix.dcm", None), "error", "DICOM without pixel data")
+    add("dicom_deflated_bomb", _deflated(root / "deflated-bomb.dcm", np.zeros((12000, 12000), np.uint16)), "error",
+        "deflated DICOM of a few hundred KB inflating to 288 MB")
+    small = (np.arange(4096, dtype=np.uint16).reshape(64, 64) * 7)
+    add("dicom_deflated", _deflated(root / "deflated.dcm", small), "ok", "a small deflated DICOM")
     frames = np.stack([np.arange(4096, dtype=np.uint16).reshape(64, 64) * (k + 1) for k in range(3)])
     add("dicom_multiframe", _dicom(root / "multi.dcm", frames, frames=3), "ok", "3 frames: one answer per frame")
     Image.fromarray(np.full((64, 64), np.nan, np.float32), mode="F").save(root / "nan.tiff")

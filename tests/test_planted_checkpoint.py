@@ -62,3 +62,17 @@ def test_training_resume_refuses_a_planted_last_checkpoint(class_folder_dataset:
     assert not marker.exists(), "code ran while resuming"
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert "last.ckpt" in result.output
+
+
+@pytest.mark.parametrize("size", [0, "abc", 10**6])
+def test_a_checkpoint_that_describes_an_impossible_model_is_one_line(
+        size: object, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    payload = torch.load(tiny_checkpoint, weights_only=True)
+    payload["preprocessing"]["image_size"] = size
+    torch.save(payload, tmp_path / "odd.pt")
+    Image.new("L", (64, 64), 30).save(tmp_path / "x.png")
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "x.png"), "-m", str(tmp_path / "odd.pt")])
+    assert result.exit_code == 2 and "unusable model description" in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

@@ -184,13 +184,12 @@ def evaluate(
 
     from brain_tumor.data.splits import load_split
     from brain_tumor.evaluation.run_eval import evaluate_checkpoint, write_json
-    from brain_tumor.training.fit import load_data
-
-    meta = _checkpoint_meta(checkpoint)
-    data_cfg = meta["config"]["data"]
-    _, images, labels = load_data(str(data_root or data_cfg["root"]), meta["preprocessing"]["image_size"],
-                                  data_cfg.get("cache_dir"), meta["preprocessing"].get("pipeline", "paper"))
-    metrics, _, _ = evaluate_checkpoint(checkpoint, images, labels, load_split(split).test)
+    _, images, labels = _model_data(checkpoint, data_root)
+    try:
+        test = load_split(split).test
+    except (ValueError, OSError, KeyError) as exc:
+        _fail(f"{split}: cannot read the split ({exc})")
+    metrics, _, _ = evaluate_checkpoint(checkpoint, images, labels, test)
     write_json(metrics, output / "metrics.json")
     typer.echo(f"accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f} -> {output / 'metrics.json'}")
 
@@ -217,7 +216,7 @@ def _load_fast_predictor(checkpoint: Path, precision: str, engine: str, onnx: Pa
     except ValueError as exc:
         _fail(str(exc))
     except Exception as exc:  # noqa: BLE001  (onnxruntime raises its own types)
-        _fail(f"{onnx}: cannot load ONNX model ({str(exc).splitlines()[0]})")
+        _fail(f"{onnx or checkpoint}: cannot load the model's ONNX engine ({str(exc).splitlines()[0]})")
     choice = predictor.compute["engine"]
     logging.getLogger("brain_tumor").info("engine %s %s (%s)", choice["engine"], choice["precision"], choice["reason"])
     return predictor
@@ -370,9 +369,9 @@ def explain(
             sources = [source for source, _ in predictor.read(path)]  # one per DICOM frame
             for source in sources:
                 typer.echo(f"{source} -> {_write_overlay(predictor, source, names.for_source(source))}")
-        except (ImageReadError, OSError) as exc:
+        except (ImageReadError, OSError, ValueError, RuntimeError) as exc:
             n_failed += 1
-            typer.secho(f"error: {str(exc).splitlines()[0]}", fg=typer.colors.RED, err=True)
+            typer.secho(f"error: {path}: {str(exc).splitlines()[0]}", fg=typer.colors.RED, err=True)
     for path in skipped:
         typer.secho(f"skipped: {path} (not JPG/PNG/TIFF/BMP/DICOM/.mat)", fg=typer.colors.YELLOW, err=True)
     raise typer.Exit(1 if n_failed else 0)
@@ -391,12 +390,8 @@ def trust(
 
     from brain_tumor.data.splits import load_split
     from brain_tumor.evaluation.trust import run_trust
-    from brain_tumor.training.fit import load_data
-
     meta = _checkpoint_meta(checkpoint)
-    data_cfg = meta["config"]["data"]
-    records, images, labels = load_data(data_cfg["root"], meta["preprocessing"]["image_size"], data_cfg["cache_dir"],
-                                        meta["preprocessing"].get("pipeline", "paper"))
+    records, images, labels = _model_data(checkpoint)
     s = load_split(split or run_dir.parent / "split.json")
     boxes = [r.box for r in records]
     pipeline = meta["preprocessing"].get("pipeline", "paper")
@@ -487,8 +482,8 @@ def serve(
     threads: ThreadsOpt = None,
     api_key: Annotated[str | None, typer.Option(
         envvar="BRAIN_TUMOR_API_KEY", help="Require this X-API-Key on every /v1 call (set it when exposed).")] = None,
-    body_timeout: Annotated[float, typer.Option(help="Seconds an upload may stall before 408.")] = 30.0,
-    max_concurrent_decodes: Annotated[int, typer.Option(help="Images decoded at once (bounds memory).")] = 2,
+    body_timeout: Annotated[float, typer.Option(min=0.1, help="Seconds an upload may stall before 408.")] = 30.0,
+    max_concurrent_decodes: Annotated[int, typer.Option(min=1, help="Images decoded at once (bounds memory).")] = 2,
     max_batch: Annotated[int, typer.Option(min=1, help="Micro-batching: images per forward pass at most.")] = 16,
     max_wait_ms: Annotated[float, typer.Option(min=0, help="Micro-batching: wait this long for more.")] = 5.0,
     request_timeout: Annotated[float, typer.Option(help="Seconds before a prediction gets 503.")] = 120.0,
@@ -578,14 +573,19 @@ SplitOpt = Annotated[Path, typer.Option(help="A paper split.json or a CV splits.
 FoldOpt = Annotated[int | None, typer.Option(help="CV fold (1-based) when --split holds folds.")]
 
 
-def _model_data(checkpoint: Path):  # type: ignore[no-untyped-def]
-    """Records, images (at the checkpoint's size and pipeline) and labels for a checkpoint's data."""
-
+def _model_data(checkpoint: Path, data_root: Path | None = None):  # type: ignore[no-untyped-def]
+    """Records, images (at the checkpoint's size and pipeline) and labels for a checkpoint's data
+    (or ``data_root``); a missing dataset is one line naming the command that fetches it."""
     from brain_tumor.training.fit import load_data
 
     meta = _checkpoint_meta(checkpoint)
     pre, data_cfg = meta["preprocessing"], meta["config"]["data"]
-    return load_data(data_cfg["root"], pre["image_size"], data_cfg.get("cache_dir"), pre.get("pipeline", "paper"))
+    root = str(data_root or data_cfg["root"])
+    try:
+        return load_data(root, pre["image_size"], data_cfg.get("cache_dir"), pre.get("pipeline", "paper"))
+    except (ValueError, OSError) as exc:
+        _fail(f"{str(exc).splitlines()[0]}; the dataset this model was trained on is not at {root}: "
+              f"fetch it with: brain-tumor fetch --data --set data.root={root}, or pass --data-root")
 
 
 ModelsOpt = Annotated[list[str], typer.Option(help="NAME=CHECKPOINT; repeat to compare recipes side by side.")]

@@ -71,8 +71,8 @@ def run_cv(config: RunConfig, grouping: str, results_dir: Path, work_dir: Path,
     splits = load_or_make_cv_splits(results_dir / "splits.json", [r.label for r in records], pids,
                                     [r.cv_fold for r in records], grouping, config.data.val_fraction, config.data.seed)
     results_dir.mkdir(parents=True, exist_ok=True)
-    config = resolve_precision_setting(config)  # "auto" saved as what it chose on this machine
-    save_config(config, results_dir / "config.yaml")
+    # "auto" saved as what it chose on this machine; each fold resolves it again and records why
+    save_config(resolve_precision_setting(config), results_dir / "config.yaml")
     fold_metrics, run_dirs = [], []
     for k, split in enumerate(splits, start=1):
         if only_folds and k not in only_folds:

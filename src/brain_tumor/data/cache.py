@@ -54,8 +54,11 @@ def cached_images(records: list[Record], size: int, cache_dir: str | Path | None
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     path = cache_dir / f"images-{size}px-{_cache_key(records, size, pipeline)}.pt"
     if path.is_file():
-        payload = torch.load(path, weights_only=True)
-        return payload["images"], payload["kept"].tolist()
+        try:  # weights-only: a planted cache file runs no code; a damaged one is rebuilt
+            payload = torch.load(path, weights_only=True)
+            return payload["images"], payload["kept"].tolist()
+        except Exception as exc:  # noqa: BLE001  (unpickling, zip and torch errors alike)
+            log.warning("%s: unreadable image cache, rebuilding it (%s)", path, str(exc).splitlines()[0][:120])
     images, kept = decode_all(records, size, pipeline)
     cache_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")

@@ -12,9 +12,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+
 # refuse decompression bombs well before they allocate gigabytes: every format's declared size is
 # checked against this before its pixels are decoded (override: $BRAIN_TUMOR_MAX_PIXELS)
-MAX_PIXELS = int(os.environ.get("BRAIN_TUMOR_MAX_PIXELS", 64_000_000))
+def _max_pixels(default: int = 64_000_000) -> int:
+    value = os.environ.get("BRAIN_TUMOR_MAX_PIXELS", "")
+    if value.strip().isdigit() and int(value) > 0:
+        return int(value)
+    if value:
+        warnings.warn(f"BRAIN_TUMOR_MAX_PIXELS={value!r} is not a positive integer; using {default:,}", stacklevel=1)
+    return default
+
+
+MAX_PIXELS = _max_pixels()
 MAX_FRAMES = 4096
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -71,10 +81,39 @@ def check_declared_size(path: Path, rows: int, cols: int, frames: int = 1) -> No
         raise ImageReadError(f"{path}: too many frames ({frames} declared; limit {MAX_FRAMES})")
 
 
+def check_deflated_dicom(path: Path, limit_bytes: int | None = None) -> None:
+    """A Deflated-transfer-syntax DICOM is inflated whole by pydicom before even its header is
+    read, so a small file can take gigabytes: inflate it here first, in chunks and discarding
+    the output, and refuse it once it passes ``limit_bytes`` (default 4 bytes per allowed pixel)."""
+    import zlib
+
+    from pydicom.filereader import read_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    meta = read_file_meta_info(path)
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        return
+    limit = limit_bytes or 4 * MAX_PIXELS
+    group_length = int(meta.get("FileMetaInformationGroupLength", 0) or 0)
+    with path.open("rb") as fh:
+        if fh.read(132)[128:] != b"DICM" or not group_length:
+            raise ImageReadError(f"{path}: deflated DICOM without a standard file header")
+        fh.seek(132 + 12 + group_length)  # the (0002,0000) element is 12 bytes, then the group
+        inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+        while chunk := fh.read(1 << 16):
+            while chunk:
+                total += len(inflater.decompress(chunk, 1 << 20))
+                chunk = inflater.unconsumed_tail
+                if total > limit:
+                    raise ImageReadError(f"{path}: deflated DICOM inflates to over {limit // (1 << 20)} MB "
+                                         "(decompression bomb?)")
+
+
 def _read_dicom(path: Path, frame: int | None = None) -> np.ndarray:
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
 
+    check_deflated_dicom(path)
     ds = pydicom.dcmread(path, stop_before_pixels=True)
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     check_declared_size(path, int(getattr(ds, "Rows", 0) or 0), int(getattr(ds, "Columns", 0) or 0), frames)
@@ -102,6 +141,7 @@ def dicom_frame_count(path: str | Path) -> int:
     """Number of frames in a DICOM file (1 for single-frame files)."""
     import pydicom
 
+    check_deflated_dicom(Path(path))
     ds = pydicom.dcmread(path, stop_before_pixels=True)
     return int(getattr(ds, "NumberOfFrames", 1) or 1)
 

@@ -146,11 +146,10 @@ class Service:
             path = Path(tmp) / f"upload{suffix}"
             path.write_bytes(data)
             try:
-                with self.decodes:
-                    image = read_slice(path)
+                with self.decodes:  # the full-size image lives only inside the cap
+                    return self.predictor.to_tensor(read_slice(path))
             except ImageReadError as exc:
                 raise HTTPException(422, client_message(str(exc), path)) from exc
-        return self.predictor.to_tensor(image)
 
     def predict_tensors(self, tensors: Sequence[torch.Tensor]) -> list[Prediction]:
         """One forward pass for a micro-batch."""

@@ -72,7 +72,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         path = resolve_reference(path)
         if is_package(path):
-            return {**read_package(path), "format": FORMAT}
+            payload = {**read_package(path), "format": FORMAT}
+            check_description(payload, path)
+            return payload
     except PackageError as exc:
         raise CheckpointError(str(exc)) from exc
     if not path.is_file():
@@ -87,7 +89,37 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a brain-tumor checkpoint")
+    check_description(payload, path)
     return payload
+
+
+def check_description(payload: dict[str, Any], source: str | Path) -> None:
+    """Refuse, in one line, a checkpoint whose self-description cannot work (a hand-edited or
+    foreign file): before it reaches the resize, the network builder or the normaliser."""
+    from brain_tumor.data.preprocess import PIPELINES
+
+    pre = payload.get("preprocessing")
+    names = payload.get("class_names")
+    problems = []
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        problems.append("class_names must be a non-empty list of names")
+    if not isinstance(pre, dict):
+        problems.append("no preprocessing")
+    else:
+        size = pre.get("image_size")
+        if not isinstance(size, int) or isinstance(size, bool) or not 32 <= size <= 2048:
+            problems.append(f"preprocessing.image_size {size!r} is not an integer in 32..2048")
+        for key in ("mean", "std"):
+            values = pre.get(key)
+            if not (isinstance(values, list | tuple) and len(values) == 3
+                    and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)):
+                problems.append(f"preprocessing.{key} must be 3 numbers")
+        if any(isinstance(v, int | float) and v <= 0 for v in pre.get("std") or []):
+            problems.append("preprocessing.std must be positive")
+        if pre.get("pipeline", "paper") not in PIPELINES:
+            problems.append(f"preprocessing.pipeline {pre.get('pipeline')!r} is unknown")
+    if problems:
+        raise CheckpointError(f"{source}: unusable model description: {'; '.join(problems)}")
 
 
 def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
