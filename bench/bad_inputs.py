@@ -128,7 +128,7 @@ def service_rows(corpus: dict, model: Path, bombs: int) -> tuple[dict[str, dict[
                           "peak_mb_above_idle": mem["VmHWM"] - idle["VmRSS"]}
             print("service", name, r.status_code, flush=True)
         before = memory_mb(server.pid)
-        names = ["mat_bomb", "dicom_bomb", "png_bomb", "mat_huge_pid"]
+        names = ["mat_bomb", "dicom_bomb", "dicom_deflated_bomb", "png_bomb", "mat_huge_pid"]
         statuses = set()
         for i in range(bombs):
             entry = corpus[names[i % len(names)]]

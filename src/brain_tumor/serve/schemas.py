@@ -83,6 +83,18 @@ class CpuOut(BaseModel):
 class HealthOut(BaseModel):
     """The service is up, and on which compute path."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "status": "ok",
+        "compute": {"precision": {"requested": "auto", "precision": "32-true", "device": "cpu",
+                                  "reason": "CPU amd-f25m1-avx2 has no native bf16 (no AVX512_BF16/AMX): fp32",
+                                  "warning": None},
+                    "engine": {"engine": "onnx", "precision": "int8", "onnx_path": "model.int8.onnx",
+                               "reason": "ONNX Runtime int8: the fastest measured CPU path present"},
+                    "threads": {"intra_op": 2, "inter_op": 1, "reason": "one per usable core (2)"}},
+        "cpu": {"model": "AMD EPYC 7B13", "kind": "amd-f25m1-avx2",
+                "capabilities": {"avx2": True, "avx512": False, "vnni": False, "avx512_bf16": False, "amx": False,
+                                 "native_bf16": False}}}]})
+
     status: Literal["ok"]
     compute: ComputeOut
     cpu: CpuOut
@@ -90,6 +102,14 @@ class HealthOut(BaseModel):
 
 class ModelOut(BaseModel):
     """What the loaded model is: classes, preprocessing, calibration, metrics, model card."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "class_names": ["glioma", "meningioma", "pituitary"], "architecture": "resnet50-v1",
+        "preprocessing": {"mean": [0.482, 0.458, 0.408], "std": [0.0039, 0.0039, 0.0039], "image_size": 224,
+                          "pipeline": "paper"},
+        "calibration": {"temperature": 1.3, "refer_threshold": 0.8}, "metrics": {"val_loss": 0.29}, "epoch": 2,
+        "ood": {"k": 10, "threshold": 0.31}, "model_card": None,
+        "notice": "Research use only. Not a medical device and not for diagnosis."}]})
 
     class_names: list[str]
     architecture: str
@@ -105,6 +125,8 @@ class ModelOut(BaseModel):
 
 class ReadyOut(BaseModel):
     """Readiness: the model is loaded and warm."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ready", "batches": 142, "images": 308}]})
 
     status: Literal["ready"]
     batches: int = Field(description="Micro-batches run so far.")
@@ -133,6 +155,14 @@ class StudyAnswerOut(BaseModel):
 
 class StudyOut(BaseModel):
     """Every slice's answer, and the study's (null when no slice could be read)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "slices": [{"file": "slice-07.dcm", "prediction": None,
+                    "error": {"type": "about:blank", "title": "Unprocessable Entity", "status": 422,
+                              "detail": "upload: DICOM file has no pixel data"}}],
+        "study": {"n_slices": 11, "predicted": "meningioma", "confidence": 0.93, "agreement": 0.91, "refer": False,
+                  "refer_reasons": "", "probabilities": {"glioma": 0.04, "meningioma": 0.93, "pituitary": 0.03}},
+        "notice": "Research use only. Not a medical device and not for diagnosis."}]})
 
     slices: list[SliceOut]
     study: StudyAnswerOut | None
