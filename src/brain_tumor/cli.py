@@ -179,8 +179,14 @@ def evaluate(
     split: Annotated[Path, typer.Option(help="split.json of the run.")] = Path("results/paper-split/split.json"),
     data_root: Annotated[Path | None, typer.Option(help="Dataset folder (default from the checkpoint).")] = None,
     output: Annotated[Path, typer.Option(help="Where metrics.json goes.")] = Path("runs/evaluate"),
+    data: Annotated[Path | None, typer.Option(
+        help="Evaluate on this labelled collection instead: a CSV of path,label, a folder with manifest.csv, "
+             "or class-per-folder (glioma_tumor/, no_tumor/, normal/, ...).")] = None,
 ) -> None:
-    """Evaluate a checkpoint on the test part of a saved split."""
+    """Evaluate a checkpoint on the test part of a saved split, or on any labelled collection."""
+    if data is not None:
+        _evaluate_collection(checkpoint, data, output)
+        return
 
     from brain_tumor.data.splits import load_split
     from brain_tumor.evaluation.run_eval import evaluate_checkpoint, write_json
@@ -192,6 +198,41 @@ def evaluate(
     metrics, _, _ = evaluate_checkpoint(checkpoint, images, labels, test)
     write_json(metrics, output / "metrics.json")
     typer.echo(f"accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f} -> {output / 'metrics.json'}")
+
+
+def _evaluate_collection(checkpoint: Path, data: Path, output: Path) -> None:
+    import csv
+
+    from brain_tumor.evaluation.external import (
+        CollectionError,
+        collection_markdown,
+        draw_collection_figures,
+        outcome_rows,
+        predict_items,
+        read_collection,
+        summarise_collection,
+    )
+    from brain_tumor.evaluation.run_eval import write_json
+
+    try:
+        items = read_collection(data)
+    except (CollectionError, OSError) as exc:
+        _fail(str(exc))
+    predictor = _load_fast_predictor(checkpoint, "auto", "auto", None, None)
+    answers = predict_items(predictor, items)
+    summary = summarise_collection(items, answers, predictor.class_names)
+    output.mkdir(parents=True, exist_ok=True)
+    write_json({**summary, "checkpoint": str(checkpoint), "data": str(data), "compute": predictor.compute},
+               output / "metrics.json")
+    rows = outcome_rows(items, answers)
+    with (output / "outcomes.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (output / "summary.md").write_text(collection_markdown(summary))
+    draw_collection_figures(items, answers, summary, output)
+    typer.echo(collection_markdown(summary).strip())
+    typer.echo(f"-> {output / 'summary.md'}")
 
 
 CheckpointOpt = Annotated[Path, typer.Option(
