@@ -47,7 +47,8 @@ def _from_rows(rows: list[dict[str, str]], base: Path, source: Path) -> list[Ite
     unknown = sorted({r["label"] for r in rows if collection_label(r["label"]) is None})
     if unknown:
         raise CollectionError(f"{source}: unknown labels {unknown} (glioma, meningioma, pituitary, no_tumour)")
-    return [Item(base / r["path"], str(collection_label(r["label"])), r.get("patient_id") or r["path"]) for r in rows]
+    return [Item(base / r["path"], str(collection_label(r["label"])),
+                 r.get("patient_id") or r.get("group") or r["path"]) for r in rows]
 
 
 def read_collection(source: str | Path) -> list[Item]:
