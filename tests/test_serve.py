@@ -124,7 +124,15 @@ def test_body_limit_stops_reading_at_the_limit_and_times_out_stalls() -> None:
     assert too_large.value.status_code == 413 and pulled["n"] == 11
     with pytest.raises(HTTPException) as stall:
         asyncio.run(BodyLimit(reader, max_bytes=1000, timeout_s=0.05)({"type": "http"}, stalled, None))
-    assert stall.value.status_code == 408
+    assert stall.value.status_code == 408 and "stalled" in str(stall.value.detail)
+
+    async def trickle() -> dict[str, object]:  # a byte every 20 ms: never stalls, never finishes
+        await asyncio.sleep(0.02)
+        return {"type": "http.request", "body": b"\0", "more_body": True}
+
+    with pytest.raises(HTTPException) as slow:
+        asyncio.run(BodyLimit(reader, max_bytes=10**6, timeout_s=0.1, deadline_s=0.3)({"type": "http"}, trickle, None))
+    assert slow.value.status_code == 408 and "longer than 0.3 s" in str(slow.value.detail)
 
 
 def test_api_key_when_configured(tiny_checkpoint: Path) -> None:

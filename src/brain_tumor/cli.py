@@ -524,6 +524,7 @@ def serve(
     api_key: Annotated[str | None, typer.Option(
         envvar="BRAIN_TUMOR_API_KEY", help="Require this X-API-Key on every /v1 call (set it when exposed).")] = None,
     body_timeout: Annotated[float, typer.Option(min=0.1, help="Seconds an upload may stall before 408.")] = 30.0,
+    upload_deadline: Annotated[float, typer.Option(min=1, help="Seconds a whole upload may take before 408.")] = 300.0,
     max_concurrent_decodes: Annotated[int, typer.Option(min=1, help="Images decoded at once (bounds memory).")] = 2,
     max_batch: Annotated[int, typer.Option(min=1, help="Micro-batching: images per forward pass at most.")] = 16,
     max_wait_ms: Annotated[float, typer.Option(min=0, help="Micro-batching: wait this long for more.")] = 5.0,
@@ -537,7 +538,8 @@ def serve(
     _load_fast_predictor(checkpoint, precision, engine, onnx, threads)  # fail early, in one line
     settings = ServiceSettings(checkpoint, max_upload_mb * 1024 * 1024, tuple(cors_origin or ()), model_card,
                                precision=precision, engine=engine, onnx=onnx, threads=threads,
-                               body_timeout_s=body_timeout, max_concurrent_decodes=max_concurrent_decodes,
+                               body_timeout_s=body_timeout, upload_deadline_s=upload_deadline,
+                               max_concurrent_decodes=max_concurrent_decodes,
                                api_key=api_key, max_batch=max_batch, max_wait_ms=max_wait_ms,
                                request_timeout_s=request_timeout)
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:

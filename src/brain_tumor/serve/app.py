@@ -85,6 +85,7 @@ class ServiceSettings:
     onnx: Path | None = None
     threads: int | None = None
     body_timeout_s: float = 30.0  # a stalled upload (no bytes for this long) gets 408
+    upload_deadline_s: float = 300.0  # and so does one whose whole body takes longer than this
     max_concurrent_decodes: int = 2  # images decoded at once: bounds the memory uploads can take
     api_key: str | None = None  # when set, every /v1 call needs the header X-API-Key: <key>
     max_batch: int = 16  # micro-batching: at most this many images per forward pass ...
@@ -193,28 +194,35 @@ API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="R
 class BodyLimit:
     """ASGI middleware: count the request body as it arrives and answer 413 as soon as it passes
     the limit (chunked uploads without Content-Length too, before they are spooled to disk), and
-    408 when no bytes arrive for ``timeout_s``."""
+    408 when no bytes arrive for ``timeout_s`` or the whole body takes over ``deadline_s`` (so a
+    client trickling a byte now and then cannot hold a connection for ever)."""
 
-    def __init__(self, app: Any, max_bytes: int, timeout_s: float) -> None:
-        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
+    def __init__(self, app: Any, max_bytes: int, timeout_s: float, deadline_s: float = 300.0) -> None:
+        self.app, self.max_bytes, self.timeout_s, self.deadline_s = app, max_bytes, timeout_s, deadline_s
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        received = 0
+        received, complete, start = 0, False, time.monotonic()
         limit_mb = self.max_bytes // (1024 * 1024)
 
         async def limited() -> dict[str, Any]:
-            nonlocal received
+            nonlocal received, complete
+            if complete:  # after the body: e.g. waiting for a disconnect; no upload limits apply
+                return dict(await receive())
+            left = self.deadline_s - (time.monotonic() - start)
             try:
-                message: dict[str, Any] = await asyncio.wait_for(receive(), self.timeout_s)
+                message: dict[str, Any] = await asyncio.wait_for(receive(), max(min(self.timeout_s, left), 0.0))
             except TimeoutError:
+                if left <= self.timeout_s:
+                    raise HTTPException(408, f"upload took longer than {self.deadline_s:g} s") from None
                 raise HTTPException(408, f"upload stalled: no data for {self.timeout_s:g} s") from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     raise HTTPException(413, f"file larger than {limit_mb} MB")
+                complete = not message.get("more_body", False)
             return message
 
         await self.app(scope, limited, send)
@@ -243,7 +251,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"])
 
     body_limit = settings.max_upload_bytes + 64 * 1024  # the file plus its multipart envelope
-    app.add_middleware(BodyLimit, max_bytes=body_limit, timeout_s=settings.body_timeout_s)
+    app.add_middleware(BodyLimit, max_bytes=body_limit, timeout_s=settings.body_timeout_s,
+                       deadline_s=settings.upload_deadline_s)
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next: Any) -> Any:
