@@ -331,8 +331,7 @@ def predict(
                 if overlays is not None:
                     _write_overlay_or_warn(predictor, p.source, overlays)
             sinks.write(p.row())
-    except KeyboardInterrupt:
-        sinks.close()
+    except KeyboardInterrupt:  # the finally below closes the outputs, the JSON array included
         typer.secho(f"interrupted: {sinks.count} rows kept", fg=typer.colors.YELLOW, err=True)
         raise typer.Exit(130) from None
     finally:
