@@ -14,6 +14,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML/JSON config file.")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override, e.g. train.lr=3e-4.")]
+CheckpointOpt = Annotated[Path, typer.Option(
+    "--checkpoint", "-m", help="A model: a model.pt written by train/reproduce, a package folder written by "
+                               "export --package, or hf://owner/name of a package on the Hugging Face Hub.")]
+OnnxOpt = Annotated[Path | None, typer.Option(help="Logits from this exported ONNX model (e.g. int8).")]
+EngineOpt = Annotated[str, typer.Option(
+    help="auto (the fastest path found: ONNX int8 or fp32 exported beside the model, else PyTorch) | pytorch | onnx.")]
+PrecisionOpt = Annotated[str, typer.Option(
+    help="PyTorch path: auto (bf16 where the CPU has it natively, else fp32) | fp32 | bf16.")]
+ThreadsOpt = Annotated[int | None, typer.Option(help="Intra-op threads (default: one per usable core).")]
+CalibrationOpt = Annotated[Path | None, typer.Option(
+    help="calibration.json from `brain-tumor calibrate` (temperature, referral threshold, conformal prediction "
+         "sets); default: one beside the model or in its package.")]
+GateOpt = Annotated[Path | None, typer.Option(
+    help="gate.json from `brain-tumor no-tumour-gate` (answers no_tumour); default: one beside the model.")]
 
 
 def _fail(message: str) -> None:
@@ -182,10 +196,13 @@ def evaluate(
     data: Annotated[Path | None, typer.Option(
         help="Evaluate on this labelled collection instead: a CSV of path,label, a folder with manifest.csv, "
              "or class-per-folder (glioma_tumor/, no_tumor/, normal/, ...).")] = None,
+    calibration: CalibrationOpt = None,
+    gate: GateOpt = None,
 ) -> None:
-    """Evaluate a checkpoint on the test part of a saved split, or on any labelled collection."""
+    """Evaluate a checkpoint on the test part of a saved split, or on any labelled collection
+    (with --data: as `predict` answers, calibration.json and gate.json included)."""
     if data is not None:
-        _evaluate_collection(checkpoint, data, output)
+        _evaluate_collection(checkpoint, data, output, calibration, gate)
         return
 
     from brain_tumor.data.splits import load_split
@@ -200,7 +217,8 @@ def evaluate(
     typer.echo(f"accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f} -> {output / 'metrics.json'}")
 
 
-def _evaluate_collection(checkpoint: Path, data: Path, output: Path) -> None:
+def _evaluate_collection(checkpoint: Path, data: Path, output: Path, calibration: Path | None,
+                         gate: Path | None) -> None:
     import csv
 
     from brain_tumor.evaluation.external import (
@@ -218,7 +236,7 @@ def _evaluate_collection(checkpoint: Path, data: Path, output: Path) -> None:
         items = read_collection(data)
     except (CollectionError, OSError) as exc:
         _fail(str(exc))
-    predictor = _load_fast_predictor(checkpoint, "auto", "auto", None, None)
+    predictor = _load_fast_predictor(checkpoint, "auto", "auto", None, None, calibration, gate)
     answers = predict_items(predictor, items)
     summary = summarise_collection(items, answers, predictor.class_names)
     output.mkdir(parents=True, exist_ok=True)
@@ -235,31 +253,23 @@ def _evaluate_collection(checkpoint: Path, data: Path, output: Path) -> None:
     typer.echo(f"-> {output / 'summary.md'}")
 
 
-CheckpointOpt = Annotated[Path, typer.Option(
-    "--checkpoint", "-m", help="A model: a model.pt written by train/reproduce, a package folder written by "
-                               "export --package, or hf://owner/name of a package on the Hugging Face Hub.")]
-OnnxOpt = Annotated[Path | None, typer.Option(help="Logits from this exported ONNX model (e.g. int8).")]
-EngineOpt = Annotated[str, typer.Option(
-    help="auto (the fastest path found: ONNX int8 or fp32 exported beside the model, else PyTorch) | pytorch | onnx.")]
-PrecisionOpt = Annotated[str, typer.Option(
-    help="PyTorch path: auto (bf16 where the CPU has it natively, else fp32) | fp32 | bf16.")]
-ThreadsOpt = Annotated[int | None, typer.Option(help="Intra-op threads (default: one per usable core).")]
-
-
 def _load_fast_predictor(checkpoint: Path, precision: str, engine: str, onnx: Path | None,  # type: ignore[no-untyped-def]
-                         threads: int | None):
+                         threads: int | None, calibration: Path | None = None, gate: Path | None = None):
     """The predictor on the path :func:`brain_tumor.inference.load_predictor` picks; one-line errors."""
     from brain_tumor.inference import load_predictor
 
     _load_predictor(checkpoint)  # a missing or broken checkpoint: one line
     try:
-        predictor = load_predictor(checkpoint, precision, engine, onnx, threads)
+        predictor = load_predictor(checkpoint, precision, engine, onnx, threads, calibration, gate)
     except ValueError as exc:
         _fail(str(exc))
     except Exception as exc:  # noqa: BLE001  (onnxruntime raises its own types)
         _fail(f"{onnx or checkpoint}: cannot load the model's ONNX engine ({str(exc).splitlines()[0]})")
     choice = predictor.compute["engine"]
     logging.getLogger("brain_tumor").info("engine %s %s (%s)", choice["engine"], choice["precision"], choice["reason"])
+    if predictor.calibration_source:
+        logging.getLogger("brain_tumor").info("calibration %s: %.0f%% prediction sets", predictor.calibration_source,
+                                              100 * predictor.set_confidence)
     return predictor
 
 
@@ -302,6 +312,8 @@ def predict(
              "study (DICOM StudyInstanceUID; other files by folder).")] = "none",
     group_csv: Annotated[Path | None, typer.Option(help="Write the per-group answers as CSV.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Slices per forward pass.")] = 16,
+    calibration: CalibrationOpt = None,
+    gate: GateOpt = None,
 ) -> None:
     """Predict slices; bad files get one error line each, the rest go on. Exit 1 if any failed.
 
@@ -312,9 +324,11 @@ def predict(
 
     if group_by not in GROUP_BY:
         _fail(f"--group-by: unknown {group_by!r} ({' | '.join(GROUP_BY)})")
-    predictor = _load_fast_predictor(checkpoint, precision, engine, onnx, threads)
+    predictor = _load_fast_predictor(checkpoint, precision, engine, onnx, threads, calibration, gate)
     try:
-        sinks = PredictionSinks(csv_out, json_out, prediction_fields(predictor.class_names, predictor.ood is not None))
+        sinks = PredictionSinks(csv_out, json_out, prediction_fields(predictor.class_names, predictor.ood is not None,
+                                                                     predictor.conformal is not None,
+                                                                     predictor.gate is not None))
     except OSError as exc:
         _fail(f"cannot write predictions: {exc.strerror or exc} ({exc.filename})")
     overlays = OverlayNames(cam_dir) if cam_dir is not None else None
@@ -327,6 +341,9 @@ def predict(
             else:
                 answered.append(p)
                 flag = "  REFER" if p.refer else ""
+                if "prediction_set" in p.extra:
+                    members = p.extra["prediction_set"] or "none of the classes"
+                    flag += f"  set@{predictor.set_confidence:.0%}: {members}"
                 typer.echo(f"{p.source}\t{p.predicted}\t{p.confidence:.3f}{flag}")
                 if overlays is not None:
                     _write_overlay_or_warn(predictor, p.source, overlays)
@@ -528,15 +545,18 @@ def serve(
     max_batch: Annotated[int, typer.Option(min=1, help="Micro-batching: images per forward pass at most.")] = 16,
     max_wait_ms: Annotated[float, typer.Option(min=0, help="Micro-batching: wait this long for more.")] = 5.0,
     request_timeout: Annotated[float, typer.Option(help="Seconds before a prediction gets 503.")] = 120.0,
+    calibration: CalibrationOpt = None,
+    gate: GateOpt = None,
 ) -> None:
     """Serve the model over HTTP with a web page at /."""
     import uvicorn
 
     from brain_tumor.serve.app import ServiceSettings, create_app
 
-    _load_fast_predictor(checkpoint, precision, engine, onnx, threads)  # fail early, in one line
+    _load_fast_predictor(checkpoint, precision, engine, onnx, threads, calibration, gate)  # fail early, in one line
     settings = ServiceSettings(checkpoint, max_upload_mb * 1024 * 1024, tuple(cors_origin or ()), model_card,
-                               precision=precision, engine=engine, onnx=onnx, threads=threads,
+                               precision=precision, engine=engine, onnx=onnx, threads=threads, calibration=calibration,
+                               gate=gate,
                                body_timeout_s=body_timeout, upload_deadline_s=upload_deadline,
                                max_concurrent_decodes=max_concurrent_decodes,
                                api_key=api_key, max_batch=max_batch, max_wait_ms=max_wait_ms,
@@ -569,6 +589,70 @@ def cv(
         _fail(str(exc))
     ci = summary["bootstrap_95ci_by_patient"]["accuracy"]
     typer.echo(f"accuracy {ci['value']:.4f} [{ci['low']:.4f}, {ci['high']:.4f}] -> {results / 'summary.md'}")
+
+
+@app.command()
+def calibrate(
+    cv_dir: Annotated[Path, typer.Argument(help="A `brain-tumor cv` results folder (fold-*/test_predictions.csv).")],
+    output: Annotated[Path, typer.Option(help="Where calibration.json and the cross-fitted report go.")] = Path(
+        "runs/calibrate"),
+    confidence: Annotated[float, typer.Option(
+        min=0.5, max=0.999, help="Stated coverage of the prediction sets.")] = 0.95,
+    target_risk: Annotated[float, typer.Option(
+        min=0.001, max=0.5, help="Error rate allowed among answered slices.")] = 0.02,
+    class_conditional: Annotated[bool, typer.Option(
+        help="Coverage per true class (Mondrian), not only on average over classes.")] = True,
+) -> None:
+    """Fit temperature, referral threshold and conformal prediction sets on a patient-wise CV's
+    out-of-fold predictions; judge them by cross-fitting over the folds; write calibration.json.
+
+    Example: brain-tumor calibrate results/cv/official-freeze-15-bf16-e12 --output runs/calibrate
+    then: brain-tumor predict scan.jpg -m model.pt --calibration runs/calibrate/calibration.json"""
+    from brain_tumor.calibrate import CalibrationInputError, run_calibrate
+
+    try:
+        summary = run_calibrate(cv_dir, output, confidence, target_risk, class_conditional)
+    except (CalibrationInputError, OSError) as exc:
+        _fail(str(exc))
+    c, e = summary["conformal"], summary
+    typer.echo(f"ECE {e['ece_before']['value']:.4f} -> {e['ece_after']['value']:.4f}; "
+               f"sets at {confidence:.0%}: coverage {100 * c['coverage']['value']:.2f}%, "
+               f"mean size {c['mean_set_size']:.3f}; answered {100 * e['referral']['answered']['value']:.1f}% "
+               f"-> {output / 'calibration_cv.md'}, {output / 'calibration.json'}")
+
+
+@app.command("no-tumour-gate")
+def no_tumour_gate(
+    checkpoint: CheckpointOpt,
+    splits: Annotated[Path, typer.Option(help="The CV's splits.json the model was trained on.")],
+    fold: Annotated[int, typer.Option(min=1, help="The model's CV fold (1-based).")],
+    data: Annotated[Path | None, typer.Option(help="The tumour dataset (default: the configured Figshare).")] = None,
+    no_tumour_data: Annotated[Path, typer.Option(help="Slices without a tumour: a folder with manifest.csv "
+                                                      "(label no_tumour, group), or a class-per-folder tree.")] = Path(
+        "../shared/data/br35h-no-tumour"),
+    output: Annotated[Path, typer.Option(help="Where gate.json and no_tumour.json/.md go.")] = Path("runs/no-tumour"),
+    per_class: Annotated[int, typer.Option(min=10, help="Training slices per tumour class for the gate.")] = 200,
+    threshold: Annotated[float, typer.Option(min=0.01, max=0.99, help="P(no tumour) that answers no tumour.")] = 0.5,
+    seed: Annotated[int, typer.Option(help="Seed of the sampling, styles and group folds.")] = 0,
+) -> None:
+    """Fit the model's "no tumour" gate and measure it, with the collection shortcut controlled.
+
+    Example: brain-tumor no-tumour-gate -m runs/cv/NAME/fold-1/model.pt --splits results/cv/NAME/splits.json
+    --fold 1 --output runs/no-tumour; then copy gate.json beside model.pt (predict and serve find it there)."""
+    from brain_tumor.config import RunConfig
+    from brain_tumor.no_tumour_gate import run_no_tumour_gate
+
+    _checkpoint_meta(checkpoint)
+    for path in (splits, no_tumour_data):
+        if not path.exists():
+            _fail(f"{path}: no such file or folder")
+    try:
+        summary = run_no_tumour_gate(checkpoint, data or Path(RunConfig().data.root), splits, fold, no_tumour_data,
+                                     output, output / "cache", per_class, threshold=threshold, seed=seed)
+    except (ValueError, OSError, IndexError) as exc:
+        _fail(str(exc))
+    typer.echo(Path(output / "no_tumour.md").read_text().strip())
+    typer.echo(f"-> {output / 'gate.json'} ({len(summary['results'])} variants measured)")
 
 
 @app.command()

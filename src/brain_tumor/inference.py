@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,8 @@ from torch import nn
 
 from brain_tumor.data.imageio import SUPPORTED_SUFFIXES, ImageReadError, dicom_frame_count, read_slice
 from brain_tumor.data.preprocess import prepare_slice
+from brain_tumor.evaluation.conformal import ConformalSets
+from brain_tumor.gate import TumourGate, load_gate
 from brain_tumor.hardware import (
     EngineChoice,
     ThreadChoice,
@@ -25,6 +28,8 @@ from brain_tumor.model.backbone import Preprocessing, forward_fp32_stem
 from brain_tumor.onnx_runtime import OnnxPredictor, file_sha256
 from brain_tumor.training.checkpoint import load_model_checkpoint
 from brain_tumor.transforms import Normalize
+
+NO_TUMOUR = "no_tumour"  # the answer when a loaded gate finds no tumour in the slice
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,34 @@ class Predictor:
         self.engine: EngineChoice | None = None  # set by use_engine; None is plain PyTorch fp32
         self.ood: dict[str, Any] | None = None  # {"bank", "k", "threshold"}: see evaluation.ood
         self.compute: dict[str, Any] = {}  # what load_predictor chose, and why
+        self.conformal: ConformalSets | None = None  # prediction sets (see use_calibration)
+        self.set_confidence = 0.95
+        self.calibration_source: str | None = None  # a calibration.json applied over the checkpoint's
+        self.gate: TumourGate | None = None  # the "no tumour" gate (see use_gate)
+
+    def use_gate(self, gate: TumourGate, model_sha256: str | None, source: str) -> Predictor:
+        """Answer ``no_tumour`` where ``gate`` (fitted on this model's features) says so."""
+        if model_sha256 is not None and gate.model_sha256 != model_sha256:
+            raise ValueError(f"{source}: fitted on another model's features (sha256 {gate.model_sha256[:12]}...)")
+        self.gate = gate
+        return self
+
+    def use_calibration(self, calibration: dict[str, Any], source: str) -> Predictor:
+        """Apply a ``calibration.json`` (temperature, referral threshold, conformal sets) fitted on a
+        patient-wise CV's out-of-fold predictions; it replaces the checkpoint's own calibration."""
+        if list(calibration.get("class_names", [])) != self.class_names:
+            raise ValueError(f"{source}: calibrated for classes {calibration.get('class_names')}, "
+                             f"the model has {self.class_names}")
+        if calibration.get("image_size") != self.preprocessing.image_size:
+            logging.getLogger(__name__).warning(
+                "%s: fitted on %s-px models, this model reads %d px: the stated coverage may not hold", source,
+                calibration.get("image_size"), self.preprocessing.image_size)
+        self.temperature = float(calibration["temperature"])
+        self.refer_threshold = float(calibration["refer_threshold"])
+        self.conformal = ConformalSets.from_dict(calibration["conformal"])
+        self.set_confidence = float(calibration["confidence"])
+        self.calibration_source = source
+        return self
 
     def use_engine(self, engine: EngineChoice, threads: ThreadChoice | None = None) -> Predictor:
         """Serve logits from an exported ONNX model (int8 or fp32) under ONNX Runtime, or from
@@ -151,39 +184,65 @@ class Predictor:
             handle.remove()
         return captured[0].float(), logits
 
-    def _outputs(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits, plus OOD scores when the checkpoint carries an OOD detector (from the same
-        forward pass: PyTorch's, or an ONNX export's ``features`` output)."""
-        if self.ood is None:
-            return self.logits(batch), None
-        from brain_tumor.evaluation.ood import knn_scores
-
+    def _outputs(self, batch: torch.Tensor) -> tuple[torch.Tensor, list[float] | None, list[float] | None]:
+        """Logits, plus OOD scores when the checkpoint carries an OOD detector and ``P(no tumour)``
+        when a gate is loaded (both from the same forward pass: PyTorch's, or an ONNX export's
+        ``features`` output)."""
+        if self.ood is None and self.gate is None:
+            return self.logits(batch), None, None
         if self.onnx is not None and self.onnx.has_features:
             logits_np, features_np = self.onnx.outputs(batch.numpy())
             logits, features = torch.from_numpy(logits_np), torch.from_numpy(features_np)  # type: ignore[arg-type]
         else:
             features, logits = self.embed(batch)
-        return logits, knn_scores(self.ood["bank"].float(), features, int(self.ood["k"]))
+        scores = None
+        if self.ood is not None:
+            from brain_tumor.evaluation.ood import knn_scores
+
+            scores = [float(v) for v in knn_scores(self.ood["bank"].float(), features, int(self.ood["k"]))]
+        p_none = [float(v) for v in self.gate.p_no_tumour(features.numpy())] if self.gate is not None else None
+        return logits, scores, p_none
 
     def answer(self, source: str, logits: torch.Tensor, ood_score: float | None = None) -> Prediction:
         """Turn one row of logits (and its OOD score) into a :class:`Prediction`."""
+        return self.answers([source], logits[None], None if ood_score is None else [ood_score])[0]
+
+    def answers(self, sources: list[str], logits: torch.Tensor, ood_scores: list[float] | None,
+                p_no_tumour: list[float] | None = None) -> list[Prediction]:
+        """Predictions for rows of logits (with their OOD scores and ``P(no tumour)``); conformal
+        sets for the batch at once."""
+        calibrated = (logits.float() / self.temperature).softmax(-1)
+        members = self.conformal.sets(calibrated.numpy(), self.set_confidence) if self.conformal else None
+        return [self._answer(source, logits[i], calibrated[i], None if ood_scores is None else ood_scores[i],
+                             None if members is None else members[i],
+                             None if p_no_tumour is None else p_no_tumour[i]) for i, source in enumerate(sources)]
+
+    def _answer(self, source: str, logits: torch.Tensor, calibrated: torch.Tensor, ood_score: float | None,
+                members: np.ndarray | None, p_none: float | None) -> Prediction:
         probs = logits.softmax(-1)
-        calibrated = (logits / self.temperature).softmax(-1)
         k = int(probs.argmax())
-        confidence = float(calibrated[k])
+        predicted, confidence = self.class_names[k], float(calibrated[k])
         refer = self.refer_threshold is not None and confidence < self.refer_threshold
         extra: dict[str, Any] = {}
         if ood_score is not None and self.ood is not None:
             unlike = ood_score > float(self.ood["threshold"])
             extra = {"ood_score": round(ood_score, 6), "out_of_distribution": unlike}
             refer = refer or unlike
+        if members is not None:
+            extra["prediction_set"] = "|".join(c for c, inside in zip(self.class_names, members) if inside)
+        if p_none is not None and self.gate is not None:
+            extra["p_no_tumour"] = round(p_none, 6)
+            if p_none >= self.gate.threshold:  # the gate's answer comes first: no tumour to classify
+                predicted, confidence = NO_TUMOUR, p_none
+                refer = bool(extra.get("out_of_distribution", False))
+                if members is not None:
+                    extra["prediction_set"] = ""  # no tumour class: there is no tumour to name
         return Prediction(source, {c: float(p) for c, p in zip(self.class_names, probs)},
-                          self.class_names[k], confidence, refer, self.refer_threshold is not None, extra=extra)
+                          predicted, confidence, refer, self.refer_threshold is not None, extra=extra)
 
     def predict(self, image: np.ndarray, source: str = "<array>") -> Prediction:
         """Predict one float [0, 1] grayscale slice."""
-        logits, scores = self._outputs(self.to_tensor(image)[None])
-        return self.answer(source, logits[0], None if scores is None else float(scores[0]))
+        return self.predict_batch(self.to_tensor(image)[None], [source])[0]
 
     def read(self, path: Path) -> Iterator[tuple[str, np.ndarray]]:
         """``(source name, slice)`` pairs of a file; one per frame for multi-frame DICOM."""
@@ -216,9 +275,8 @@ class Predictor:
 
     def predict_batch(self, batch: torch.Tensor, sources: list[str]) -> list[Prediction]:
         """Answers for uint8 ``[B, 1, S, S]`` slices already prepared with :meth:`to_tensor`."""
-        logits, scores = self._outputs(batch)
-        return [self.answer(source, row, None if scores is None else float(scores[i]))
-                for i, (source, row) in enumerate(zip(sources, logits))]
+        logits, scores, p_none = self._outputs(batch)
+        return self.answers(sources, logits, scores, p_none)
 
     def _flush(self, pending: list[tuple[str, torch.Tensor]]) -> Iterator[Prediction]:
         if pending:
@@ -256,13 +314,47 @@ def find_exports(checkpoint: str | Path) -> tuple[str | None, str | None]:
     return found[0], found[1]
 
 
+def find_beside(checkpoint: str | Path, name: str) -> Path | None:
+    """A file ``name`` (``calibration.json``, ``gate.json``) beside a checkpoint or inside a model
+    package, if there is one."""
+    from brain_tumor.package import is_package, resolve_reference
+
+    base = resolve_reference(checkpoint)
+    path = (base if is_package(base) else base.parent) / name
+    return path if path.is_file() else None
+
+
+def model_sha256(checkpoint: str | Path) -> str | None:
+    """The SHA-256 of a checkpoint file, or the one a model package was exported from."""
+    import json
+
+    from brain_tumor.package import is_package, resolve_reference
+
+    base = resolve_reference(checkpoint)
+    if is_package(base):
+        return json.loads((base / "config.json").read_text()).get("package", {}).get("source_checkpoint_sha256")
+    return file_sha256(base) if base.is_file() else None
+
+
 def load_predictor(checkpoint: str | Path, precision: str = "auto", engine: str = "auto",
-                   onnx: str | Path | None = None, threads: int | None = None) -> Predictor:
+                   onnx: str | Path | None = None, threads: int | None = None,
+                   calibration: str | Path | None = None, gate: str | Path | None = None) -> Predictor:
     """A predictor on the fastest path this machine has for this model (:mod:`brain_tumor.hardware`):
     an explicit ``onnx`` file, else the exports beside the checkpoint, else PyTorch at ``precision``.
     An ONNX export without the ``features`` output is skipped for a model with an OOD flag, since
-    the flag needs them. What was chosen, and why, is in ``predictor.compute``."""
+    the flag needs them. ``calibration`` (default: a ``calibration.json`` beside the model) adds
+    conformal prediction sets and replaces the checkpoint's temperature and referral threshold;
+    ``gate`` (default: a ``gate.json`` beside the model) adds the "no tumour" answer.
+    What was chosen, and why, is in ``predictor.compute``."""
+    from brain_tumor.calibration_file import load_calibration
+
     predictor = Predictor.from_checkpoint(checkpoint)
+    calibration_path = Path(calibration) if calibration is not None else find_beside(checkpoint, "calibration.json")
+    if calibration_path is not None:
+        predictor.use_calibration(load_calibration(calibration_path), str(calibration_path))
+    gate_path = Path(gate) if gate is not None else find_beside(checkpoint, "gate.json")
+    if gate_path is not None:
+        predictor.use_gate(load_gate(gate_path), model_sha256(checkpoint), str(gate_path))
     thread_choice = resolve_threads(threads)
     apply_threads(thread_choice)
     precision_choice = choose_precision(precision, "cpu")
@@ -273,12 +365,13 @@ def load_predictor(checkpoint: str | Path, precision: str = "auto", engine: str 
         int8 = fp32 = None
     else:
         int8, fp32 = find_exports(checkpoint)
-        if predictor.ood is not None:
+        if predictor.ood is not None or predictor.gate is not None:
             int8, fp32 = (p if p and OnnxPredictor(p).has_features else None for p in (int8, fp32))
     choice = resolve_engine(engine, precision_choice, int8, fp32)
     if onnx is not None:
         choice = EngineChoice("onnx", "as exported", str(onnx), "ONNX model given explicitly")
     predictor.use_engine(choice, thread_choice)
     predictor.compute = {"precision": precision_choice.describe(), "engine": choice.describe(),
-                         "threads": thread_choice.describe()}
+                         "threads": thread_choice.describe(), "calibration": predictor.calibration_source,
+                         "gate": str(gate_path) if gate_path is not None else None}
     return predictor

@@ -96,7 +96,10 @@ def summarise_collection(items: list[Item], answers: list[Prediction], class_nam
         out["tumour"] = {"n": len(tumour), "metrics": classification_metrics(y, probs, class_names),
                          "accuracy_95ci": st.bootstrap_ci(st.accuracy, y, probs, groups, n_boot)}
         confidence = np.array([a.confidence for _, a in tumour])
-        correct = probs.argmax(1) == y
+        gated_out = np.array([a.predicted == NO_TUMOUR for _, a in tumour])  # the gate saw no tumour: wrong
+        correct = (probs.argmax(1) == y) & ~gated_out
+        out["tumour"]["called_no_tumour"] = float(gated_out.mean())
+        out["tumour"]["accuracy_with_no_tumour_answers"] = float(correct.mean())
         answered = ~np.array([a.refer for _, a in tumour])
         out["tumour"]["answered_share"] = float(answered.mean())
         out["tumour"]["accuracy_among_answered"] = float(correct[answered].mean()) if answered.any() else None
@@ -105,12 +108,17 @@ def summarise_collection(items: list[Item], answers: list[Prediction], class_nam
     healthy = [(i, a) for i, a in zip(items, answers) if i.label == NO_TUMOUR and not a.error]
     if healthy:
         refused = np.array([a.refer for _, a in healthy])
-        confidence = np.array([a.confidence for _, a in healthy])
+        none = np.array([a.predicted == NO_TUMOUR for _, a in healthy]) & ~refused
+        tumour_called = ~refused & ~none
+        sure = tumour_called & (np.array([a.confidence for _, a in healthy]) > 0.9)
+        gated = any("p_no_tumour" in a.extra for _, a in healthy)
         out["no_tumour"] = {"n": len(healthy), "refused": float(refused.mean()),
-                            "called_a_tumour": float((~refused).mean()),
-                            "called_a_tumour_with_confidence_over_0.9": float(((~refused) & (confidence > 0.9)).mean()),
+                            "called_no_tumour": float(none.mean()),
+                            "called_a_tumour": float(tumour_called.mean()),
+                            "called_a_tumour_with_confidence_over_0.9": float(sure.mean()),
                             "called": {c: float(np.mean([a.predicted == c for _, a in healthy])) for c in class_names},
-                            "no_tumour_answer": "none: the model knows only the three tumour classes"}
+                            "no_tumour_answer": "the no-tumour gate" if gated
+                            else "none: the model knows only the three tumour classes"}
     return out
 
 
@@ -123,7 +131,9 @@ def outcome_rows(items: list[Item], answers: list[Prediction]) -> list[dict[str,
         elif a.refer:
             outcome = "refused"
         elif item.label == NO_TUMOUR:
-            outcome = "called a tumour"
+            outcome = "called no tumour" if a.predicted == NO_TUMOUR else "called a tumour"
+        elif a.predicted == NO_TUMOUR:
+            outcome = "called no tumour"
         else:
             outcome = "right" if a.predicted == item.label else "wrong"
         rows.append({"path": str(item.path), "label": item.label, "predicted": a.predicted,
@@ -141,11 +151,14 @@ def collection_markdown(summary: dict[str, Any]) -> str:
         lines.append(f"Tumour images: {t['n']}; accuracy {100 * point:.1f}% [{100 * low:.1f}, {100 * high:.1f}] "
                      f"(95% CI resampling patients or images); recall {recall}; answered "
                      f"{100 * t['answered_share']:.1f}%, accuracy among answered "
-                     f"{'-' if answered is None else f'{100 * answered:.1f}%'}.\n")
+                     f"{'-' if answered is None else f'{100 * answered:.1f}%'}; called no tumour "
+                     f"{100 * t['called_no_tumour']:.1f}% (accuracy counting those wrong "
+                     f"{100 * t['accuracy_with_no_tumour_answers']:.1f}%).\n")
     h = summary.get("no_tumour")
     if h:
         called = ", ".join(f"{c} {100 * v:.1f}%" for c, v in h["called"].items())
-        lines.append(f"Images without a tumour: {h['n']}; refused {100 * h['refused']:.1f}%, called a tumour "
+        lines.append(f"Images without a tumour: {h['n']}; refused {100 * h['refused']:.1f}%, called no tumour "
+                     f"{100 * h.get('called_no_tumour', 0.0):.1f}%, called a tumour "
                      f"{100 * h['called_a_tumour']:.1f}% ({100 * h['called_a_tumour_with_confidence_over_0.9']:.1f}% "
                      f"with confidence over 0.9; {called}). {h['no_tumour_answer']}.\n")
     return "\n".join(lines)

@@ -84,6 +84,8 @@ class ServiceSettings:
     engine: str = "auto"  # auto | pytorch | onnx
     onnx: Path | None = None
     threads: int | None = None
+    calibration: Path | None = None  # calibration.json (default: one beside the model)
+    gate: Path | None = None  # the no-tumour gate.json (default: one beside the model)
     body_timeout_s: float = 30.0  # a stalled upload (no bytes for this long) gets 408
     upload_deadline_s: float = 300.0  # and so does one whose whole body takes longer than this
     max_concurrent_decodes: int = 2  # images decoded at once: bounds the memory uploads can take
@@ -128,7 +130,7 @@ class Service:
     def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
         self.predictor = load_predictor(settings.checkpoint, settings.precision, settings.engine, settings.onnx,
-                                        settings.threads)
+                                        settings.threads, settings.calibration, settings.gate)
         engine = self.predictor.compute["engine"]
         log.info("serving %s on %s %s (%s)", settings.checkpoint, engine["engine"], engine["precision"],
                  engine["reason"])
@@ -170,6 +172,10 @@ class Service:
 
     def answer(self, prediction: Prediction, tensor: torch.Tensor, images: dict[str, str] | None) -> PredictionOut:
         result = prediction.row()
+        if "prediction_set" in result:
+            members = result["prediction_set"]
+            result["prediction_set"] = members.split("|") if members else []
+            result["set_confidence"] = self.predictor.set_confidence
         for key in ("path", "error", *(k for k in list(result) if k.startswith("p_"))):
             result.pop(key, None)
         result.update(probabilities=prediction.probabilities, image_png=_png_base64(tensor[0].numpy()),

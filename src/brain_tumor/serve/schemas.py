@@ -25,11 +25,12 @@ class PredictionOut(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "predicted": "meningioma", "confidence": 0.97, "refer": False, "calibrated": True,
         "probabilities": {"glioma": 0.02, "meningioma": 0.97, "pituitary": 0.01},
-        "ood_score": 0.12, "out_of_distribution": False,
+        "ood_score": 0.12, "out_of_distribution": False, "prediction_set": ["meningioma"], "set_confidence": 0.95,
         "image_png": "iVBORw0KGgo...", "overlay_png": "iVBORw0KGgo...", "cam_png": "iVBORw0KGgo...",
         "notice": "Research use only. Not a medical device and not for diagnosis."}]})
 
-    predicted: str = Field(description="The most probable class.")
+    predicted: str = Field(description="The most probable class, or `no_tumour` when the model is served with a "
+                                       "no-tumour gate and the gate finds no tumour.")
     confidence: float = Field(ge=0, le=1, description="Calibrated probability of the predicted class "
                                                       "(uncalibrated when `calibrated` is false).")
     refer: bool = Field(description="True when the answer should go to a human: low confidence or out of distribution.")
@@ -38,6 +39,13 @@ class PredictionOut(BaseModel):
     ood_score: float | None = Field(None, description="Feature distance to the training slices (when the model "
                                                       "carries an OOD detector).")
     out_of_distribution: bool | None = Field(None, description="ood_score above the detector's threshold.")
+    prediction_set: list[str] | None = Field(
+        None, description="The classes the true one lies among with probability `set_confidence` (a conformal "
+                          "prediction set; when the model is served with a calibration). Several classes: the model "
+                          "cannot tell them apart for this slice; none: it fits no class.")
+    set_confidence: float | None = Field(None, gt=0, lt=1, description="The stated coverage of `prediction_set`.")
+    p_no_tumour: float | None = Field(None, ge=0, le=1, description="The no-tumour gate's probability that the "
+                                                                    "slice holds no tumour (with a gate).")
     image_png: str = Field(description="The slice as the model saw it, base64 PNG.")
     overlay_png: str | None = Field(None, description="Grad-CAM overlaid on the slice, base64 PNG "
                                                       "(with ?explain=true).")
@@ -72,6 +80,9 @@ class ComputeOut(BaseModel):
     precision: PrecisionOut
     engine: EngineOut
     threads: ThreadsOut
+    calibration: str | None = Field(None, description="The calibration.json applied (temperature, referral "
+                                                      "threshold, prediction sets), if any.")
+    gate: str | None = Field(None, description="The no-tumour gate.json applied, if any.")
 
 
 class CpuOut(BaseModel):

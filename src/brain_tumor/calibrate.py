@@ -1,0 +1,143 @@
+"""``brain-tumor calibrate``: fit and judge calibration, referral and conformal sets on the
+out-of-fold predictions of a patient-wise CV, and write the deployable ``calibration.json``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from brain_tumor.cv import patients_by_path, read_predictions
+from brain_tumor.data.manifest import CLASS_NAMES
+from brain_tumor.evaluation import calibration as cal
+from brain_tumor.evaluation.oof_calibration import OutOfFold, cross_fit, cross_fit_summary, deployable
+from brain_tumor.evaluation.plots import plot_reliability, plot_risk_coverage
+from brain_tumor.evaluation.run_eval import write_json
+
+log = logging.getLogger(__name__)
+
+
+class CalibrationInputError(ValueError):
+    """A CV folder that cannot be calibrated on; the message is one line."""
+
+
+def _tail(path: str) -> str:
+    """``class/file.jpg``: how a slice is named independently of where the dataset lies."""
+    return "/".join(Path(path).parts[-2:])
+
+
+def read_out_of_fold(cv_dir: Path) -> tuple[OutOfFold, int]:
+    """Pooled OOF predictions of a CV results folder (``fold-*/test_predictions.csv``) with each
+    slice's patient, and the image size the CV ran at."""
+    fold_dirs = sorted(p.parent for p in cv_dir.glob("fold-*/test_predictions.csv"))
+    if len(fold_dirs) < 2:
+        raise CalibrationInputError(f"{cv_dir}: needs the test_predictions.csv of at least 2 CV folds, "
+                                    f"found {len(fold_dirs)}")
+    if not (cv_dir / "config.yaml").is_file():
+        raise CalibrationInputError(f"{cv_dir}: no config.yaml (is it a `brain-tumor cv` results folder?)")
+    patient_of = {_tail(path): patient for path, patient in patients_by_path(cv_dir).items()}
+    probs, labels, folds, patients = [], [], [], []
+    for number, fold_dir in enumerate(fold_dirs, start=1):
+        paths, y, p = read_predictions([fold_dir])
+        missing = [path for path in paths if _tail(path) not in patient_of]
+        if missing:
+            raise CalibrationInputError(f"{fold_dir}: {len(missing)} slices not in the dataset's manifest "
+                                        f"(first: {missing[0]})")
+        probs.append(p)
+        labels.append(y)
+        folds.append(np.full(len(y), number))
+        patients.extend(patient_of[_tail(path)] for path in paths)
+    patients_arr = np.asarray(patients)
+    fold_arr = np.concatenate(folds)
+    shared = {p for p in set(patients) if len(set(fold_arr[patients_arr == p])) > 1}
+    if shared:
+        raise CalibrationInputError(f"{cv_dir}: folds share patients ({sorted(shared)[:3]}...): not patient-wise")
+    config = _config(cv_dir)
+    size = int(config.get("data", {}).get("image_size", 224))
+    return OutOfFold(np.concatenate(probs), np.concatenate(labels), fold_arr, patients_arr), size
+
+
+def _config(cv_dir: Path) -> dict[str, Any]:
+    import yaml
+
+    loaded = yaml.safe_load((cv_dir / "config.yaml").read_text())
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def run_calibrate(cv_dir: Path, output: Path, confidence: float = 0.95, target_risk: float = 0.02,
+                  class_conditional: bool = True, n_boot: int = 2000) -> dict[str, Any]:
+    """Cross-fitted judgement (``calibration_cv.json``, figures) and the deployable
+    ``calibration.json`` fitted on every OOF slice, both under ``output``."""
+    oof, image_size = read_out_of_fold(cv_dir)
+    n_folds = len(np.unique(oof.folds))
+    log.info("%d out-of-fold slices of %d patients in %d folds", len(oof.labels), len(set(oof.patients)), n_folds)
+    result = cross_fit(oof, target_risk, confidence, class_conditional)
+    summary = cross_fit_summary(oof, result, CLASS_NAMES, confidence, target_risk, n_boot)
+    summary.update({"cv": _relative(cv_dir), "class_conditional": class_conditional, "n_folds": n_folds})
+    output.mkdir(parents=True, exist_ok=True)
+    write_json(summary, output / "calibration_cv.json")
+    (output / "calibration_cv.md").write_text(summary_markdown(summary))
+    _figures(oof, result.scaled, result.answered, summary, output)
+    calibration = deployable(oof, CLASS_NAMES, image_size, target_risk, confidence, _relative(cv_dir),
+                             class_conditional)
+    write_json(calibration, output / "calibration.json")
+    return summary
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path.name
+
+
+def _figures(oof: OutOfFold, scaled: np.ndarray, answered: np.ndarray, summary: dict[str, Any],
+             output: Path) -> None:
+    def bins(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        r = cal.reliability(probs, oof.labels)
+        return r.confidence, r.accuracy, r.count
+
+    plot_reliability(bins(oof.probs), bins(scaled), summary["ece_before"]["value"], summary["ece_after"]["value"],
+                     output / "reliability.png")
+    correct = scaled.argmax(1) == oof.labels
+    _, share, risk = cal.risk_coverage(scaled.max(1), correct)
+    chosen = (float(answered.mean()), float(1 - correct[answered].mean()) if answered.any() else 0.0)
+    plot_risk_coverage(share, risk, chosen, output / "risk_coverage.png", summary["referral"]["target_risk"])
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """A short table of the cross-fitted figures."""
+    def ci(d: dict[str, float], pct: bool = False) -> str:
+        f = (lambda v: f"{100 * v:.2f}%") if pct else (lambda v: f"{v:.4f}")
+        return f"{f(d['value'])} [{f(d['low'])}, {f(d['high'])}]"
+
+    c, r = summary["conformal"], summary["referral"]
+    lines = [f"# Calibration on out-of-fold predictions: `{summary['cv']}`", "",
+             f"{summary['n_slices']} slices of {summary['n_patients']} patients, {summary['n_folds']} folds; "
+             f"{summary['protocol']}. 95% CIs resample patients.", "",
+             "| figure | value |", "|---|---|",
+             f"| ECE before temperature scaling | {ci(summary['ece_before'])} |",
+             f"| ECE after | {ci(summary['ece_after'])} |",
+             f"| NLL before / after | {summary['nll_before']:.4f} / {summary['nll_after']:.4f} |",
+             f"| accuracy (all slices) | {100 * summary['accuracy']:.2f}% |",
+             f"| answered at the referral threshold (target error {r['target_risk']:.0%}) "
+             f"| {ci(r['answered'], True)} |",
+             f"| accuracy among answered | {_pct(r['accuracy_answered'])} |",
+             f"| conformal set coverage (stated {c['confidence']:.0%}) | {ci(c['coverage'], True)} |",
+             f"| mean set size | {c['mean_set_size']:.3f} |",
+             f"| sets of size 0 / 1 / 2 / 3 | {' / '.join(f'{100 * v:.1f}%' for v in c['set_size_shares'].values())} |",
+             "", "| class | slices | set coverage | mean set size |", "|---|---|---|---|"]
+    lines += [f"| {name} | {d['n']} | {100 * d['coverage']:.2f}% | {d['mean_set_size']:.3f} |"
+              for name, d in c["per_class"].items()]
+    lines += ["", "| fold | slices | T | ECE before | ECE after | answered | acc. answered | set coverage | set size |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {f['fold']} | {f['n']} | {f['temperature']:.3f} | {f['ece_before']:.4f} | {f['ece_after']:.4f} | "
+              f"{100 * f['answered']:.1f}% | {_pct(f['accuracy_answered'])} | {100 * f['set_coverage']:.2f}% | "
+              f"{f['mean_set_size']:.3f} |" for f in summary["folds"]]
+    return "\n".join(lines) + "\n"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"

@@ -1,0 +1,125 @@
+"""Fit and judge the "no tumour" gate of one model, with the collection shortcut measured.
+
+Tumour slices: the Figshare slices of one patient-wise CV fold (the gate learns on the fold's
+training patients, is judged on its test patients, whom the model never saw). No-tumour slices:
+a collection split by its near-duplicate ``group`` (cross-fitted: every slice judged by a gate
+that saw none of its group). The shortcut is measured with the test patients' tumour slices
+rendered in other styles (:mod:`brain_tumor.source_style`), one of which the gate never saw
+in training, and with an ablation: the same gate fitted without styled tumour slices.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from brain_tumor.data.imageio import ImageReadError, read_slice
+from brain_tumor.evaluation import statistics as st
+from brain_tumor.gate import TumourGate, fit_gate
+from brain_tumor.inference import Predictor
+from brain_tumor.source_style import STYLES, styled
+
+log = logging.getLogger(__name__)
+
+TRAIN_STYLES = ("small-web-image", "inverted-contrast")  # shown to the gate as tumour slices
+HELD_OUT_STYLE = "remapped-histogram"  # never shown: does the control carry to a style not trained on?
+
+Render = Callable[[np.ndarray], np.ndarray]
+
+
+def features_of(predictor: Predictor, paths: Sequence[str | Path], render: Callable[[int, np.ndarray], np.ndarray],
+                desc: str, batch: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(features [n, D], tumour-class probabilities [n, K], readable mask [n])``: each file read,
+    passed through ``render(i, image)`` and the model; an unreadable file is logged and masked out."""
+    feats: list[np.ndarray] = []
+    probs: list[np.ndarray] = []
+    ok = np.ones(len(paths), dtype=bool)
+    pending: list[torch.Tensor] = []
+
+    def flush() -> None:
+        if pending:
+            f, logits = predictor.embed(torch.stack(pending))
+            feats.append(f.numpy())
+            probs.append((logits / predictor.temperature).softmax(-1).numpy())
+            pending.clear()
+
+    for i, path in enumerate(tqdm(paths, desc=desc, mininterval=10)):
+        try:
+            pending.append(predictor.to_tensor(render(i, read_slice(path))))
+        except ImageReadError as exc:
+            log.warning("skipped: %s", exc)
+            ok[i] = False
+        if len(pending) >= batch:
+            flush()
+    flush()
+    return np.concatenate(feats), np.concatenate(probs), ok
+
+
+def group_folds(groups: Sequence[str], n_folds: int, seed: int) -> np.ndarray:
+    """A fold number per item, whole groups kept together (scikit-learn's GroupKFold, shuffled)."""
+    from sklearn.model_selection import GroupKFold
+
+    folds = np.zeros(len(groups), dtype=int)
+    splitter = GroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    for k, (_, test) in enumerate(splitter.split(np.zeros(len(groups)), groups=groups)):
+        folds[test] = k + 1
+    return folds
+
+
+def cross_fit_no_tumour(tumour_train: np.ndarray, none_features: np.ndarray, none_folds: np.ndarray,
+                        model_sha256: str, threshold: float) -> np.ndarray:
+    """``P(no tumour)`` of every no-tumour slice from a gate fitted without its group fold."""
+    p = np.zeros(len(none_features))
+    for fold in np.unique(none_folds):
+        held = none_folds == fold
+        gate = fit_gate(np.concatenate([tumour_train, none_features[~held]]),
+                        np.r_[np.zeros(len(tumour_train)), np.ones(int((~held).sum()))], model_sha256, threshold)
+        p[held] = gate.p_no_tumour(none_features[held])
+    return p
+
+
+def gate_with(tumour_train: np.ndarray, none_features: np.ndarray, model_sha256: str,
+              threshold: float) -> TumourGate:
+    """The gate fitted on all the given tumour and no-tumour features."""
+    return fit_gate(np.concatenate([tumour_train, none_features]),
+                    np.r_[np.zeros(len(tumour_train)), np.ones(len(none_features))], model_sha256, threshold)
+
+
+def tumour_accuracy_with_gate(labels: np.ndarray, probs: np.ndarray, p_none: np.ndarray, threshold: float,
+                              patients: Sequence[str]) -> dict[str, Any]:
+    """Accuracy of tumour slices without and with the gate (a slice the gate calls no tumour is
+    wrong), and the paired difference with a CI resampling patients."""
+    stacked = np.column_stack([probs, p_none])
+
+    def plain(y: np.ndarray, s: np.ndarray) -> float:
+        return float((s[:, :-1].argmax(1) == y).mean())
+
+    def gated(y: np.ndarray, s: np.ndarray) -> float:
+        return float(((s[:, :-1].argmax(1) == y) & (s[:, -1] < threshold)).mean())
+
+    diff = st.bootstrap_ci(lambda y, s: gated(y, s) - plain(y, s), labels, stacked, list(patients))
+    return {"accuracy": plain(labels, stacked), "accuracy_with_gate": gated(labels, stacked),
+            "difference": {"value": diff[0], "low": diff[1], "high": diff[2]},
+            "called_no_tumour": float((p_none >= threshold).mean())}
+
+
+def style_renderer(style: str | None, seed: int) -> Callable[[int, np.ndarray], np.ndarray]:
+    """``render(i, image)`` for :func:`features_of`: the image as is, or in ``style``."""
+    if style is None:
+        return lambda i, image: image
+    return lambda i, image: styled(image, style, seed + i)
+
+
+def training_styles(n: int) -> list[str]:
+    """The style of each styled training copy, in turn."""
+    return [TRAIN_STYLES[i % len(TRAIN_STYLES)] for i in range(n)]
+
+
+def all_styles() -> list[str]:
+    return list(STYLES)

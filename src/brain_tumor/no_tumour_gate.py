@@ -1,0 +1,158 @@
+"""``brain-tumor no-tumour-gate``: fit one model's "no tumour" gate and measure it, shortcut included.
+
+Writes ``gate.json`` (to put beside the model, where ``predict`` and ``serve`` find it) and
+``no_tumour.json``/``.md`` with every figure; the features are cached under ``cache_dir`` per
+block, so an interrupted run resumes without recomputing finished blocks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from brain_tumor.data.manifest import load_records
+from brain_tumor.evaluation.external import read_collection
+from brain_tumor.evaluation.no_tumour import (
+    HELD_OUT_STYLE,
+    TRAIN_STYLES,
+    cross_fit_no_tumour,
+    features_of,
+    gate_with,
+    group_folds,
+    style_renderer,
+    training_styles,
+    tumour_accuracy_with_gate,
+)
+from brain_tumor.evaluation.run_eval import write_json
+from brain_tumor.inference import load_predictor
+from brain_tumor.onnx_runtime import file_sha256
+from brain_tumor.source_style import STYLES
+
+log = logging.getLogger(__name__)
+
+
+def _cached(path: Path, compute: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(features, probs, ok)`` from ``path`` (.npz, plain arrays) or computed and saved atomically."""
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            return z["features"], z["probs"], z["ok"]
+    features, probs, ok = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+    with os.fdopen(fd, "wb") as f:
+        np.savez(f, features=features, probs=probs, ok=ok)
+    os.replace(tmp, path)
+    return features, probs, ok
+
+
+def run_no_tumour_gate(checkpoint: Path, tumour_data: Path, splits: Path, fold: int, no_tumour_data: Path,
+                       output: Path, cache_dir: Path, per_class: int = 200, n_group_folds: int = 5,
+                       threshold: float = 0.5, seed: int = 0) -> dict[str, Any]:
+    """The whole experiment; see the module docstring of :mod:`brain_tumor.evaluation.no_tumour`."""
+    started = time.perf_counter()
+    predictor = load_predictor(checkpoint, engine="pytorch")  # features come from the PyTorch network
+    sha = file_sha256(checkpoint)
+    records = load_records(tumour_data)
+    split = json.loads(splits.read_text())[fold - 1]
+    names = predictor.class_names
+    rng = np.random.default_rng(seed)
+    train_pool = np.asarray(split["train"] + split["val"])
+    train_labels = np.asarray([names.index(records[i].label) for i in train_pool])
+    picked = np.concatenate([rng.choice(train_pool[train_labels == k], min(per_class, int((train_labels == k).sum())),
+                                        replace=False) for k in range(len(names))])
+    test = np.asarray(split["test"])
+    test_paths = [records[i].path for i in test]
+    test_labels = np.asarray([names.index(records[i].label) for i in test])
+    patients = [records[i].patient_id or str(records[i].index) for i in test]
+    none_items = [item for item in read_collection(no_tumour_data) if item.label == "no_tumour"]
+    none_paths = [str(item.path) for item in none_items]
+    none_groups = [item.group for item in none_items]
+    block = cache_dir / f"{sha[:16]}-fold-{fold}"
+
+    styles = training_styles(len(picked))
+    train_clean, _, ok_clean = _cached(block / "train-clean.npz", lambda: features_of(
+        predictor, [records[i].path for i in picked], style_renderer(None, seed), "tumour train, as is"))
+    train_styled, _, ok_styled = _cached(block / "train-styled.npz", lambda: features_of(
+        predictor, [records[i].path for i in picked], lambda i, x: style_renderer(styles[i], seed)(i, x),
+        "tumour train, styled"))
+    none_feat, none_probs, none_ok = _cached(block / "no-tumour.npz", lambda: features_of(
+        predictor, none_paths, style_renderer(None, seed), "no tumour"))
+    test_blocks = {style: _cached(block / f"test-{style or 'as-is'}.npz", lambda style=style: features_of(
+        predictor, test_paths, style_renderer(style, seed + 10_000), f"tumour test, {style or 'as is'}"))
+        for style in (None, *STYLES)}
+
+    none_feat, none_probs = none_feat[none_ok], none_probs[none_ok]
+    kept_groups = [g for g, ok in zip(none_groups, none_ok) if ok]
+    none_folds = group_folds(kept_groups, n_group_folds, seed)
+    variants = {"gate (tumour slices as is + styled)": np.concatenate([train_clean[ok_clean], train_styled[ok_styled]]),
+                "ablation: gate without styled tumour slices": train_clean[ok_clean]}
+    results: dict[str, Any] = {}
+    deployable = None
+    for name, tumour_train in variants.items():
+        gate = gate_with(tumour_train, none_feat, sha, threshold)
+        deployable = deployable or gate
+        p_none_cv = cross_fit_no_tumour(tumour_train, none_feat, none_folds, sha, threshold)
+        tumour: dict[str, Any] = {}
+        for style, (feat, probs, ok) in test_blocks.items():
+            label = "as is" if style is None else style + (" (held out)" if style == HELD_OUT_STYLE else "")
+            tumour[label] = tumour_accuracy_with_gate(test_labels[ok], probs[ok], gate.p_no_tumour(feat[ok]),
+                                                      threshold, [p for p, k in zip(patients, ok) if k])
+        results[name] = {
+            "no_tumour_called_no_tumour": float((p_none_cv >= threshold).mean()),
+            "no_tumour_called_no_tumour_by_group": _by_group(p_none_cv >= threshold, kept_groups),
+            "tumour_test": tumour}
+    assert deployable is not None
+    summary = {
+        "model": checkpoint.name, "model_sha256": sha, "fold": fold, "threshold": threshold, "seed": seed,
+        "tumour_train_slices": int(ok_clean.sum()), "tumour_train_styled": int(ok_styled.sum()),
+        "train_styles": list(TRAIN_STYLES), "held_out_style": HELD_OUT_STYLE,
+        "tumour_test_slices": len(test), "tumour_test_patients": len(set(patients)),
+        "no_tumour_slices": int(none_ok.sum()), "no_tumour_groups": len(set(kept_groups)),
+        "no_tumour_group_folds": n_group_folds,
+        "no_tumour_top_class_without_gate": {n: float((none_probs.argmax(1) == k).mean()) for k, n in enumerate(names)},
+        "results": results, "compute": predictor.compute, "seconds": round(time.perf_counter() - started, 1),
+        "command_settings": {"per_class": per_class, "n_group_folds": n_group_folds}}
+    output.mkdir(parents=True, exist_ok=True)
+    write_json(deployable.to_dict(), output / "gate.json")
+    write_json(summary, output / "no_tumour.json")
+    (output / "no_tumour.md").write_text(no_tumour_markdown(summary))
+    return summary
+
+
+def _by_group(called: np.ndarray, groups: list[str]) -> float:
+    """Share of groups (near-duplicate clusters) whose slices are mostly called no tumour."""
+    g = np.asarray(groups)
+    return float(np.mean([called[g == k].mean() >= 0.5 for k in np.unique(g)]))
+
+
+def no_tumour_markdown(summary: dict[str, Any]) -> str:
+    lines = [f"# No-tumour gate of `{summary['model']}` (CV fold {summary['fold']})", "",
+             f"Gate: logistic regression on the model's penultimate features, threshold {summary['threshold']}. "
+             f"Tumour slices: {summary['tumour_train_slices']} of the fold's training patients (and as many styled "
+             f"copies: {', '.join(summary['train_styles'])}); judged on {summary['tumour_test_slices']} slices of "
+             f"{summary['tumour_test_patients']} test patients, as they are and in each style "
+             f"(`{summary['held_out_style']}` never shown to the gate). No-tumour slices: "
+             f"{summary['no_tumour_slices']} in {summary['no_tumour_groups']} near-duplicate groups, cross-fitted over "
+             f"{summary['no_tumour_group_folds']} group folds. Accuracy differences: 95% CI resampling patients.", ""]
+    for name, r in summary["results"].items():
+        lines += [f"## {name}", "",
+                  f"No-tumour slices called no tumour: {100 * r['no_tumour_called_no_tumour']:.1f}% "
+                  f"(groups: {100 * r['no_tumour_called_no_tumour_by_group']:.1f}%).", "",
+                  "| tumour test slices | called no tumour | accuracy | with the gate | difference |",
+                  "|---|---|---|---|---|"]
+        for style, t in r["tumour_test"].items():
+            d = t["difference"]
+            lines.append(f"| {style} | {100 * t['called_no_tumour']:.1f}% | {100 * t['accuracy']:.2f}% | "
+                         f"{100 * t['accuracy_with_gate']:.2f}% | {100 * d['value']:+.2f} "
+                         f"[{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] |")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,109 @@
+"""The no-tumour gate, the source styles that control its shortcut, and their use in predict."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from brain_tumor.evaluation.external import outcome_rows, read_collection, summarise_collection
+from brain_tumor.evaluation.no_tumour import cross_fit_no_tumour, group_folds, tumour_accuracy_with_gate
+from brain_tumor.gate import TumourGate, fit_gate, load_gate
+from brain_tumor.onnx_runtime import file_sha256
+from brain_tumor.source_style import STYLES, head_mask, styled
+from tests.conftest import synthetic_slice
+
+
+def blobs(rng: np.random.Generator, n: int, shift: float) -> np.ndarray:
+    return rng.normal(0, 1, (n, 16)) + shift * np.eye(16)[0]
+
+
+def test_gate_separates_and_round_trips() -> None:
+    rng = np.random.default_rng(0)
+    tumour, none = blobs(rng, 200, 0.0), blobs(rng, 200, 3.0)
+    gate = fit_gate(np.concatenate([tumour, none]), np.r_[np.zeros(200), np.ones(200)], "abc")
+    assert (gate.p_no_tumour(blobs(rng, 200, 3.0)) >= 0.5).mean() > 0.85
+    assert (gate.p_no_tumour(blobs(rng, 200, 0.0)) >= 0.5).mean() < 0.15
+    again = TumourGate.from_dict(json.loads(json.dumps(gate.to_dict())))
+    x = blobs(rng, 5, 1.5)
+    assert np.allclose(again.p_no_tumour(x), gate.p_no_tumour(x))
+    for bad in ({}, {**gate.to_dict(), "threshold": 1.5}, {**gate.to_dict(), "scale": [0.0] * 16},
+                {**gate.to_dict(), "coef": [1.0]}):
+        with pytest.raises(ValueError):
+            TumourGate.from_dict(bad)
+
+
+def test_cross_fitting_keeps_groups_apart() -> None:
+    rng = np.random.default_rng(1)
+    groups = [f"g{i // 4}" for i in range(80)]  # 20 groups of 4 near-duplicates
+    folds = group_folds(groups, 5, seed=0)
+    for g in set(groups):
+        assert len({folds[i] for i, h in enumerate(groups) if h == g}) == 1
+    assert set(folds) == {1, 2, 3, 4, 5}
+    p = cross_fit_no_tumour(blobs(rng, 100, 0.0), blobs(rng, 80, 3.0), folds, "abc", 0.5)
+    assert p.shape == (80,) and (p >= 0.5).mean() > 0.8
+
+
+def test_accuracy_with_gate_counts_gated_slices_wrong() -> None:
+    labels = np.array([0, 1, 2, 0])
+    probs = np.eye(3)[[0, 1, 2, 1]]  # 3 of 4 right
+    result = tumour_accuracy_with_gate(labels, probs, np.array([0.9, 0.1, 0.1, 0.1]), 0.5, ["a", "b", "c", "d"])
+    assert result["accuracy"] == 0.75 and result["accuracy_with_gate"] == 0.5
+    assert result["called_no_tumour"] == 0.25 and result["difference"]["value"] == -0.25
+
+
+def test_styles_keep_the_slice_and_change_its_look() -> None:
+    rng = np.random.default_rng(2)
+    x = synthetic_slice(rng, 1, size=96).astype(np.float32) / 255
+    mask = head_mask(x)
+    assert 0.2 < mask.mean() < 0.8
+    for name in STYLES:
+        y = styled(x, name, seed=3)
+        assert np.isfinite(y).all() and 0 <= y.min() and y.max() <= 1
+        assert np.array_equal(y, styled(x, name, seed=3))  # reproducible
+        assert y.shape != x.shape or not np.allclose(y, x, atol=0.02)
+    inverted = styled(x, "inverted-contrast", seed=0)
+    assert inverted[~mask].max() == 0  # background kept dark
+    assert np.corrcoef(inverted[mask], x[mask])[0, 1] < -0.5  # contrast inverted inside the head
+
+
+def test_predict_answers_no_tumour_with_a_gate_beside_the_model(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    from brain_tumor.cli import app
+    from brain_tumor.inference import NO_TUMOUR, load_predictor
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    model = shutil.copy(tiny_checkpoint, model_dir / "model.pt")
+    sha = file_sha256(model)
+    dim = 2048
+    always = TumourGate(np.zeros(dim), np.ones(dim), np.zeros(dim), 5.0, 0.5, sha)  # P(no tumour) = 0.993
+    (model_dir / "gate.json").write_text(json.dumps(always.to_dict()))
+    images = tmp_path / "collection" / "no_tumor"
+    images.mkdir(parents=True)
+    rng = np.random.default_rng(4)
+    for i in range(3):
+        Image.fromarray(synthetic_slice(rng, 0, size=64)).save(images / f"{i}.png")
+    result = CliRunner().invoke(app, ["predict", str(images), "-m", str(model), "--engine", "pytorch",
+                                      "--csv", str(tmp_path / "p.csv")])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((tmp_path / "p.csv").open()))
+    assert [r["predicted"] for r in rows] == [NO_TUMOUR] * 3 and float(rows[0]["p_no_tumour"]) > 0.99
+
+    predictor = load_predictor(model, engine="pytorch")
+    items = read_collection(tmp_path / "collection")
+    answers = list(predictor.predict_files([item.path for item in items]))
+    summary = summarise_collection(items, answers, predictor.class_names)
+    assert summary["no_tumour"]["called_no_tumour"] == 1.0 and summary["no_tumour"]["called_a_tumour"] == 0.0
+    assert {r["outcome"] for r in outcome_rows(items, answers)} == {"called no tumour"}
+
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text(json.dumps({**always.to_dict(), "model_sha256": "0" * 64}))
+    with pytest.raises(ValueError, match="another model"):
+        load_predictor(model, engine="pytorch", gate=foreign)
+    assert load_gate(model_dir / "gate.json").model_sha256 == sha
