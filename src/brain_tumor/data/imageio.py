@@ -63,11 +63,12 @@ def _decode_pil(path: Path) -> np.ndarray:
             if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                 array = np.asarray(img, dtype=np.float32)
                 top = 65535.0 if img.mode.startswith("I;16") else max(float(array.max()), 1.0)
-                return np.clip(array / top, 0, 1)
+                scaled: np.ndarray = np.clip(array / top, 0, 1)
+                return scaled
             if img.mode in ("RGBA", "LA", "P", "PA"):
-                img = img.convert("RGBA")
-                background = Image.new("RGBA", img.size, (0, 0, 0, 255))
-                img = Image.alpha_composite(background, img)
+                rgba = img.convert("RGBA")
+                background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+                return np.asarray(Image.alpha_composite(background, rgba).convert("L"), dtype=np.float32) / 255.0
             return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
 
 
