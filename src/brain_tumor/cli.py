@@ -161,7 +161,7 @@ def train(
     work_dir: Annotated[Path, typer.Option(help="Checkpoints.")] = Path("runs/train"),
 ) -> None:
     """Train and evaluate one run on the paper split (freeze from model.freeze_layers)."""
-    from brain_tumor.reproduce import run_scenario
+    from brain_tumor.scenario import run_scenario
     from brain_tumor.training.fit import prepare_data
 
     cfg = _config(config, overrides)
