@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from brain_tumor.config import RunConfig, apply_overrides  # noqa: E402
 from brain_tumor.model import forward_fp32_stem  # noqa: E402
-from brain_tumor.reproduce import run_scenario  # noqa: E402
+from brain_tumor.scenario import run_scenario  # noqa: E402
 from brain_tumor.training.fit import prepare_data  # noqa: E402
 
 

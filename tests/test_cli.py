@@ -16,6 +16,7 @@ from brain_tumor.training.checkpoint import load_model_checkpoint
 runner = CliRunner()
 
 
+@pytest.mark.slow
 def test_train_then_evaluate(class_folder_dataset: Path, tmp_path: Path) -> None:
     results, work = tmp_path / "results", tmp_path / "runs"
     settings = [f"data.root={class_folder_dataset}", "data.image_size=32", "data.batch_size=8",
@@ -69,6 +70,7 @@ def test_predict_reports_bad_files_and_exit_code(tiny_checkpoint: Path, tmp_path
     assert missing.exit_code == 2 and "nope.pt: no such checkpoint" in missing.output
 
 
+@pytest.mark.slow
 def test_cv_resumes_and_summarises(class_folder_dataset: Path, tmp_path: Path) -> None:
     results, work = tmp_path / "cv", tmp_path / "runs"
     args = ["cv", "--grouping", "slice", "--results-dir", str(results), "--work-dir", str(work),
@@ -100,6 +102,7 @@ def test_cv_resumes_and_summarises(class_folder_dataset: Path, tmp_path: Path) -
     assert unpaired.exit_code == 2 and "as many --also-a as --also-b" in unpaired.output
 
 
+@pytest.mark.slow
 def test_robust_recipe_trains_then_shift_test_and_ood(class_folder_dataset: Path, tmp_path: Path) -> None:
     results, work = tmp_path / "results", tmp_path / "runs"
     settings = [f"data.root={class_folder_dataset}", "data.image_size=32", "data.batch_size=8",
@@ -134,6 +137,7 @@ def test_robust_recipe_trains_then_shift_test_and_ood(class_folder_dataset: Path
     assert bad.exit_code != 0 and "NAME=CHECKPOINT" in bad.output
 
 
+@pytest.mark.slow
 def test_ema_weights_are_validated_and_exported(class_folder_dataset: Path, tmp_path: Path) -> None:
     results, work = tmp_path / "results", tmp_path / "runs"
     args = ["train", "--results-dir", str(results), "--work-dir", str(work)]

@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
 
 from brain_tumor.config import RunConfig, apply_overrides
@@ -36,6 +37,7 @@ def config_for(root: Path, tmp_path: Path, **train: object) -> RunConfig:
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train))
 
 
+@pytest.mark.slow
 def test_two_process_ddp_shards_data_and_writes_one_model(class_folder_dataset: Path, tmp_path: Path) -> None:
     seen = tmp_path / "seen"
     seen.mkdir()

@@ -3,11 +3,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from brain_tumor.export import export_onnx, int8_path, quantize_int8
 from brain_tumor.inference import Predictor, find_exports, load_predictor
 from brain_tumor.onnx_runtime import OnnxPredictor
+
+pytestmark = pytest.mark.slow  # every test here exports a full ResNet-50 to ONNX
 
 
 def test_onnx_parity(tiny_checkpoint: Path, tmp_path: Path) -> None:

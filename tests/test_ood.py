@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from brain_tumor.evaluation.ood import knn_scores, make_bank, refuse_set, threshold_for_rate
@@ -34,6 +35,7 @@ def test_refuse_set_has_every_kind() -> None:
     assert all(im.ndim == 2 and 0 <= im.min() and im.max() <= 1 for v in kinds.values() for im in v)
 
 
+@pytest.mark.slow
 def test_fit_ood_stores_flag_used_by_predictions(tiny_checkpoint: Path, tmp_path: Path) -> None:
     import shutil
 

@@ -19,6 +19,8 @@ from brain_tumor.inference import Predictor, load_predictor
 from brain_tumor.training.checkpoint import CheckpointError, read_checkpoint
 from tests.conftest import synthetic_slice
 
+pytestmark = pytest.mark.slow  # every test here uses `exported`: a full ResNet-50 exported to ONNX and int8
+
 
 @pytest.fixture(scope="module")
 def exported(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:

@@ -17,7 +17,7 @@ SCRIPT = textwrap.dedent("""
     from pathlib import Path
     import lightning as L
     from brain_tumor.config import RunConfig, apply_overrides
-    from brain_tumor.reproduce import run_scenario
+    from brain_tumor.scenario import run_scenario
     from brain_tumor.training.fit import prepare_data
 
     root, out, kill_at = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])

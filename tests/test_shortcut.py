@@ -63,6 +63,7 @@ def test_answer_kinds_partition_the_slices() -> None:
     assert kinds["referred"].tolist() == [False, False, True, False]
 
 
+@pytest.mark.slow
 def test_shortcut_test_command(tiny_checkpoint: Path, tmp_path: Path) -> None:
     from brain_tumor.data.manifest import FIELDS
 

@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from brain_tumor.evaluation.trust import run_trust
@@ -12,6 +13,7 @@ from brain_tumor.inference import Predictor
 from tests.conftest import synthetic_slice
 
 
+@pytest.mark.slow
 def test_run_trust_writes_everything(tiny_checkpoint: Path, tmp_path: Path) -> None:
     ckpt = Path(shutil.copy(tiny_checkpoint, tmp_path / "model.pt"))
     rng = np.random.default_rng(0)

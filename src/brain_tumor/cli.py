@@ -175,7 +175,7 @@ def train(
     work_dir: Annotated[Path, typer.Option(help="Checkpoints.")] = Path("runs/train"),
 ) -> None:
     """Train and evaluate one run on the paper split (freeze from model.freeze_layers)."""
-    from brain_tumor.reproduce import run_scenario
+    from brain_tumor.scenario import run_scenario
     from brain_tumor.training.fit import prepare_data
 
     cfg = _config(config, overrides)
@@ -332,6 +332,7 @@ def predict(
     except OSError as exc:
         _fail(f"cannot write predictions: {exc.strerror or exc} ({exc.filename})")
     overlays = OverlayNames(cam_dir) if cam_dir is not None else None
+    skipped: list[Path]
     n_failed, answered, skipped = 0, [], []
     try:
         for p in predictor.predict_files(paths, batch_size=batch_size, skipped=skipped):
@@ -420,6 +421,7 @@ def explain(
     from brain_tumor.prediction_output import OverlayNames
 
     predictor = _load_predictor(checkpoint)
+    skipped: list[Path]
     names, n_failed, skipped = OverlayNames(output), 0, []
     for path in expand_inputs(paths, skipped):
         try:

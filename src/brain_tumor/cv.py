@@ -18,7 +18,7 @@ from brain_tumor.evaluation.metrics import classification_metrics
 from brain_tumor.evaluation.plots import plot_confusion_matrix
 from brain_tumor.evaluation.report import _html_table, markdown_table
 from brain_tumor.evaluation.run_eval import write_json
-from brain_tumor.reproduce import run_scenario
+from brain_tumor.scenario import run_scenario
 from brain_tumor.training.fit import PreparedData, load_data
 
 

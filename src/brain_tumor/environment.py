@@ -35,7 +35,7 @@ def _git_commit() -> str | None:
 def describe_environment() -> dict[str, Any]:
     """Python, library versions, CPU, cores, threads, GPU and git commit."""
     cpu = detect_cpu()
-    versions = {}
+    versions: dict[str, str | None] = {}
     for package in ("torch", "torchvision", "lightning", "numpy", "scikit-learn", "onnxruntime"):
         try:
             versions[package] = metadata.version(package)

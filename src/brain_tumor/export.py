@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torchvision.models import ResNet
 
 from brain_tumor.inference import Predictor
 from brain_tumor.onnx_runtime import FINGERPRINT_KEY, OnnxPredictor, file_sha256
@@ -18,16 +19,16 @@ class ExportWrapper(nn.Module):
     """float ``[B, 1, S, S]`` in [0, 1] -> ``(logits, penultimate features)``, with the weights'
     normalisation inside; the features let the OOD flag run on the exported model too."""
 
-    def __init__(self, network: nn.Module, normalize: Normalize) -> None:
+    def __init__(self, network: ResNet, normalize: Normalize) -> None:
         super().__init__()
         self.network, self.normalize = network, normalize
-        self.classifier = network.fc  # type: ignore[assignment]
+        self.classifier = network.fc
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         net = self.network
-        y = net.maxpool(net.relu(net.bn1(net.conv1(self.normalize(x)))))  # type: ignore[operator]
-        y = net.layer4(net.layer3(net.layer2(net.layer1(y))))  # type: ignore[operator]
-        features = torch.flatten(net.avgpool(y), 1)  # type: ignore[operator]
+        y = net.maxpool(net.relu(net.bn1(net.conv1(self.normalize(x)))))
+        y = net.layer4(net.layer3(net.layer2(net.layer1(y))))
+        features = torch.flatten(net.avgpool(y), 1)
         return self.classifier(features), features
 
 
@@ -90,7 +91,7 @@ def quantize_int8(fp32_onnx: str | Path, output: str | Path, calibration_uint8: 
     if len(calibration_uint8) == 0:
         raise ValueError("int8 quantization needs calibration images")
 
-    class Reader(CalibrationDataReader):
+    class Reader(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime ships no type information
         """The calibration images, 16 at a time, as the exported model's float input."""
 
         def __init__(self) -> None:

@@ -13,7 +13,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from brain_tumor.data.download import FIGSHARE_API, DownloadError, Expected, download_figshare, download_file
+from brain_tumor.data.download import FIGSHARE_API as FIGSHARE_API  # re-exported: the CLI's default
+from brain_tumor.data.download import DownloadError, Expected, download_figshare, download_file
 from brain_tumor.data.manifest import convert_figshare_mat
 from brain_tumor.homes import (
     KERAS_H5_NAME,

@@ -121,8 +121,8 @@ def cpu_info_from(cpuinfo_text: str | None, onednn_max_isa: str | None = None) -
                        onednn_max_isa=onednn_max_isa)
     # no /proc/cpuinfo (macOS, Windows): torch's vector ISA is all we know; bf16 is not assumed native
     isa = torch.backends.cpu.get_cpu_capability().lower()
-    flags = {"avx2"} if isa.startswith("avx2") else {"avx2", "avx512f"} if isa.startswith("avx512") else set()
-    return CpuInfo(model=platform.processor() or platform.machine() or "unknown", flags=frozenset(flags),
+    isa_flags = {"avx2"} if isa.startswith("avx2") else {"avx2", "avx512f"} if isa.startswith("avx512") else set()
+    return CpuInfo(model=platform.processor() or platform.machine() or "unknown", flags=frozenset(isa_flags),
                    onednn_max_isa=onednn_max_isa)
 
 

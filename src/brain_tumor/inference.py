@@ -141,7 +141,7 @@ class Predictor:
         network, meta = load_model_checkpoint(path)
         pre = meta["preprocessing"]
         calibration = meta.get("calibration") or {}
-        preprocessing = Preprocessing(tuple(pre["mean"]), tuple(pre["std"]),  # type: ignore[arg-type]
+        preprocessing = Preprocessing(tuple(pre["mean"]), tuple(pre["std"]),
                                       pre["image_size"], pre.get("pipeline", "paper"))
         predictor = cls(network, meta["class_names"], preprocessing,
                         float(calibration.get("temperature", 1.0)), calibration.get("refer_threshold"))
@@ -169,7 +169,8 @@ class Predictor:
         if self.engine is not None:
             x = x.contiguous(memory_format=torch.channels_last)
         if not self.bf16:
-            return self.network(x).float()
+            logits: torch.Tensor = self.network(x)
+            return logits.float()
         with torch.autocast("cpu", dtype=torch.bfloat16):
             return forward_fp32_stem(self.network, x).float()
 
@@ -177,7 +178,7 @@ class Predictor:
     def embed(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(penultimate features, logits)`` for uint8 ``[B, 1, S, S]`` (PyTorch path)."""
         captured: list[torch.Tensor] = []
-        handle = self.network.fc.register_forward_hook(lambda m, i, o: captured.append(i[0]))
+        handle = self.network.get_submodule("fc").register_forward_hook(lambda m, i, o: captured.append(i[0]))
         try:
             logits = self._forward(batch)
         finally:
@@ -192,7 +193,7 @@ class Predictor:
             return self.logits(batch), None, None
         if self.onnx is not None and self.onnx.has_features:
             logits_np, features_np = self.onnx.outputs(batch.numpy())
-            logits, features = torch.from_numpy(logits_np), torch.from_numpy(features_np)  # type: ignore[arg-type]
+            logits, features = torch.from_numpy(logits_np), torch.from_numpy(features_np)
         else:
             features, logits = self.embed(batch)
         scores = None
@@ -358,6 +359,8 @@ def load_predictor(checkpoint: str | Path, precision: str = "auto", engine: str 
     thread_choice = resolve_threads(threads)
     apply_threads(thread_choice)
     precision_choice = choose_precision(precision, "cpu")
+    int8: str | None
+    fp32: str | None
     if onnx is not None:
         int8, fp32 = str(onnx), None
         engine = "onnx"

@@ -10,6 +10,7 @@ import functools
 import math
 import random
 from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeAlias
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +33,8 @@ class PaperTrainPreset:
         ])
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        return self.transform(image)
+        out: torch.Tensor = self.transform(image)
+        return out
 
 
 class RandomGamma:
@@ -149,13 +151,16 @@ class EvalPreset:
         return image
 
 
-PRESETS = {"paper": PaperTrainPreset, "robust": RobustTrainPreset, "robust-light": LightShiftPreset,
-           # more resolution loss and blur than robust-light, still the paper's geometry
-           "robust-mid": functools.partial(LightShiftPreset, p_downup=0.4, p_blur=0.2),
-           "none": EvalPreset}
+TrainPreset: TypeAlias = PaperTrainPreset | RobustTrainPreset | LightShiftPreset | EvalPreset
+
+PRESETS: dict[str, Callable[[], TrainPreset]] = {
+    "paper": PaperTrainPreset, "robust": RobustTrainPreset, "robust-light": LightShiftPreset,
+    # more resolution loss and blur than robust-light, still the paper's geometry
+    "robust-mid": functools.partial(LightShiftPreset, p_downup=0.4, p_blur=0.2),
+    "none": EvalPreset}
 
 
-def train_preset(name: str) -> PaperTrainPreset | RobustTrainPreset | LightShiftPreset | EvalPreset:
+def train_preset(name: str) -> TrainPreset:
     """Look up a training augmentation preset by name."""
     if name not in PRESETS:
         raise ValueError(f"augmentation must be one of {sorted(PRESETS)}, got {name!r}")
@@ -165,10 +170,16 @@ def train_preset(name: str) -> PaperTrainPreset | RobustTrainPreset | LightShift
 class Normalize(nn.Module):
     """uint8 or [0, 1] float ``[B, 1|3, H, W]`` -> normalised float ``[B, 3, H, W]``."""
 
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
+
     def __init__(self, preprocessing: Preprocessing) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(preprocessing.mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(preprocessing.std).view(1, 3, 1, 1))
+
+    if TYPE_CHECKING:  # nn.Module.__call__ is typed as returning Any; calling runs forward
+        def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.uint8:

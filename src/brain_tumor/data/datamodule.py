@@ -34,7 +34,9 @@ def balanced_sampler(labels: torch.Tensor, seed: int) -> WeightedRandomSampler:
     counts = torch.bincount(labels).float()
     weights = (1.0 / counts)[labels]
     generator = torch.Generator().manual_seed(seed)
-    return WeightedRandomSampler(weights.double(), len(labels), replacement=True, generator=generator)
+    # torch annotates weights as Sequence[float]; it takes any array (torch.as_tensor), a tensor included
+    return WeightedRandomSampler(weights.double(), len(labels), replacement=True,  # type: ignore[arg-type]
+                                 generator=generator)
 
 
 class SliceDataModule(L.LightningDataModule):

@@ -8,7 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from brain_tumor.data.imageio import check_declared_size
+from brain_tumor.data.limits import check_declared_size
 
 # cjdata.label: 1 meningioma, 2 glioma, 3 pituitary
 MAT_LABELS = {1: "meningioma", 2: "glioma", 3: "pituitary"}

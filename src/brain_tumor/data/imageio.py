@@ -5,36 +5,22 @@ Every failure becomes an :class:`ImageReadError` whose message is one line namin
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from brain_tumor.data.limits import MAX_FRAMES as MAX_FRAMES
+from brain_tumor.data.limits import MAX_PIXELS as MAX_PIXELS
+from brain_tumor.data.limits import ImageReadError as ImageReadError
+from brain_tumor.data.limits import check_declared_size as check_declared_size
 
-# refuse decompression bombs well before they allocate gigabytes: every format's declared size is
-# checked against this before its pixels are decoded (override: $BRAIN_TUMOR_MAX_PIXELS)
-def _max_pixels(default: int = 64_000_000) -> int:
-    value = os.environ.get("BRAIN_TUMOR_MAX_PIXELS", "")
-    if value.strip().isdigit() and int(value) > 0:
-        return int(value)
-    if value:
-        warnings.warn(f"BRAIN_TUMOR_MAX_PIXELS={value!r} is not a positive integer; using {default:,}", stacklevel=1)
-    return default
-
-
-MAX_PIXELS = _max_pixels()
-MAX_FRAMES = 4096
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 SUPPORTED_SUFFIXES = IMAGE_SUFFIXES + DICOM_SUFFIXES + (".mat",)
 
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-
-
-class ImageReadError(ValueError):
-    """A file that cannot be read as an MRI slice; the message is one line."""
 
 
 def to_unit_range(array: np.ndarray) -> np.ndarray:
@@ -63,22 +49,13 @@ def _decode_pil(path: Path) -> np.ndarray:
             if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                 array = np.asarray(img, dtype=np.float32)
                 top = 65535.0 if img.mode.startswith("I;16") else max(float(array.max()), 1.0)
-                return np.clip(array / top, 0, 1)
+                scaled: np.ndarray = np.clip(array / top, 0, 1)
+                return scaled
             if img.mode in ("RGBA", "LA", "P", "PA"):
-                img = img.convert("RGBA")
-                background = Image.new("RGBA", img.size, (0, 0, 0, 255))
-                img = Image.alpha_composite(background, img)
+                rgba = img.convert("RGBA")
+                background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+                return np.asarray(Image.alpha_composite(background, rgba).convert("L"), dtype=np.float32) / 255.0
             return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
-
-
-def check_declared_size(path: Path, rows: int, cols: int, frames: int = 1) -> None:
-    """Refuse an image by the size its header declares, before any pixel is decoded."""
-    if rows <= 0 or cols <= 0:
-        raise ImageReadError(f"{path}: declares an empty image ({rows}x{cols})")
-    if rows * cols > MAX_PIXELS:
-        raise ImageReadError(f"{path}: image too large ({rows}x{cols} declared; limit {MAX_PIXELS:,} pixels)")
-    if frames > MAX_FRAMES:
-        raise ImageReadError(f"{path}: too many frames ({frames} declared; limit {MAX_FRAMES})")
 
 
 def check_deflated_dicom(path: Path, limit_bytes: int | None = None) -> None:

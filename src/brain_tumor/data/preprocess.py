@@ -42,7 +42,7 @@ class RobustSettings:
 def resize_square(array: np.ndarray, size: int) -> np.ndarray:
     """Float [0, 1] HxW -> uint8 size x size (bilinear, like Keras' resize; stretches)."""
     img = Image.fromarray((np.clip(array, 0, 1) * 255).round().astype(np.uint8))
-    return np.asarray(img.resize((size, size), Image.BILINEAR))
+    return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR))
 
 
 def view_step(shape: tuple[int, ...], side: int = 256) -> int:
@@ -112,7 +112,8 @@ def standardise_intensity(image: np.ndarray, mask: np.ndarray | None,
     lo, hi = np.percentile(values, [settings.low_percentile, settings.high_percentile])
     if hi <= lo:
         return np.zeros_like(image, dtype=np.float32)
-    return np.clip((image.astype(np.float32) - lo) / (hi - lo), 0, 1)
+    scaled: np.ndarray = np.clip((image.astype(np.float32) - lo) / (hi - lo), 0, 1)
+    return scaled
 
 
 def robust_slice(image: np.ndarray, settings: RobustSettings = RobustSettings()) -> np.ndarray:

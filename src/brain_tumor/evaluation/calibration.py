@@ -13,7 +13,8 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z = logits / temperature
     z = z - z.max(1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
+    probs: np.ndarray = e / e.sum(1, keepdims=True)
+    return probs
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:

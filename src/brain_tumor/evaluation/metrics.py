@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,10 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: l
     onehot = np.eye(len(class_names))[y_true]
     aucs = [float(roc_auc_score(onehot[:, k], probs[:, k])) if 0 < onehot[:, k].sum() < len(y_true)
             else float("nan") for k in labels]
-    per_class = lambda values: {c: float(v) for c, v in zip(class_names, values)}  # noqa: E731
+
+    def per_class(values: Iterable[float]) -> dict[str, float]:
+        return {c: float(v) for c, v in zip(class_names, values)}
+
     result: dict[str, Any] = {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "precision": per_class(p), "recall": per_class(r), "f1": per_class(f),

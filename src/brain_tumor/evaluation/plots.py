@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -126,25 +129,25 @@ def plot_overlay_grid(overlays: list[np.ndarray], titles: list[str], boxes: list
     for ax, image, caption, (cx, cy, bw, bh) in zip(axes.ravel(), overlays, titles, boxes):
         h, w = image.shape[:2]
         ax.imshow(image)
-        ax.add_patch(plt.Rectangle(((cx - bw / 2) * w, (cy - bh / 2) * h), bw * w, bh * h,
-                                   fill=False, edgecolor="white", lw=1))
+        ax.add_patch(Rectangle(((cx - bw / 2) * w, (cy - bh / 2) * h), bw * w, bh * h,
+                               fill=False, edgecolor="white", lw=1))
         ax.set_title(caption, fontsize=7)
     if title:
         fig.suptitle(title)
     return _save(fig, path)
 
 
-def plot_shift(results: dict[str, dict[str, object]], path: Path) -> Path:
+def plot_shift(results: dict[str, dict[str, Any]], path: Path) -> Path:
     """Accuracy per shift family and severity, one line per model (``results[model]`` holds
     ``clean`` and ``shifts[family] = [(severity label, accuracy), ...]``)."""
     models = list(results)
-    families = list(results[models[0]]["shifts"])  # type: ignore[arg-type]
+    families = list(results[models[0]]["shifts"])
     columns = 4
     rows = (len(families) + columns - 1) // columns
     fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False)
     for ax, family in zip(axes.ravel(), families):
         for model in models:
-            levels = results[model]["shifts"][family]  # type: ignore[index]
+            levels = results[model]["shifts"][family]
             ax.plot(range(len(levels) + 1), [results[model]["clean"]] + [a for _, a in levels], marker="o",
                     label=model)
             ax.set_xticks(range(len(levels) + 1), ["none"] + [name for name, _ in levels], fontsize=7)

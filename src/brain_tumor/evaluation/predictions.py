@@ -15,7 +15,7 @@ from brain_tumor.transforms import Normalize
 def predict_logits(network: nn.Module, preprocessing: Preprocessing, images: torch.Tensor,
                    batch_size: int = 64, progress: bool = True) -> np.ndarray:
     """Logits ``[N, classes]`` for uint8 ``[N, 1, H, W]`` images."""
-    network = network.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    network = network.eval().to(memory_format=torch.channels_last)
     normalize = Normalize(preprocessing)
     out = []
     for start in tqdm(range(0, len(images), batch_size), desc="predicting", disable=not progress):

@@ -64,7 +64,7 @@ def evaluate_checkpoint(checkpoint: Path, images: torch.Tensor, labels: torch.Te
     """Metrics, probabilities and checkpoint metadata of a model on the given positions."""
     network, meta = load_model_checkpoint(checkpoint)
     pre = meta["preprocessing"]
-    preprocessing = Preprocessing(tuple(pre["mean"]), tuple(pre["std"]), pre["image_size"])  # type: ignore[arg-type]
+    preprocessing = Preprocessing(tuple(pre["mean"]), tuple(pre["std"]), pre["image_size"])
     probs = predict_probabilities(network, preprocessing, images[positions])
     metrics = classification_metrics(labels[positions].numpy(), probs, meta["class_names"])
     return metrics, probs, meta

@@ -32,8 +32,8 @@ def resolution(pixels: int) -> Shift:
     """Acquired at ``pixels`` across, shown back at the original size."""
     def apply(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         img = Image.fromarray((x * 255).round().astype(np.uint8))
-        small = img.resize((pixels, pixels), Image.BILINEAR)
-        return np.asarray(small.resize(img.size, Image.BILINEAR), dtype=np.float32) / 255.0
+        small = img.resize((pixels, pixels), Image.Resampling.BILINEAR)
+        return np.asarray(small.resize(img.size, Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
     return apply
 
 

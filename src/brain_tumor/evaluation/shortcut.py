@@ -58,7 +58,8 @@ def erase_inpaint(image: np.ndarray, box: Box, grow: float = 0.15) -> np.ndarray
     """The grown box filled by biharmonic inpainting from its border (scikit-image)."""
     from skimage.restoration import inpaint_biharmonic
 
-    return np.clip(inpaint_biharmonic(image, box_mask(box, image.shape, grow)), 0, 1).astype(np.float32)
+    filled: np.ndarray = np.clip(inpaint_biharmonic(image, box_mask(box, image.shape, grow)), 0, 1)
+    return filled.astype(np.float32)
 
 
 def erase_mirror(image: np.ndarray, box: Box, grow: float = 0.15) -> np.ndarray:

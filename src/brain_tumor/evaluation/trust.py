@@ -71,7 +71,7 @@ def localisation_report(predictor: Predictor, images: torch.Tensor, labels: np.n
     picks = [keep[i] for i in order[-6:][::-1]] + [keep[i] for i in order[:6]]
     titles = [f"{predictor.class_names[labels[i]]} E={energy[keep.index(i)]:.2f}" for i in picks]
     plot_overlay_grid([overlay(images[i, 0].numpy(), cam[i]) for i in picks], titles,
-                      [boxes[i] for i in picks], out_dir / "gradcam_gallery.png",  # type: ignore[misc]
+                      [boxes[i] for i in picks], out_dir / "gradcam_gallery.png",
                       title="Grad-CAM: 6 best (top) and 6 worst (bottom) energy-in-box, correct slices")
     return {"tolerance_px": tolerance_px, "n_correct_with_box": len(keep),
             "pointing_game": float(hits.mean()) if len(hits) else None,

@@ -18,7 +18,8 @@ class _WithNormalize(nn.Module):
         self.network, self.normalize = network, normalize
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network(self.normalize(x))
+        logits: torch.Tensor = self.network(self.normalize(x))
+        return logits
 
 
 def grad_cam(network: nn.Module, normalize: Normalize, images: torch.Tensor,
@@ -28,11 +29,13 @@ def grad_cam(network: nn.Module, normalize: Normalize, images: torch.Tensor,
     x = images.float() / 255.0  # Normalize accepts [0, 1] floats; gradients need float input
     targets = [ClassifierOutputTarget(c) for c in classes] if classes is not None else None
     with GradCAM(model=model, target_layers=[network.layer4[-1]]) as cam:  # type: ignore[index]
-        return np.asarray(cam(input_tensor=x, targets=targets), dtype=np.float32)
+        cams: np.ndarray = np.asarray(cam(input_tensor=x, targets=targets), dtype=np.float32)
+        return cams
 
 
 def overlay(image: np.ndarray, cam: np.ndarray, opacity: float = 0.45) -> np.ndarray:
     """uint8 RGB: the grey slice with the CAM drawn over it in the 'jet' colour map."""
     grey = np.repeat((image.astype(np.float32) / 255.0)[..., None], 3, axis=-1)
     heat = colormaps["jet"](np.clip(cam, 0, 1))[..., :3]
-    return (255 * np.clip((1 - opacity) * grey + opacity * heat, 0, 1)).astype(np.uint8)
+    blended: np.ndarray = np.clip((1 - opacity) * grey + opacity * heat, 0, 1)
+    return (255 * blended).astype(np.uint8)

@@ -21,10 +21,10 @@ def box_mask(box: tuple[float, float, float, float], shape: tuple[int, int], tol
 def pointing_hit(cam: np.ndarray, box: tuple[float, float, float, float], tolerance_px: int = 15) -> bool:
     """True when the CAM's maximum lies inside the (tolerance-grown) box."""
     y, x = np.unravel_index(int(np.argmax(cam)), cam.shape)
-    return bool(box_mask(box, cam.shape, tolerance_px)[y, x])  # type: ignore[arg-type]
+    return bool(box_mask(box, cam.shape, tolerance_px)[y, x])
 
 
 def energy_in_box(cam: np.ndarray, box: tuple[float, float, float, float]) -> float:
     """Share of the CAM's total mass inside the box (0 for an empty CAM)."""
     total = float(cam.sum())
-    return float(cam[box_mask(box, cam.shape)].sum() / total) if total > 0 else 0.0  # type: ignore[arg-type]
+    return float(cam[box_mask(box, cam.shape)].sum() / total) if total > 0 else 0.0

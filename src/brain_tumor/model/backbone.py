@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models import ResNet50_Weights, resnet50
+from torchvision.models import ResNet, ResNet50_Weights, resnet50
 
 from brain_tumor.homes import find_keras_weights
 from brain_tumor.model.keras_weights import (
@@ -40,7 +40,7 @@ def preprocessing_for(weights: str, image_size: int = 224, pipeline: str = "pape
     return Preprocessing(TORCHVISION_MEAN, TORCHVISION_STD, image_size, pipeline)
 
 
-def make_resnet50_v1(bn_eps: float = KERAS_BN_EPS, bn_momentum: float = 0.1) -> nn.Module:
+def make_resnet50_v1(bn_eps: float = KERAS_BN_EPS, bn_momentum: float = 0.1) -> ResNet:
     """torchvision ResNet-50 rearranged as Keras' v1: stride 2 in the first 1x1 conv of a stage."""
     model = resnet50(weights=None)
     for stage in (model.layer2, model.layer3, model.layer4):
@@ -59,7 +59,7 @@ def set_batchnorm(model: nn.Module, eps: float, momentum: float) -> None:
             module.momentum = momentum
 
 
-def load_keras_imagenet(weights_path: str | Path, bn_momentum: float = 0.1) -> nn.Module:
+def load_keras_imagenet(weights_path: str | Path, bn_momentum: float = 0.1) -> ResNet:
     """The Keras ImageNet ResNet-50 (1000 classes) as a torchvision module, from a Keras ``.h5``
     file, a TensorFlow.js folder, or a weights home holding the ``.h5`` (see brain_tumor.homes)."""
     model = make_resnet50_v1(KERAS_BN_EPS, bn_momentum)
@@ -69,7 +69,7 @@ def load_keras_imagenet(weights_path: str | Path, bn_momentum: float = 0.1) -> n
     return model
 
 
-def load_torchvision_imagenet(weights_file: str | Path | None = None) -> nn.Module:
+def load_torchvision_imagenet(weights_file: str | Path | None = None) -> ResNet:
     """torchvision's ImageNet ResNet-50 (v1.5), from a local file or the user's torch cache."""
     if weights_file is None:
         return resnet50(weights=ResNet50_Weights.IMAGENET1K_V2)
@@ -83,7 +83,7 @@ def build_classifier(
     num_classes: int,
     weights_path: str | Path | None = None,
     bn_momentum: float = 0.1,
-) -> nn.Module:
+) -> ResNet:
     """ResNet-50 with a new ``num_classes`` head.
 
     Args:
@@ -110,7 +110,7 @@ def build_classifier(
     return model
 
 
-def forward_fp32_stem(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def forward_fp32_stem(network: ResNet, x: torch.Tensor) -> torch.Tensor:
     """A ResNet forward whose stem (conv1, bn1, relu, maxpool) always runs in fp32, whatever
     autocast is active; the stages and head follow the caller's autocast.
 
@@ -121,4 +121,5 @@ def forward_fp32_stem(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
     with torch.autocast(device_type=x.device.type, enabled=False):
         x = network.maxpool(network.relu(network.bn1(network.conv1(x.float()))))
     x = network.layer4(network.layer3(network.layer2(network.layer1(x))))
-    return network.fc(torch.flatten(network.avgpool(x), 1))
+    logits: torch.Tensor = network.fc(torch.flatten(network.avgpool(x), 1))
+    return logits

@@ -63,7 +63,7 @@ def observe_batch(size: int, seconds: float) -> None:
         _BATCH_SIZE = Histogram("brain_tumor_batch_size", "Images per forward pass", buckets=(1, 2, 4, 8, 16, 32, 64))
         _BATCH_SECONDS = Histogram("brain_tumor_batch_seconds", "Seconds per micro-batch forward pass")
     _BATCH_SIZE.observe(size)
-    _BATCH_SECONDS.observe(seconds)  # type: ignore[union-attr]
+    _BATCH_SECONDS.observe(seconds)
 
 
 _BATCH_SIZE: Any = None

@@ -13,7 +13,8 @@ from fastapi import FastAPI
 
 def openapi_document(app: FastAPI) -> dict[str, Any]:
     """The app's OpenAPI document as plain JSON data (independent of the loaded model)."""
-    return json.loads(json.dumps(app.openapi()))
+    document: dict[str, Any] = json.loads(json.dumps(app.openapi()))
+    return document
 
 
 def main(argv: list[str]) -> None:

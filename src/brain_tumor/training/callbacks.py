@@ -18,6 +18,6 @@ class EpochTimer(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pl_module.log("epoch_seconds", time.perf_counter() - self._start, on_epoch=True)
-        images = len(trainer.train_dataloader.dataset) if trainer.train_dataloader else 0  # type: ignore[arg-type]
+        images = len(trainer.train_dataloader.dataset) if trainer.train_dataloader else 0
         elapsed = max(time.perf_counter() - self._start, 1e-9)
         pl_module.log("train_images_per_second", images / elapsed, on_epoch=True)

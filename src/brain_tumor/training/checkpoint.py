@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.models import resnet50
+from torchvision.models import ResNet, resnet50
 
 from brain_tumor.model.backbone import Preprocessing, make_resnet50_v1
 from brain_tumor.package import PackageError, is_package, read_package, resolve_reference
@@ -18,7 +18,7 @@ from brain_tumor.package import PackageError, is_package, read_package, resolve_
 FORMAT = "brain-tumor-checkpoint/1"
 
 
-def build_network(architecture: str, num_classes: int) -> nn.Module:
+def build_network(architecture: str, num_classes: int) -> ResNet:
     """An untrained network of the named architecture with a ``num_classes`` head."""
     if architecture == "resnet50-v1":
         model = make_resnet50_v1()

@@ -50,7 +50,7 @@ class SliceClassifier(L.LightningModule):
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         images, labels = batch
         logits = self(images).float()  # loss and softmax in fp32 under mixed precision
-        loss = self.loss_fn(logits, labels)
+        loss: torch.Tensor = self.loss_fn(logits, labels)
         acc = (logits.argmax(1) == labels).float().mean()
         on_step = stage == "train"
         self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
@@ -65,7 +65,8 @@ class SliceClassifier(L.LightningModule):
         self._step(batch, "val")
 
     def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self(batch[0]).float()
+        logits: torch.Tensor = self(batch[0])
+        return logits.float()
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]
