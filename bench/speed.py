@@ -111,7 +111,7 @@ def single_image_latency(checkpoint: Path, image_path: Path, repeats: int, onnx:
                          bf16: bool = False) -> dict[str, float]:
     """Milliseconds from file on disk to prediction (decode, resize, normalise, forward)."""
 
-    from brain_tumor.inference import load_predictor
+    from brain_tumor.model_loading import load_predictor
 
     predictor = load_predictor(checkpoint, "bf16" if bf16 else "fp32", "onnx" if onnx else "pytorch", onnx)
     times = []
@@ -157,7 +157,8 @@ def fast_path_accuracy(checkpoint: Path, splits_file: Path, fold: int, out_dir: 
     """Test-fold accuracy of one trained model through each inference path (int8 calibrated on
     256 of the fold's training images)."""
     from brain_tumor.data.splits import load_split
-    from brain_tumor.inference import Predictor, load_predictor
+    from brain_tumor.inference import Predictor
+    from brain_tumor.model_loading import load_predictor
     from brain_tumor.onnx_runtime import OnnxPredictor
     from brain_tumor.training.fit import load_data
 

@@ -145,7 +145,7 @@ def test_calibrate_a_cv_folder_and_predict_with_it(tmp_path: Path, tiny_checkpoi
 
 
 def test_patient_overlap_and_bad_files_are_refused(tmp_path: Path, tiny_checkpoint: Path) -> None:
-    from brain_tumor.inference import load_predictor
+    from brain_tumor.model_loading import load_predictor
 
     rng = np.random.default_rng(5)
     y, p = overconfident(rng, 60)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from brain_tumor.export import export_onnx, int8_path, quantize_int8
-from brain_tumor.inference import Predictor, find_exports, load_predictor
+from brain_tumor.inference import Predictor
+from brain_tumor.model_loading import find_exports, load_predictor
 from brain_tumor.onnx_runtime import OnnxPredictor
 
 pytestmark = pytest.mark.slow  # every test here exports a full ResNet-50 to ONNX

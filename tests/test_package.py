@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from brain_tumor.cli import app
 from brain_tumor.export import export_onnx, export_package, int8_path, quantize_int8
-from brain_tumor.inference import Predictor, load_predictor
+from brain_tumor.inference import Predictor
+from brain_tumor.model_loading import load_predictor
 from brain_tumor.training.checkpoint import CheckpointError, read_checkpoint
 from tests.conftest import synthetic_slice
 

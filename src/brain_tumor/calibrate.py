@@ -38,7 +38,10 @@ def read_out_of_fold(cv_dir: Path) -> tuple[OutOfFold, int]:
     if not (cv_dir / "config.yaml").is_file():
         raise CalibrationInputError(f"{cv_dir}: no config.yaml (is it a `brain-tumor cv` results folder?)")
     patient_of = {_tail(path): patient for path, patient in patients_by_path(cv_dir).items()}
-    probs, labels, folds, patients = [], [], [], []
+    probs: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    folds: list[np.ndarray] = []
+    patients: list[str] = []
     for number, fold_dir in enumerate(fold_dirs, start=1):
         paths, y, p = read_predictions([fold_dir])
         missing = [path for path in paths if _tail(path) not in patient_of]
@@ -74,13 +77,13 @@ def run_calibrate(cv_dir: Path, output: Path, confidence: float = 0.95, target_r
     n_folds = len(np.unique(oof.folds))
     log.info("%d out-of-fold slices of %d patients in %d folds", len(oof.labels), len(set(oof.patients)), n_folds)
     result = cross_fit(oof, target_risk, confidence, class_conditional)
-    summary = cross_fit_summary(oof, result, CLASS_NAMES, confidence, target_risk, n_boot)
+    summary = cross_fit_summary(oof, result, list(CLASS_NAMES), confidence, target_risk, n_boot)
     summary.update({"cv": _relative(cv_dir), "class_conditional": class_conditional, "n_folds": n_folds})
     output.mkdir(parents=True, exist_ok=True)
     write_json(summary, output / "calibration_cv.json")
     (output / "calibration_cv.md").write_text(summary_markdown(summary))
     _figures(oof, result.scaled, result.answered, summary, output)
-    calibration = deployable(oof, CLASS_NAMES, image_size, target_risk, confidence, _relative(cv_dir),
+    calibration = deployable(oof, list(CLASS_NAMES), image_size, target_risk, confidence, _relative(cv_dir),
                              class_conditional)
     write_json(calibration, output / "calibration.json")
     return summary
@@ -110,7 +113,9 @@ def _figures(oof: OutOfFold, scaled: np.ndarray, answered: np.ndarray, summary: 
 def summary_markdown(summary: dict[str, Any]) -> str:
     """A short table of the cross-fitted figures."""
     def ci(d: dict[str, float], pct: bool = False) -> str:
-        f = (lambda v: f"{100 * v:.2f}%") if pct else (lambda v: f"{v:.4f}")
+        def f(v: float) -> str:
+            return f"{100 * v:.2f}%" if pct else f"{v:.4f}"
+
         return f"{f(d['value'])} [{f(d['low'])}, {f(d['high'])}]"
 
     c, r = summary["conformal"], summary["referral"]

@@ -256,7 +256,7 @@ def _evaluate_collection(checkpoint: Path, data: Path, output: Path, calibration
 def _load_fast_predictor(checkpoint: Path, precision: str, engine: str, onnx: Path | None,  # type: ignore[no-untyped-def]
                          threads: int | None, calibration: Path | None = None, gate: Path | None = None):
     """The predictor on the path :func:`brain_tumor.inference.load_predictor` picks; one-line errors."""
-    from brain_tumor.inference import load_predictor
+    from brain_tumor.model_loading import load_predictor
 
     _load_predictor(checkpoint)  # a missing or broken checkpoint: one line
     try:

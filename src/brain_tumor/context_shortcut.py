@@ -16,7 +16,8 @@ from brain_tumor.evaluation.report import markdown_table
 from brain_tumor.evaluation.run_eval import write_json
 from brain_tumor.evaluation.shortcut import ERASERS, ISOLATORS, Box, answer_kinds
 from brain_tumor.evaluation.statistics import bootstrap_mean
-from brain_tumor.inference import Prediction, Predictor, load_predictor
+from brain_tumor.inference import Prediction, Predictor
+from brain_tumor.model_loading import load_predictor
 
 METHODS = ("clean", *ERASERS, *ISOLATORS)
 

@@ -154,7 +154,7 @@ def export_package(checkpoint: str | Path, out_dir: str | Path, model_card: str 
     from safetensors.torch import save_file
 
     from brain_tumor.environment import describe_environment
-    from brain_tumor.inference import find_exports
+    from brain_tumor.model_loading import find_exports
     from brain_tumor.package import PACKAGE_FORMAT, write_sums
     from brain_tumor.training.checkpoint import read_checkpoint
 

@@ -32,7 +32,8 @@ class TumourGate:
     def p_no_tumour(self, features: np.ndarray) -> np.ndarray:
         """``[n]`` probability that each slice holds no tumour."""
         z = ((np.asarray(features, dtype=np.float64) - self.mean) / self.scale) @ self.coef + self.intercept
-        return 1.0 / (1.0 + np.exp(-z))
+        p: np.ndarray = 1.0 / (1.0 + np.exp(-z))
+        return p
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": GATE_FORMAT, "model_sha256": self.model_sha256, "threshold": self.threshold,

@@ -13,6 +13,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from brain_tumor.evaluation.no_tumour import (
     tumour_accuracy_with_gate,
 )
 from brain_tumor.evaluation.run_eval import write_json
-from brain_tumor.inference import load_predictor
+from brain_tumor.model_loading import load_predictor
 from brain_tumor.onnx_runtime import file_sha256
 from brain_tumor.source_style import STYLES
 
@@ -86,8 +87,8 @@ def run_no_tumour_gate(checkpoint: Path, tumour_data: Path, splits: Path, fold: 
         "tumour train, styled"))
     none_feat, none_probs, none_ok = _cached(block / "no-tumour.npz", lambda: features_of(
         predictor, none_paths, style_renderer(None, seed), "no tumour"))
-    test_blocks = {style: _cached(block / f"test-{style or 'as-is'}.npz", lambda style=style: features_of(
-        predictor, test_paths, style_renderer(style, seed + 10_000), f"tumour test, {style or 'as is'}"))
+    test_blocks = {style: _cached(block / f"test-{style or 'as-is'}.npz", partial(
+        features_of, predictor, test_paths, style_renderer(style, seed + 10_000), f"tumour test, {style or 'as is'}"))
         for style in (None, *STYLES)}
 
     none_feat, none_probs = none_feat[none_ok], none_probs[none_ok]

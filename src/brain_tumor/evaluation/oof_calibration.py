@@ -42,7 +42,8 @@ class Fitted:
 
 def log_probs(probs: np.ndarray) -> np.ndarray:
     """Logits up to a per-row constant (which softmax ignores), from probabilities."""
-    return np.log(np.clip(probs, 1e-12, 1.0))
+    out: np.ndarray = np.log(np.clip(probs, 1e-12, 1.0))
+    return out
 
 
 def fit(probs: np.ndarray, labels: np.ndarray, target_risk: float, class_conditional: bool = True) -> Fitted:

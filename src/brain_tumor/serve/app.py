@@ -31,7 +31,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from brain_tumor.data.imageio import ImageReadError, read_slice
 from brain_tumor.explain.gradcam import grad_cam, overlay
 from brain_tumor.hardware import detect_cpu
-from brain_tumor.inference import Prediction, load_predictor
+from brain_tumor.inference import Prediction
+from brain_tumor.model_loading import load_predictor
 from brain_tumor.serve.batching import MicroBatcher
 from brain_tumor.serve.schemas import (
     PROBLEM_MEDIA_TYPE,

@@ -1,0 +1,98 @@
+"""``load_predictor``: a model with everything found beside it (ONNX exports, calibration, the
+no-tumour gate), on the fastest path this machine has."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from brain_tumor.calibration_file import load_calibration
+from brain_tumor.gate import load_gate
+from brain_tumor.hardware import EngineChoice, apply_threads, choose_precision, resolve_engine, resolve_threads
+from brain_tumor.inference import Predictor
+from brain_tumor.onnx_runtime import FINGERPRINT_KEY, OnnxPredictor, file_sha256
+from brain_tumor.package import is_package, resolve_reference
+
+
+def find_exports(checkpoint: str | Path) -> tuple[str | None, str | None]:
+    """``(int8, fp32)`` ONNX exports made from exactly this model: beside a checkpoint (where
+    ``brain-tumor export`` writes them) or inside a model package; stale or foreign files are
+    ignored."""
+    base = resolve_reference(checkpoint)
+    if is_package(base):
+        folder = base
+        expected = json.loads((base / "config.json").read_text()).get("package", {}).get("source_checkpoint_sha256")
+    else:
+        folder, expected = base.parent, file_sha256(base) if base.is_file() else None
+    found: list[str | None] = []
+    for name in ("model.int8.onnx", "model.onnx"):
+        path = folder / name
+        ok = False
+        if path.is_file() and expected:
+            try:
+                ok = OnnxPredictor(path).metadata.get(FINGERPRINT_KEY) == expected
+            except Exception as exc:  # noqa: BLE001  (onnxruntime raises its own types)
+                logging.getLogger(__name__).warning("%s: unreadable ONNX model, ignored (%s)", path, exc)
+            if not ok:
+                logging.getLogger(__name__).warning("%s: not exported from %s, ignored", path, checkpoint)
+        found.append(str(path) if ok else None)
+    return found[0], found[1]
+
+
+def find_beside(checkpoint: str | Path, name: str) -> Path | None:
+    """A file ``name`` (``calibration.json``, ``gate.json``) beside a checkpoint or inside a model
+    package, if there is one."""
+    base = resolve_reference(checkpoint)
+    path = (base if is_package(base) else base.parent) / name
+    return path if path.is_file() else None
+
+
+def model_sha256(checkpoint: str | Path) -> str | None:
+    """The SHA-256 of a checkpoint file, or the one a model package was exported from."""
+    base = resolve_reference(checkpoint)
+    if is_package(base):
+        recorded = json.loads((base / "config.json").read_text()).get("package", {}).get("source_checkpoint_sha256")
+        return str(recorded) if recorded else None
+    return file_sha256(base) if base.is_file() else None
+
+
+def load_predictor(checkpoint: str | Path, precision: str = "auto", engine: str = "auto",
+                   onnx: str | Path | None = None, threads: int | None = None,
+                   calibration: str | Path | None = None, gate: str | Path | None = None) -> Predictor:
+    """A predictor on the fastest path this machine has for this model (:mod:`brain_tumor.hardware`):
+    an explicit ``onnx`` file, else the exports beside the checkpoint, else PyTorch at ``precision``.
+    An ONNX export without the ``features`` output is skipped for a model with an OOD flag, since
+    the flag needs them. ``calibration`` (default: a ``calibration.json`` beside the model) adds
+    conformal prediction sets and replaces the checkpoint's temperature and referral threshold;
+    ``gate`` (default: a ``gate.json`` beside the model) adds the "no tumour" answer.
+    What was chosen, and why, is in ``predictor.compute``."""
+    predictor = Predictor.from_checkpoint(checkpoint)
+    calibration_path = Path(calibration) if calibration is not None else find_beside(checkpoint, "calibration.json")
+    if calibration_path is not None:
+        predictor.use_calibration(load_calibration(calibration_path), str(calibration_path))
+    gate_path = Path(gate) if gate is not None else find_beside(checkpoint, "gate.json")
+    if gate_path is not None:
+        predictor.use_gate(load_gate(gate_path), model_sha256(checkpoint), str(gate_path))
+    thread_choice = resolve_threads(threads)
+    apply_threads(thread_choice)
+    precision_choice = choose_precision(precision, "cpu")
+    int8: str | None
+    fp32: str | None
+    if onnx is not None:
+        int8, fp32 = str(onnx), None
+        engine = "onnx"
+    elif engine == "pytorch":
+        int8 = fp32 = None
+    else:
+        int8, fp32 = find_exports(checkpoint)
+        if predictor.ood is not None or predictor.gate is not None:
+            int8, fp32 = (p if p and OnnxPredictor(p).has_features else None for p in (int8, fp32))
+    choice = resolve_engine(engine, precision_choice, int8, fp32)
+    if onnx is not None:
+        choice = EngineChoice("onnx", "as exported", str(onnx), "ONNX model given explicitly")
+    predictor.use_engine(choice, thread_choice)
+    predictor.compute = {"precision": precision_choice.describe(), "engine": choice.describe(),
+                         "threads": thread_choice.describe(), "calibration": predictor.calibration_source,
+                         "gate": str(gate_path) if gate_path is not None else None}
+    return predictor
