@@ -22,14 +22,11 @@ import numpy as np
 from brain_tumor.data.manifest import load_records
 from brain_tumor.evaluation.external import read_collection
 from brain_tumor.evaluation.no_tumour import (
-    HELD_OUT_STYLE,
-    TRAIN_STYLES,
     cross_fit_no_tumour,
     features_of,
     gate_with,
     group_folds,
     style_renderer,
-    training_styles,
     tumour_accuracy_with_gate,
 )
 from brain_tumor.evaluation.run_eval import write_json
@@ -38,6 +35,8 @@ from brain_tumor.onnx_runtime import file_sha256
 from brain_tumor.source_style import STYLES
 
 log = logging.getLogger(__name__)
+
+DEPLOYED = "gate: tumour slices as they are and in every style"  # the variant written to gate.json
 
 
 def _cached(path: Path, compute: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -79,14 +78,14 @@ def run_no_tumour_gate(checkpoint: Path, tumour_data: Path, splits: Path, fold: 
     none_groups = [item.group for item in none_items]
     block = cache_dir / f"{sha[:16]}-fold-{fold}"
 
-    styles = training_styles(len(picked))
-    train_clean, _, ok_clean = _cached(block / "train-clean.npz", lambda: features_of(
-        predictor, [records[i].path for i in picked], style_renderer(None, seed), "tumour train, as is"))
-    train_styled, _, ok_styled = _cached(block / "train-styled.npz", lambda: features_of(
-        predictor, [records[i].path for i in picked], lambda i, x: style_renderer(styles[i], seed)(i, x),
-        "tumour train, styled"))
-    none_feat, none_probs, none_ok = _cached(block / "no-tumour.npz", lambda: features_of(
-        predictor, none_paths, style_renderer(None, seed), "no tumour"))
+    train_paths = [records[i].path for i in picked]
+    train_clean, _, ok_clean = _cached(block / "train-as-is.npz", partial(
+        features_of, predictor, train_paths, style_renderer(None, seed), "tumour train, as is"))
+    train_styled = {style: _cached(block / f"train-{style}.npz", partial(
+        features_of, predictor, train_paths, style_renderer(style, seed), f"tumour train, {style}"))
+        for style in STYLES}
+    none_feat, none_probs, none_ok = _cached(block / "no-tumour.npz", partial(
+        features_of, predictor, none_paths, style_renderer(None, seed), "no tumour"))
     test_blocks = {style: _cached(block / f"test-{style or 'as-is'}.npz", partial(
         features_of, predictor, test_paths, style_renderer(style, seed + 10_000), f"tumour test, {style or 'as is'}"))
         for style in (None, *STYLES)}
@@ -94,8 +93,12 @@ def run_no_tumour_gate(checkpoint: Path, tumour_data: Path, splits: Path, fold: 
     none_feat, none_probs = none_feat[none_ok], none_probs[none_ok]
     kept_groups = [g for g, ok in zip(none_groups, none_ok) if ok]
     none_folds = group_folds(kept_groups, n_group_folds, seed)
-    variants = {"gate (tumour slices as is + styled)": np.concatenate([train_clean[ok_clean], train_styled[ok_styled]]),
-                "ablation: gate without styled tumour slices": train_clean[ok_clean]}
+    def with_styles(styles: list[str]) -> np.ndarray:
+        return np.concatenate([train_clean[ok_clean], *(train_styled[s][0][train_styled[s][2]] for s in styles)])
+
+    variants = {DEPLOYED: with_styles(list(STYLES))}
+    variants.update({f"leave one style out: without {s}": with_styles([t for t in STYLES if t != s]) for s in STYLES})
+    variants["ablation: no styled tumour slices"] = with_styles([])
     results: dict[str, Any] = {}
     deployable = None
     for name, tumour_train in variants.items():
@@ -104,7 +107,8 @@ def run_no_tumour_gate(checkpoint: Path, tumour_data: Path, splits: Path, fold: 
         p_none_cv = cross_fit_no_tumour(tumour_train, none_feat, none_folds, sha, threshold)
         tumour: dict[str, Any] = {}
         for style, (feat, probs, ok) in test_blocks.items():
-            label = "as is" if style is None else style + (" (held out)" if style == HELD_OUT_STYLE else "")
+            unseen = style is not None and (name.endswith(f"without {style}") or name.startswith("ablation"))
+            label = "as is" if style is None else style + (" (not in the gate's training)" if unseen else "")
             tumour[label] = tumour_accuracy_with_gate(test_labels[ok], probs[ok], gate.p_no_tumour(feat[ok]),
                                                       threshold, [p for p, k in zip(patients, ok) if k])
         results[name] = {
@@ -114,8 +118,7 @@ def run_no_tumour_gate(checkpoint: Path, tumour_data: Path, splits: Path, fold: 
     assert deployable is not None
     summary = {
         "model": checkpoint.name, "model_sha256": sha, "fold": fold, "threshold": threshold, "seed": seed,
-        "tumour_train_slices": int(ok_clean.sum()), "tumour_train_styled": int(ok_styled.sum()),
-        "train_styles": list(TRAIN_STYLES), "held_out_style": HELD_OUT_STYLE,
+        "tumour_train_slices": int(ok_clean.sum()), "styles": list(STYLES), "deployed": DEPLOYED,
         "tumour_test_slices": len(test), "tumour_test_patients": len(set(patients)),
         "no_tumour_slices": int(none_ok.sum()), "no_tumour_groups": len(set(kept_groups)),
         "no_tumour_group_folds": n_group_folds,
@@ -138,12 +141,13 @@ def _by_group(called: np.ndarray, groups: list[str]) -> float:
 def no_tumour_markdown(summary: dict[str, Any]) -> str:
     lines = [f"# No-tumour gate of `{summary['model']}` (CV fold {summary['fold']})", "",
              f"Gate: logistic regression on the model's penultimate features, threshold {summary['threshold']}. "
-             f"Tumour slices: {summary['tumour_train_slices']} of the fold's training patients (and as many styled "
-             f"copies: {', '.join(summary['train_styles'])}); judged on {summary['tumour_test_slices']} slices of "
-             f"{summary['tumour_test_patients']} test patients, as they are and in each style "
-             f"(`{summary['held_out_style']}` never shown to the gate). No-tumour slices: "
+             f"Tumour slices: {summary['tumour_train_slices']} of the fold's training patients, as they are and, "
+             f"per variant, copies in the styles {', '.join(summary['styles'])}; judged on "
+             f"{summary['tumour_test_slices']} slices of {summary['tumour_test_patients']} test patients (never seen "
+             f"by the model or the gate), as they are and in each style. No-tumour slices: "
              f"{summary['no_tumour_slices']} in {summary['no_tumour_groups']} near-duplicate groups, cross-fitted over "
-             f"{summary['no_tumour_group_folds']} group folds. Accuracy differences: 95% CI resampling patients.", ""]
+             f"{summary['no_tumour_group_folds']} group folds. Accuracy differences: 95% CI resampling patients. "
+             f"`gate.json` is the first variant.", ""]
     for name, r in summary["results"].items():
         lines += [f"## {name}", "",
                   f"No-tumour slices called no tumour: {100 * r['no_tumour_called_no_tumour']:.1f}% "

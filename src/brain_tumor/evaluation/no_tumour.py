@@ -4,8 +4,9 @@ Tumour slices: the Figshare slices of one patient-wise CV fold (the gate learns 
 training patients, is judged on its test patients, whom the model never saw). No-tumour slices:
 a collection split by its near-duplicate ``group`` (cross-fitted: every slice judged by a gate
 that saw none of its group). The shortcut is measured with the test patients' tumour slices
-rendered in other styles (:mod:`brain_tumor.source_style`), one of which the gate never saw
-in training, and with an ablation: the same gate fitted without styled tumour slices.
+rendered in other styles (:mod:`brain_tumor.source_style`), each left out of the gate's
+training in turn (leave one style out), and with an ablation: the gate fitted without styled tumour
+slices.
 """
 
 from __future__ import annotations
@@ -23,12 +24,9 @@ from brain_tumor.data.imageio import ImageReadError, read_slice
 from brain_tumor.evaluation import statistics as st
 from brain_tumor.gate import TumourGate, fit_gate
 from brain_tumor.inference import Predictor
-from brain_tumor.source_style import STYLES, styled
+from brain_tumor.source_style import styled
 
 log = logging.getLogger(__name__)
-
-TRAIN_STYLES = ("small-web-image", "inverted-contrast")  # shown to the gate as tumour slices
-HELD_OUT_STYLE = "remapped-histogram"  # never shown: does the control carry to a style not trained on?
 
 Render = Callable[[np.ndarray], np.ndarray]
 
@@ -114,12 +112,3 @@ def style_renderer(style: str | None, seed: int) -> Callable[[int, np.ndarray], 
     if style is None:
         return lambda i, image: image
     return lambda i, image: styled(image, style, seed + i)
-
-
-def training_styles(n: int) -> list[str]:
-    """The style of each styled training copy, in turn."""
-    return [TRAIN_STYLES[i % len(TRAIN_STYLES)] for i in range(n)]
-
-
-def all_styles() -> list[str]:
-    return list(STYLES)
