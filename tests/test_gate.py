@@ -108,3 +108,19 @@ def test_predict_answers_no_tumour_with_a_gate_beside_the_model(tmp_path: Path, 
     with pytest.raises(ValueError, match="another model"):
         load_predictor(model, engine="pytorch", gate=foreign)
     assert load_gate(model_dir / "gate.json").model_sha256 == sha
+
+
+def test_a_package_carries_the_gate_and_the_calibration(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    from brain_tumor.export import export_package
+    from brain_tumor.model_loading import load_predictor
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    model = shutil.copy(tiny_checkpoint, model_dir / "model.pt")
+    gate = TumourGate(np.zeros(2048), np.ones(2048), np.zeros(2048), -5.0, 0.5, file_sha256(model))
+    (model_dir / "gate.json").write_text(json.dumps(gate.to_dict()))
+    package = export_package(model, tmp_path / "package")
+    assert (package / "gate.json").is_file() and "gate.json" in (package / "SHA256SUMS").read_text()
+    predictor = load_predictor(package, engine="pytorch")
+    assert predictor.gate is not None and predictor.compute["gate"] == str(package / "gate.json")
+    assert "p_no_tumour" in predictor.predict(np.zeros((64, 64), dtype=np.float32) + 0.5).extra

@@ -130,8 +130,14 @@ def default_model_card(meta: dict[str, Any]) -> str:
 
 **Intended use**: research on classifying T1-weighted contrast-enhanced MRI slices that show a
 glioma, a meningioma or a pituitary tumour. **Not** a medical device; not for diagnosis or
-treatment decisions. It has no "no tumour" answer, and its answers partly rest on where a slice
-was taken rather than on the tumour (see the README's shortcut benchmark).
+treatment decisions. Alone it has no "no tumour" answer: every slice is called one of the three
+tumours. With a `gate.json` fitted for this model (`brain-tumor no-tumour-gate`) it answers
+`no_tumour`; the gate was measured on no-tumour slices of other collections, and a contrast it
+was not trained on (a T2 or FLAIR tumour slice) can still be called "no tumour". With a
+`calibration.json` (`brain-tumor calibrate`) it gives prediction sets with a stated coverage,
+valid for slices like the Figshare T1-CE ones. Its answers partly rest on where a slice was
+taken rather than on the tumour (see the shortcut benchmark in `results/shortcut/`). Do not
+use it on other sequences, on CT, on whole volumes or on children without measuring first.
 
 Recipe: {data.get('image_size')} px, preprocessing {data.get('preprocessing')}, augmentation
 {data.get('augmentation')}, freeze {recipe.get('model', {}).get('freeze_layers')} Keras layers,
@@ -146,15 +152,16 @@ Calibration: {meta.get('calibration') or 'none (run brain-tumor trust on the che
 
 def export_package(checkpoint: str | Path, out_dir: str | Path, model_card: str | Path | None = None) -> Path:
     """Write a model package (see :mod:`brain_tumor.package`) from a checkpoint: safetensors
-    weights, config.json, the OOD bank, the model card, the ONNX exports made from it, and
-    SHA256SUMS. Written into ``<out_dir>.partial`` and renamed, so a package is whole or absent."""
+    weights, config.json, the OOD bank, the model card, the ONNX exports made from it, the
+    calibration.json and gate.json beside it, and SHA256SUMS. Written into ``<out_dir>.partial``
+    and renamed, so a package is whole or absent."""
     import json
     import shutil
 
     from safetensors.torch import save_file
 
     from brain_tumor.environment import describe_environment
-    from brain_tumor.model_loading import find_exports
+    from brain_tumor.model_loading import find_beside, find_exports
     from brain_tumor.package import PACKAGE_FORMAT, write_sums
     from brain_tumor.training.checkpoint import read_checkpoint
 
@@ -184,6 +191,10 @@ def export_package(checkpoint: str | Path, out_dir: str | Path, model_card: str 
     for source in find_exports(checkpoint):
         if source:
             shutil.copy2(source, tmp / Path(source).name)
+    for name in ("calibration.json", "gate.json"):  # checked when loaded (a foreign gate is refused)
+        extra = find_beside(checkpoint, name)
+        if extra is not None:
+            shutil.copy2(extra, tmp / name)
     write_sums(tmp)
     if out.exists():
         shutil.rmtree(out)

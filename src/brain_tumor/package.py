@@ -6,6 +6,8 @@
                            the training recipe, metrics, code and data versions
     model_card.md          intended use, what it must not be used for, metrics
     model.onnx, model.int8.onnx   exported engines (when exported)
+    calibration.json       temperature, referral threshold, conformal sets (when calibrated)
+    gate.json              the no-tumour gate fitted for these weights (when fitted)
     SHA256SUMS             the hash of every other file; checked before anything is loaded
 
 A model reference is a checkpoint file, a package folder, or ``hf://owner/name[@revision]`` (a
