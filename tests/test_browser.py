@@ -79,3 +79,29 @@ def test_upload_shows_prediction_and_overlay(server: str, tmp_path: Path) -> Non
         assert "unsupported file type" in page.inner_text("#error")
         browser.close()
     assert (shots / "browser.png").stat().st_size > 10_000
+
+
+def test_several_slices_get_one_answer_per_patient(server: str, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    rng = np.random.default_rng(1)
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"slice-{i}.png")
+        Image.fromarray(synthetic_slice(rng, 1, 128)).save(files[-1])
+    files.append(tmp_path / "broken.png")
+    files[-1].write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        page.goto(server)
+        page.set_input_files("#file", [str(f) for f in files])
+        page.wait_for_selector("#study:not([hidden])", timeout=60_000)
+        answer = page.inner_text("#study-answer")
+        assert answer.split(": ")[1] in ("glioma", "meningioma", "pituitary")
+        assert "from 3 slices" in page.inner_text("#study-detail")
+        rows = page.locator("#study-slices tbody tr")
+        assert rows.count() == 4
+        assert "refused" in rows.nth(3).inner_text()
+        assert page.locator("#result").is_hidden()
+        browser.close()

@@ -37,7 +37,7 @@ def test_train_then_evaluate(class_folder_dataset: Path, tmp_path: Path) -> None
     payload = torch.load(work / "model.pt", weights_only=True)  # safe loading works
     assert payload["preprocessing"]["image_size"] == 32
 
-    evaluated = runner.invoke(app, ["evaluate", str(work / "model.pt"), "--split", str(results / "split.json"),
+    evaluated = runner.invoke(app, ["evaluate", "-m", str(work / "model.pt"), "--split", str(results / "split.json"),
                                     "--output", str(tmp_path / "eval")])
     assert evaluated.exit_code == 0, evaluated.output
     again = json.loads((tmp_path / "eval" / "metrics.json").read_text())
@@ -117,7 +117,7 @@ def test_robust_recipe_trains_then_shift_test_and_ood(class_folder_dataset: Path
     assert meta["preprocessing"]["pipeline"] == "robust"
     split = results / "split.json"
     out = tmp_path / "shift"
-    result = runner.invoke(app, ["shift-test", "--model", f"robust={checkpoint}", "--model", f"again={checkpoint}",
+    result = runner.invoke(app, ["shift-test", "-m", f"robust={checkpoint}", "-m", f"again={checkpoint}",
                                  "--split", str(split), "--output", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "shift.json").read_text())
@@ -133,8 +133,8 @@ def test_robust_recipe_trains_then_shift_test_and_ood(class_folder_dataset: Path
                                  "--output", str(tmp_path / "ood")])
     assert result.exit_code == 0, result.output
     assert "ood" in torch.load(checkpoint, weights_only=True)
-    bad = runner.invoke(app, ["shift-test", "--model", "x=/no/such.pt", "--split", str(split)])
-    assert bad.exit_code != 0 and "NAME=CHECKPOINT" in bad.output
+    bad = runner.invoke(app, ["shift-test", "-m", "x=/no/such.pt", "--split", str(split)])
+    assert bad.exit_code != 0 and "NAME=MODEL" in bad.output
 
 
 @pytest.mark.slow

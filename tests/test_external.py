@@ -49,7 +49,8 @@ def test_evaluate_data_writes_metrics_outcomes_and_figures(tiny_checkpoint: Path
     root = _tree(tmp_path / "tree")
     (root / "glioma_tumor" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["evaluate", str(tiny_checkpoint), "--data", str(root), "--output", str(out)])
+    result = CliRunner().invoke(app, ["evaluate", "-m", str(tiny_checkpoint), "--data", str(root),
+                                      "--output", str(out)])
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_images"] == 13 and metrics["n_unreadable"] == 1 and metrics["tumour"]["n"] == 9
@@ -58,5 +59,5 @@ def test_evaluate_data_writes_metrics_outcomes_and_figures(tiny_checkpoint: Path
     outcomes = (out / "outcomes.csv").read_text()
     assert "unreadable" in outcomes and ("called a tumour" in outcomes or "refused" in outcomes)
     assert (out / "risk_coverage.png").is_file() and (out / "summary.md").is_file()
-    bad = CliRunner().invoke(app, ["evaluate", str(tiny_checkpoint), "--data", str(tmp_path / "nowhere")])
+    bad = CliRunner().invoke(app, ["evaluate", "-m", str(tiny_checkpoint), "--data", str(tmp_path / "nowhere")])
     assert bad.exit_code == 2 and "no such file or folder" in bad.output

@@ -32,8 +32,8 @@ def plant(path: Path, marker: Path) -> Path:
 @pytest.mark.parametrize("command", [
     ["predict", "{img}", "-m", "{ckpt}"],
     ["explain", "{img}", "-m", "{ckpt}"],
-    ["export", "{ckpt}", "--output", "{tmp}/m.onnx"],
-    ["evaluate", "{ckpt}"],
+    ["export", "-m", "{ckpt}", "--output", "{tmp}/m.onnx"],
+    ["evaluate", "-m", "{ckpt}"],
     ["serve", "-m", "{ckpt}", "--port", "0"],
     ["ood", "-m", "{ckpt}", "--split", "{tmp}/split.json"],
     ["trust", "--run-dir", "{tmp}", "--checkpoint", "{ckpt}"],

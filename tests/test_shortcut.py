@@ -87,7 +87,7 @@ def test_shortcut_test_command(tiny_checkpoint: Path, tmp_path: Path) -> None:
     split = {"name": "paper", "seed": 0, "train": [0, 1, 2], "val": [3], "test": [4, 5, 6, 7, 8]}
     (tmp_path / "split.json").write_text(json.dumps(split))
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["shortcut-test", "--model", f"plain={checkpoint}", "--split",
+    result = CliRunner().invoke(app, ["shortcut-test", "-m", f"plain={checkpoint}", "--split",
                                       str(tmp_path / "split.json"), "--output", str(out)])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "shortcut.json").read_text())["models"]["plain"]["summary"]

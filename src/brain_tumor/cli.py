@@ -80,7 +80,10 @@ def prepare(
     output: Annotated[Path, typer.Argument(help="Where PNGs and manifest.csv are written.")],
     download: Annotated[bool, typer.Option(help="Download the figshare release into SOURCE first.")] = False,
 ) -> None:
-    """Convert the official figshare MATLAB release into images + manifest.csv."""
+    """Convert the official figshare MATLAB release into images + manifest.csv.
+
+    Example: brain-tumor prepare figshare-mat/ data/figshare-cheng2015
+    """
     from brain_tumor.data.download import download_figshare
     from brain_tumor.data.manifest import DatasetLayoutError, convert_figshare_mat
 
@@ -105,7 +108,10 @@ def fetch(
     attempts: Annotated[int, typer.Option(min=1, max=20, help="Tries per file before giving up.")] = 3,
 ) -> None:
     """Fetch, verify and cache what runs need (both without --data/--weights), where the settings
-    look for them (data.root, model.weights_path; default ~/.cache/brain-tumor). Resumes."""
+    look for them (data.root, model.weights_path; default ~/.cache/brain-tumor). Resumes.
+
+    Example: brain-tumor fetch --data --weights
+    """
     from brain_tumor.fetch import FIGSHARE_API, KERAS_RESNET50_MD5, KERAS_RESNET50_URL
 
     if weights_url and not weights_md5:
@@ -149,7 +155,10 @@ def reproduce(
     scenario: Annotated[list[int] | None, typer.Option(help="Keras layers to freeze; repeatable.")] = None,
     trust: Annotated[bool, typer.Option(help="Also calibrate, choose the refer threshold and score Grad-CAM.")] = True,
 ) -> None:
-    """Reproduce the paper: both freeze scenarios on the paper split, with the comparison report."""
+    """Reproduce the paper: both freeze scenarios on the paper split, with the comparison report.
+
+    Example: brain-tumor reproduce   (or: brain-tumor reproduce --download on a machine without ../shared)
+    """
     from brain_tumor.reproduce import SCENARIOS
     from brain_tumor.reproduce import reproduce as run
 
@@ -174,7 +183,10 @@ def train(
     results_dir: Annotated[Path, typer.Option(help="Run folder for metrics and figures.")] = Path("runs/train/report"),
     work_dir: Annotated[Path, typer.Option(help="Checkpoints.")] = Path("runs/train"),
 ) -> None:
-    """Train and evaluate one run on the paper split (freeze from model.freeze_layers)."""
+    """Train and evaluate one run on the paper split (freeze from model.freeze_layers).
+
+    Example: brain-tumor train --set model.freeze_layers=15 --set train.max_epochs=12
+    """
     from brain_tumor.scenario import run_scenario
     from brain_tumor.training.fit import prepare_data
 
@@ -189,7 +201,7 @@ def train(
 
 @app.command()
 def evaluate(
-    checkpoint: Annotated[Path, typer.Argument(help="A model.pt written by train/reproduce.")],
+    checkpoint: CheckpointOpt,
     split: Annotated[Path, typer.Option(help="split.json of the run.")] = Path("results/paper-split/split.json"),
     data_root: Annotated[Path | None, typer.Option(help="Dataset folder (default from the checkpoint).")] = None,
     output: Annotated[Path, typer.Option(help="Where metrics.json goes.")] = Path("runs/evaluate"),
@@ -200,7 +212,10 @@ def evaluate(
     gate: GateOpt = None,
 ) -> None:
     """Evaluate a checkpoint on the test part of a saved split, or on any labelled collection
-    (with --data: as `predict` answers, calibration.json and gate.json included)."""
+    (with --data: as `predict` answers, calibration.json and gate.json included).
+
+    Example: brain-tumor evaluate -m runs/train/model.pt --data ../shared/data/br35h-no-tumour --output runs/evaluate
+    """
     if data is not None:
         _evaluate_collection(checkpoint, data, output, calibration, gate)
         return
@@ -318,7 +333,10 @@ def predict(
     """Predict slices; bad files get one error line each, the rest go on. Exit 1 if any failed.
 
     Rows are written to --csv/--json as they come (flushed), so Ctrl-C or a failing file never
-    loses finished rows; unsupported files found in folders are reported, never silently skipped."""
+    loses finished rows; unsupported files found in folders are reported, never silently skipped.
+
+    Example: brain-tumor predict scans/ -m model.pt --csv predictions.csv --group-by folder
+    """
     from brain_tumor.prediction_output import OverlayNames, PredictionSinks, prediction_fields
     from brain_tumor.study import GROUP_BY, aggregate, group_key
 
@@ -415,7 +433,10 @@ def explain(
     checkpoint: CheckpointOpt,
     output: Annotated[Path, typer.Option(help="Folder for the overlays.")] = Path("gradcam"),
 ) -> None:
-    """Write Grad-CAM overlays (last ResNet stage, predicted class) for each slice."""
+    """Write Grad-CAM overlays (last ResNet stage, predicted class) for each slice.
+
+    Example: brain-tumor explain slice.jpg -m model.pt --output gradcam/
+    """
     from brain_tumor.data.imageio import ImageReadError
     from brain_tumor.inference import expand_inputs
     from brain_tumor.prediction_output import OverlayNames
@@ -438,14 +459,17 @@ def explain(
 
 @app.command()
 def trust(
-    run_dir: Annotated[Path, typer.Option(help="The run's results folder.")] = Path("results/paper-split/freeze-15"),
-    checkpoint: Annotated[Path, typer.Option(help="The run's model.pt.")] = Path("runs/paper-split/freeze-15/model.pt"),
+    checkpoint: CheckpointOpt,
+    run_dir: Annotated[Path, typer.Option(help="The run's results folder (metrics.json; trust/ is written there).")],
     split: Annotated[Path | None, typer.Option(help="split.json (default: beside the run folder).")] = None,
     target_risk: Annotated[float, typer.Option(help="Error rate allowed among answered cases.")] = 0.02,
     tolerance_px: Annotated[int, typer.Option(help="Pointing-game tolerance around the box.")] = 15,
 ) -> None:
     """Calibrate (temperature on validation), choose the refer threshold, score Grad-CAM against
-    tumour boxes on test, store calibration in the checkpoint and write the model card."""
+    tumour boxes on test, store calibration in the checkpoint and write the model card.
+
+    Example: brain-tumor trust -m runs/paper-split/freeze-15/model.pt --run-dir runs/paper-split/report/freeze-15
+    """
 
     from brain_tumor.data.splits import load_split
     from brain_tumor.evaluation.trust import run_trust
@@ -470,7 +494,7 @@ def trust(
 
 @app.command()
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help="A model.pt.")],
+    checkpoint: CheckpointOpt,
     output: Annotated[Path | None, typer.Option(
         help="ONNX file to write (default: model.onnx beside the checkpoint, where predict/serve find it).")] = None,
     int8_calibration: Annotated[list[Path] | None, typer.Option(
@@ -481,7 +505,10 @@ def export(
     model_card: Annotated[Path | None, typer.Option(help="The package's model card (default: generated).")] = None,
 ) -> None:
     """Export to ONNX (normalisation inside) and check parity with PyTorch; optionally int8 and a
-    model package."""
+    model package.
+
+    Example: brain-tumor export -m model.pt --int8-calibration train-slices/ --package my-model/
+    """
     import numpy as np
     import torch
 
@@ -550,7 +577,10 @@ def serve(
     calibration: CalibrationOpt = None,
     gate: GateOpt = None,
 ) -> None:
-    """Serve the model over HTTP with a web page at /."""
+    """Serve the model over HTTP with a web page at /.
+
+    Example: brain-tumor serve -m my-model/ --port 8000 --api-key "$KEY"
+    """
     import uvicorn
 
     from brain_tumor.serve.app import ServiceSettings, create_app
@@ -580,7 +610,10 @@ def cv(
     work_dir: Annotated[Path | None, typer.Option(help="Default runs/cv/<grouping>.")] = None,
     fold: Annotated[list[int] | None, typer.Option(help="Run only these folds; repeatable.")] = None,
 ) -> None:
-    """5-fold cross-validation, resumable; summary with patient-bootstrap CIs."""
+    """5-fold cross-validation, resumable; summary with patient-bootstrap CIs.
+
+    Example: brain-tumor cv --grouping official --set data.image_size=224
+    """
     from brain_tumor.cv import run_cv
 
     cfg = _config(config, overrides)
@@ -667,7 +700,10 @@ def compare(
         help="B's run with that seed. With these, the report is the mean paired difference over seeds.")] = None,
 ) -> None:
     """McNemar's test between two runs on their shared test slices (for CV folders also the
-    paired differences in accuracy and meningioma recall, with CIs resampling patients)."""
+    paired differences in accuracy and meningioma recall, with CIs resampling patients).
+
+    Example: brain-tumor compare results/cv/official-freeze-15 results/cv/official-freeze-30
+    """
     from brain_tumor.cv import compare as mcnemar_compare
     from brain_tumor.cv import compare_repeats, patients_by_path
 
@@ -690,7 +726,10 @@ def compare(
 def report(
     results_dir: Annotated[Path, typer.Option(help="The reproduction's results folder.")] = Path("results/paper-split"),
 ) -> None:
-    """Rebuild comparison.md and report.html from finished runs (after `trust`, say)."""
+    """Rebuild comparison.md and report.html from finished runs (after `trust`, say).
+
+    Example: brain-tumor report --results-dir runs/paper-split/report
+    """
     from brain_tumor.reproduce import rebuild_report
 
     rebuild_report(results_dir)
@@ -716,7 +755,8 @@ def _model_data(checkpoint: Path, data_root: Path | None = None):  # type: ignor
               f"fetch it with: brain-tumor fetch --data --set data.root={root}, or pass --data-root")
 
 
-ModelsOpt = Annotated[list[str], typer.Option(help="NAME=CHECKPOINT; repeat to compare recipes side by side.")]
+ModelsOpt = Annotated[list[str], typer.Option(
+    "--checkpoint", "-m", help="A model, or NAME=MODEL to name it in the tables; repeat to compare models.")]
 
 
 def _named_models(items: list[str]) -> dict[str, Path]:
@@ -724,29 +764,34 @@ def _named_models(items: list[str]) -> dict[str, Path]:
     models = {}
     for item in items:
         name, sep, path = item.partition("=")
-        if not sep or not Path(path).is_file():
-            _fail(f"--model {item!r}: expected NAME=CHECKPOINT with an existing file")
+        if not sep:
+            name, path = Path(item).parent.name or Path(item).stem, item
+        if not Path(path).exists():
+            _fail(f"--checkpoint {item!r}: no such model (expected MODEL or NAME=MODEL)")
         models[name] = Path(path)
     return models
 
 
 @app.command("shift-test")
 def shift_test(
-    model: ModelsOpt,
+    checkpoint: ModelsOpt,
     split: SplitOpt,
     fold: FoldOpt = None,
     output: Annotated[Path, typer.Option(help="Folder for shift.json/.md/.png.")] = Path("runs/shift"),
     seed: Annotated[int, typer.Option(help="Seed of the random parts of the shifts.")] = 0,
 ) -> None:
     """Accuracy on the held-out test slices under controlled shifts (contrast, gamma, resolution,
-    framing, rotation, noise, JPEG, bit depth), for each model."""
+    framing, rotation, noise, JPEG, bit depth), for each model.
+
+    Example: brain-tumor shift-test -m paper=runs/a/model.pt -m robust=runs/b/model.pt --split S.json --fold 1
+    """
     import numpy as np
 
     from brain_tumor.data.manifest import CLASS_NAMES
     from brain_tumor.data.splits import load_split
     from brain_tumor.robustness import draw_preprocessing_steps, run_shift_test
 
-    models = _named_models(model)
+    models = _named_models(checkpoint)
     try:
         records, _, _ = _model_data(next(iter(models.values())))
         idx = load_split(split, fold).test
@@ -766,20 +811,23 @@ def shift_test(
 
 @app.command("shortcut-test")
 def shortcut_test(
-    model: ModelsOpt,
+    checkpoint: ModelsOpt,
     split: SplitOpt,
     fold: FoldOpt = None,
     output: Annotated[Path, typer.Option(help="Folder for shortcut.json/.md/.png.")] = Path("runs/shortcut"),
 ) -> None:
     """What each model answers on held-out slices whose tumour is erased (box fill, inpainting,
-    mirrored hemisphere) or left alone on a blank or tissue background, per class."""
+    mirrored hemisphere) or left alone on a blank or tissue background, per class.
+
+    Example: brain-tumor shortcut-test -m runs/cv/fold-1/model.pt --split runs/cv/splits.json --fold 1
+    """
     import numpy as np
 
     from brain_tumor.context_shortcut import run_shortcut_test
     from brain_tumor.data.manifest import CLASS_NAMES
     from brain_tumor.data.splits import load_split
 
-    models = _named_models(model)
+    models = _named_models(checkpoint)
     try:
         records, _, _ = _model_data(next(iter(models.values())))
         idx = [i for i in load_split(split, fold).test if records[i].box is not None]
@@ -807,7 +855,10 @@ def ood(
     k: Annotated[int, typer.Option(help="Neighbour whose distance is the score.")] = 10,
 ) -> None:
     """Fit the out-of-distribution flag (kNN distance in feature space) on the training slices, set its
-    threshold on validation, store it in the checkpoint, and report flag rates."""
+    threshold on validation, store it in the checkpoint, and report flag rates.
+
+    Example: brain-tumor ood -m runs/train/model.pt --split runs/train/report/split.json
+    """
     from brain_tumor.data.splits import load_split
     from brain_tumor.robustness import fit_ood
 

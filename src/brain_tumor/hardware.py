@@ -288,7 +288,7 @@ def resolve_engine(requested: str, precision: PrecisionChoice, onnx_int8: str | 
         if path:
             return EngineChoice("onnx", kind, str(path), f"ONNX Runtime {kind}: the fastest measured CPU path present")
     if requested == "onnx":
-        raise ValueError("engine onnx: no exported ONNX model found (brain-tumor export MODEL)")
+        raise ValueError("engine onnx: no exported ONNX model found (brain-tumor export -m MODEL)")
     return torch_choice
 
 
