@@ -71,7 +71,7 @@ def main() -> None:
     data = prepare_data(config, args.split)
     args.results_dir.mkdir(parents=True, exist_ok=True)
     probe = TestAccuracyProbe(data.images, data.labels, data.split.test, args.results_dir / "test_probe.json")
-    metrics = run_scenario(config, data, args.results_dir, args.work_dir, [probe])
+    metrics = run_scenario(config, data, args.results_dir, args.work_dir, [probe], kind="benchmark")
     rows = probe.rows or json.loads((args.results_dir / "test_probe.json").read_text())
     reached = next((r for r in rows if r["test_accuracy_current_weights"] >= args.target), None)
     summary = {"target_test_accuracy": args.target, "reached": reached is not None,

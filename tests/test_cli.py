@@ -31,6 +31,11 @@ def test_train_then_evaluate(class_folder_dataset: Path, tmp_path: Path) -> None
     assert metrics["n_test"] == 3 * round(0.2 * 12) and metrics["frozen_parameters"] == 171_328
     assert set(metrics["recall"]) == {"glioma", "meningioma", "pituitary"}
     assert (results / "figures" / "confusion_matrix.png").is_file()
+    record = json.loads((results / "run.json").read_text())
+    assert record["kind"] == "train" and record["recipe"]["image_size"] == 32
+    assert record["data"]["n_test"] == metrics["n_test"]
+    assert record["checkpoint"]["file"] == "model.pt" and len(record["checkpoint"]["sha256"]) == 64
+    assert str(tmp_path) not in json.dumps(record)  # relative names only
     network, meta = load_model_checkpoint(work / "model.pt")
     assert meta["class_names"] == ["glioma", "meningioma", "pituitary"] and meta["architecture"] == "resnet50-v1"
     assert meta["config"]["model"]["freeze_layers"] == 30
@@ -87,6 +92,7 @@ def test_cv_resumes_and_summarises(class_folder_dataset: Path, tmp_path: Path) -
     assert sum(summary["pooled"]["support"].values()) == len(splits[0]["test"]) + len(splits[1]["test"])
     ci = summary["bootstrap_95ci_by_patient"]["accuracy"]
     assert ci["low"] <= ci["value"] <= ci["high"]
+    assert json.loads((results / "fold-2" / "run.json").read_text())["kind"] == "cv fold"
     mtime = (results / "fold-1" / "metrics.json").stat().st_mtime
     assert runner.invoke(app, args).exit_code == 0  # resumed: finished folds are not retrained
     assert (results / "fold-1" / "metrics.json").stat().st_mtime == mtime

@@ -124,3 +124,27 @@ def test_a_package_carries_the_gate_and_the_calibration(tmp_path: Path, tiny_che
     predictor = load_predictor(package, engine="pytorch")
     assert predictor.gate is not None and predictor.compute["gate"] == str(package / "gate.json")
     assert "p_no_tumour" in predictor.predict(np.zeros((64, 64), dtype=np.float32) + 0.5).extra
+
+
+def test_the_service_reports_the_gate(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    import io
+
+    from fastapi.testclient import TestClient
+
+    from brain_tumor.serve.app import ServiceSettings, create_app
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    model = shutil.copy(tiny_checkpoint, model_dir / "model.pt")
+    always = TumourGate(np.zeros(2048), np.ones(2048), np.zeros(2048), 5.0, 0.5, file_sha256(model))
+    (model_dir / "gate.json").write_text(json.dumps(always.to_dict()))
+    buffer = io.BytesIO()
+    Image.fromarray(synthetic_slice(np.random.default_rng(5), 0, size=64)).save(buffer, "PNG")
+    with TestClient(create_app(ServiceSettings(model))) as client:
+        body = client.post("/v1/predict", files={"file": ("s.png", buffer.getvalue(), "image/png")}).json()
+        assert body["predicted"] == "no_tumour" and body["p_no_tumour"] > 0.99 and body["calibrated"] is False
+        assert body["prediction_set"] is None
+        study = client.post("/v1/study", files=[("files", (f"{i}.png", buffer.getvalue(), "image/png"))
+                                                 for i in range(2)]).json()
+        assert study["study"]["predicted"] == "no_tumour" and study["study"]["confidence"] == 1.0
+        assert client.get("/v1/health").json()["compute"]["gate"].endswith("gate.json")

@@ -88,3 +88,18 @@ def test_predict_group_by_folder_writes_one_row_per_patient(tiny_checkpoint: Pat
     assert "[folder]" in result.output
     bad = CliRunner().invoke(app, ["predict", str(tmp_path / "in"), "-m", str(tiny_checkpoint), "--group-by", "x"])
     assert bad.exit_code == 2 and "group-by" in bad.output
+
+
+def test_gated_slices_make_a_no_tumour_group_or_a_referred_one() -> None:
+    from dataclasses import replace
+
+    from brain_tumor.inference import NO_TUMOUR
+
+    none = replace(answer("a/1.png", [0.8, 0.1, 0.1]), predicted=NO_TUMOUR, confidence=0.9)
+    preds = [none, replace(none, source="a/2.png"), answer("a/3.png", [0.1, 0.8, 0.1]),
+             answer("b/1.png", [0.1, 0.8, 0.1]), answer("b/2.png", [0.2, 0.7, 0.1]), replace(none, source="b/3.png")]
+    a, b = aggregate(preds, [group_key(p.source, "folder") for p in preds])
+    assert a.predicted == NO_TUMOUR and a.confidence == pytest.approx(2 / 3) and a.refer
+    assert "1 of 3 slices show no tumour" not in a.refer_reasons and "2 of 3 slices show no tumour" in a.refer_reasons
+    # the tumour class comes from the slices the gate let through, not from the gated one's 0.8 glioma
+    assert b.predicted == "meningioma" and b.probabilities["glioma"] == pytest.approx(0.15) and b.refer

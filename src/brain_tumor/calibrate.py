@@ -125,12 +125,17 @@ def summary_markdown(summary: dict[str, Any]) -> str:
              "| figure | value |", "|---|---|",
              f"| ECE before temperature scaling | {ci(summary['ece_before'])} |",
              f"| ECE after | {ci(summary['ece_after'])} |",
+             f"| ECE per fold, mean before / after (folds made worse) | {summary['ece_per_fold']['mean_before']:.4f} / "
+             f"{summary['ece_per_fold']['mean_after']:.4f} ({summary['ece_per_fold']['worse_after']} of "
+             f"{summary['n_folds']}) |",
              f"| NLL before / after | {summary['nll_before']:.4f} / {summary['nll_after']:.4f} |",
              f"| accuracy (all slices) | {100 * summary['accuracy']:.2f}% |",
              f"| answered at the referral threshold (target error {r['target_risk']:.0%}) "
              f"| {ci(r['answered'], True)} |",
              f"| accuracy among answered | {_pct(r['accuracy_answered'])} |",
              f"| conformal set coverage (stated {c['confidence']:.0%}) | {ci(c['coverage'], True)} |",
+             f"| set coverage per fold, lowest / highest | {100 * summary['coverage_per_fold']['min']:.2f}% / "
+             f"{100 * summary['coverage_per_fold']['max']:.2f}% |",
              f"| mean set size | {c['mean_set_size']:.3f} |",
              f"| sets of size 0 / 1 / 2 / 3 | {' / '.join(f'{100 * v:.1f}%' for v in c['set_size_shares'].values())} |",
              "", "| class | slices | set coverage | mean set size |", "|---|---|---|---|"]

@@ -219,6 +219,8 @@ def evaluate(
     if data is not None:
         _evaluate_collection(checkpoint, data, output, calibration, gate)
         return
+    if calibration is not None or gate is not None:
+        _fail("--calibration and --gate apply with --data (a split's test part is scored as the model alone)")
 
     from brain_tumor.data.splits import load_split
     from brain_tumor.evaluation.run_eval import evaluate_checkpoint, write_json
@@ -360,7 +362,7 @@ def predict(
             else:
                 answered.append(p)
                 flag = "  REFER" if p.refer else ""
-                if "prediction_set" in p.extra:
+                if predictor.conformal is not None and "prediction_set" in p.extra:
                     members = p.extra["prediction_set"] or "none of the classes"
                     flag += f"  set@{predictor.set_confidence:.0%}: {members}"
                 typer.echo(f"{p.source}\t{p.predicted}\t{p.confidence:.3f}{flag}")
@@ -647,7 +649,7 @@ def calibrate(
 
     try:
         summary = run_calibrate(cv_dir, output, confidence, target_risk, class_conditional)
-    except (CalibrationInputError, OSError) as exc:
+    except (CalibrationInputError, OSError, ValueError, KeyError) as exc:
         _fail(str(exc))
     c, e = summary["conformal"], summary
     typer.echo(f"ECE {e['ece_before']['value']:.4f} -> {e['ece_after']['value']:.4f}; "

@@ -78,7 +78,8 @@ def run_cv(config: RunConfig, grouping: str, results_dir: Path, work_dir: Path,
         if only_folds and k not in only_folds:
             continue
         data = PreparedData(records, images, labels, list(CLASS_NAMES), split)
-        fold_metrics.append(run_scenario(config, data, results_dir / f"fold-{k}", work_dir / f"fold-{k}"))
+        fold_metrics.append(run_scenario(config, data, results_dir / f"fold-{k}", work_dir / f"fold-{k}",
+                                         kind="cv fold"))
         run_dirs.append(results_dir / f"fold-{k}")
     paths, y, probs = read_predictions(run_dirs)
     pid_of = {r.path: pid for r, pid in zip(records, pids)}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,9 +109,8 @@ class Predictor:
             raise ValueError(f"{source}: calibrated for classes {calibration.get('class_names')}, "
                              f"the model has {self.class_names}")
         if calibration.get("image_size") != self.preprocessing.image_size:
-            logging.getLogger(__name__).warning(
-                "%s: fitted on %s-px models, this model reads %d px: the stated coverage may not hold", source,
-                calibration.get("image_size"), self.preprocessing.image_size)
+            raise ValueError(f"{source}: fitted on {calibration.get('image_size')}-px models, this model reads "
+                             f"{self.preprocessing.image_size} px (calibrate on a CV of this recipe)")
         self.temperature = float(calibration["temperature"])
         self.refer_threshold = float(calibration["refer_threshold"])
         self.conformal = ConformalSets.from_dict(calibration["conformal"])
@@ -230,12 +228,11 @@ class Predictor:
         if p_none is not None and self.gate is not None:
             extra["p_no_tumour"] = round(p_none, 6)
             if p_none >= self.gate.threshold:  # the gate's answer comes first: no tumour to classify
-                predicted, confidence = NO_TUMOUR, p_none
+                predicted, confidence = NO_TUMOUR, p_none  # the gate's probability: not calibrated
                 refer = bool(extra.get("out_of_distribution", False))
-                if members is not None:
-                    extra["prediction_set"] = ""  # no tumour class: there is no tumour to name
-        return Prediction(source, {c: float(p) for c, p in zip(self.class_names, probs)},
-                          predicted, confidence, refer, self.refer_threshold is not None, extra=extra)
+                extra.pop("prediction_set", None)  # sets are over tumour classes: none applies
+        return Prediction(source, {c: float(p) for c, p in zip(self.class_names, probs)}, predicted, confidence,
+                          refer, self.refer_threshold is not None and predicted != NO_TUMOUR, extra=extra)
 
     def predict(self, image: np.ndarray, source: str = "<array>") -> Prediction:
         """Predict one float [0, 1] grayscale slice."""

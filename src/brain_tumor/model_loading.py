@@ -80,6 +80,9 @@ def load_predictor(checkpoint: str | Path, precision: str = "auto", engine: str 
     int8: str | None
     fp32: str | None
     if onnx is not None:
+        if (predictor.ood is not None or predictor.gate is not None) and not OnnxPredictor(onnx).has_features:
+            raise ValueError(f"{onnx}: has no features output, which this model's OOD flag or no-tumour gate needs "
+                             "(export it again with brain-tumor export)")
         int8, fp32 = str(onnx), None
         engine = "onnx"
     elif engine == "pytorch":

@@ -7,6 +7,7 @@ block, so an interrupted run resumes without recomputing finished blocks.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -76,7 +77,8 @@ def run_no_tumour_gate(checkpoint: Path, tumour_data: Path, splits: Path, fold: 
     none_items = [item for item in read_collection(no_tumour_data) if item.label == "no_tumour"]
     none_paths = [str(item.path) for item in none_items]
     none_groups = [item.group for item in none_items]
-    block = cache_dir / f"{sha[:16]}-fold-{fold}"
+    inputs = json.dumps([fold, seed, per_class, [str(p) for p in test_paths], none_paths, picked.tolist()])
+    block = cache_dir / f"{sha[:16]}-{hashlib.sha256(inputs.encode()).hexdigest()[:16]}"  # new inputs, new cache
 
     train_paths = [records[i].path for i in picked]
     train_clean, _, ok_clean = _cached(block / "train-as-is.npz", partial(

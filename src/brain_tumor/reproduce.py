@@ -46,7 +46,7 @@ def reproduce(config: RunConfig, results_dir: Path, work_dir: Path,
     for n in scenarios:
         scenario_config = dataclasses.replace(config, model=dataclasses.replace(config.model, freeze_layers=n))
         run_dir, scenario_work = results_dir / f"freeze-{n}", work_dir / f"freeze-{n}"
-        runs[n] = run_scenario(scenario_config, data, run_dir, scenario_work)
+        runs[n] = run_scenario(scenario_config, data, run_dir, scenario_work, kind="paper-split scenario")
         if trust and not (run_dir / "trust" / "trust.json").is_file() and (scenario_work / "model.pt").is_file():
             run_trust(scenario_work / "model.pt", run_dir, data.images, data.labels, [r.box for r in data.records],
                       data.split.val, data.split.test)

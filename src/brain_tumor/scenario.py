@@ -26,14 +26,16 @@ from brain_tumor.evaluation.run_eval import (
     write_predictions,
 )
 from brain_tumor.hardware import choose_precision, describe_compute, resolve_threads
+from brain_tumor.run_record import run_record
 from brain_tumor.training.fit import PreparedData, fit
 
 log = logging.getLogger(__name__)
 
 
 def run_scenario(config: RunConfig, data: PreparedData, run_dir: Path, work_dir: Path,
-                 extra_callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
-    """Train and evaluate one scenario; writes config, metrics, predictions and figures.
+                 extra_callbacks: Sequence[L.Callback] = (), kind: str = "train") -> dict[str, Any]:
+    """Train and evaluate one scenario; writes config, metrics, predictions, figures and
+    ``run.json`` (:mod:`brain_tumor.run_record`; ``kind`` says what the run is).
 
     A scenario whose metrics and test predictions exist is finished and skipped (its checkpoint
     may live on another machine; commands that need it say so)."""
@@ -47,7 +49,8 @@ def run_scenario(config: RunConfig, data: PreparedData, run_dir: Path, work_dir:
     save_config(config, run_dir / "config.yaml")  # written only by the run that trains
     compute = describe_compute(choose_precision(requested, config.train.accelerator),
                                resolve_threads(config.train.threads))
-    write_json({**describe_environment(), "compute": compute}, run_dir / "environment.json")
+    environment = describe_environment()
+    write_json({**environment, "compute": compute}, run_dir / "environment.json")
     result = fit(config, data, run_dir, work_dir, extra_callbacks)
     if not result.global_zero:  # other DDP ranks: rank 0 evaluates and writes
         return {}
@@ -71,5 +74,8 @@ def run_scenario(config: RunConfig, data: PreparedData, run_dir: Path, work_dir:
     write_predictions(run_dir / "test_predictions.csv", [data.records[i].path for i in data.split.test],
                       y_true, probs, meta["class_names"])
     draw_run_figures(run_dir, metrics, y_true, probs, meta["class_names"], metrics["scenario"])
-    write_json(metrics, done)
+    split = {"train": data.split.train, "val": data.split.val, "test": data.split.test}
+    write_json(run_record(config, kind, data.split.name, split, result.checkpoint, metrics, environment),
+               run_dir / "run.json")
+    write_json(metrics, done)  # last: its presence means the run is finished
     return metrics

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from brain_tumor.inference import Prediction
+from brain_tumor.inference import NO_TUMOUR, Prediction
 
 GROUP_BY = ("none", "folder", "study")
 
@@ -68,7 +68,10 @@ class GroupAnswer:
 def aggregate(predictions: Sequence[Prediction], keys: Sequence[str]) -> list[GroupAnswer]:
     """Group answers by ``keys`` (failed predictions are left out) in order of first appearance.
 
-    The group's probabilities are the mean of its slices' probabilities. It is referred when most
+    The group's probabilities are the mean of its slices' probabilities (of the slices a no-tumour
+    gate let through, when there is one). The group is ``no_tumour`` when most of its slices are;
+    its confidence is then the share of such slices. It is referred when some slices show a
+    tumour and others none, when most
     of its slices are referred (each by the model's validated confidence threshold or its OOD
     flag) or when its slices disagree (fewer than half name the group's class); a threshold for
     the group's own confidence would need validation on groups, which no checkpoint carries."""
@@ -79,15 +82,22 @@ def aggregate(predictions: Sequence[Prediction], keys: Sequence[str]) -> list[Gr
     answers = []
     for key, members in groups.items():
         names = list(members[0].probabilities)
-        probs = np.asarray([[m.probabilities[c] for c in names] for m in members]).mean(0)
+        tumour = [m for m in members if m.predicted != NO_TUMOUR]  # a gate's "no tumour" slices name no class
+        probs = np.asarray([[m.probabilities[c] for c in names] for m in (tumour or members)]).mean(0)
         k = int(probs.argmax())
-        agreement = float(np.mean([m.predicted == names[k] for m in members]))
+        if len(tumour) * 2 < len(members):  # most slices hold no tumour: so does the group
+            predicted, confidence = NO_TUMOUR, 1 - len(tumour) / len(members)
+        else:
+            predicted, confidence = names[k], float(probs[k])
+        agreement = float(np.mean([m.predicted == predicted for m in members]))
         reasons = []
+        if tumour and len(tumour) < len(members):
+            reasons.append(f"{len(members) - len(tumour)} of {len(members)} slices show no tumour")
         referred = sum(m.refer for m in members)
         if referred * 2 > len(members):
             reasons.append(f"{referred} of {len(members)} slices referred")
         if agreement < 0.5:
-            reasons.append(f"slices disagree ({agreement:.0%} name {names[k]})")
-        answers.append(GroupAnswer(key, len(members), dict(zip(names, map(float, probs))), names[k], float(probs[k]),
+            reasons.append(f"slices disagree ({agreement:.0%} name {predicted})")
+        answers.append(GroupAnswer(key, len(members), dict(zip(names, map(float, probs))), predicted, confidence,
                                    agreement, bool(reasons), tuple(reasons)))
     return answers

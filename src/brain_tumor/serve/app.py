@@ -177,7 +177,7 @@ class Service:
             members = result["prediction_set"]
             result["prediction_set"] = members.split("|") if members else []
             result["set_confidence"] = self.predictor.set_confidence
-        for key in ("path", "error", *(k for k in list(result) if k.startswith("p_"))):
+        for key in ("path", "error", *(f"p_{c}" for c in prediction.probabilities)):
             result.pop(key, None)
         result.update(probabilities=prediction.probabilities, image_png=_png_base64(tensor[0].numpy()),
                       notice=NOTICE, **(images or {}))
