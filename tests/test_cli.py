@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,15 @@ runner = CliRunner()
 
 
 @pytest.mark.slow
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
 def test_train_then_evaluate(class_folder_dataset: Path, tmp_path: Path) -> None:
     results, work = tmp_path / "results", tmp_path / "runs"
     settings = [f"data.root={class_folder_dataset}", "data.image_size=32", "data.batch_size=8",
@@ -25,8 +35,15 @@ def test_train_then_evaluate(class_folder_dataset: Path, tmp_path: Path) -> None
     args = ["train", "--results-dir", str(results), "--work-dir", str(work)]
     for s in settings:
         args += ["--set", s]
-    result = runner.invoke(app, args)
+    progress = Lines()  # on the logger itself: the CLI's logging.basicConfig(force=True) resets root's handlers
+    logging.getLogger("brain_tumor.training").addHandler(progress)
+    try:
+        result = runner.invoke(app, args)
+    finally:
+        logging.getLogger("brain_tumor.training").removeHandler(progress)
     assert result.exit_code == 0, result.output
+    epochs = progress.lines
+    assert len(epochs) == 2 and epochs[1].startswith("epoch 2/2: ") and "val_acc" in epochs[1]  # progress in logs
     metrics = json.loads((results / "metrics.json").read_text())
     assert metrics["n_test"] == 3 * round(0.2 * 12) and metrics["frozen_parameters"] == 171_328
     assert set(metrics["recall"]) == {"glioma", "meningioma", "pituitary"}

@@ -19,7 +19,7 @@ from brain_tumor.data.manifest import CLASS_NAMES, Record, load_records
 from brain_tumor.data.splits import Split, load_or_make_paper_split
 from brain_tumor.hardware import apply_threads, resolve_threads
 from brain_tumor.model import FreezeReport, build_classifier, freeze_first_keras_layers, preprocessing_for
-from brain_tumor.training.callbacks import EpochTimer
+from brain_tumor.training.callbacks import EpochLog, EpochTimer
 from brain_tumor.training.checkpoint import CheckpointError, architecture_for, save_model_checkpoint
 from brain_tumor.training.module import SliceClassifier
 from brain_tumor.transforms import train_preset
@@ -123,7 +123,7 @@ def make_trainer(config: RunConfig, run_dir: Path, work_dir: Path,
     latest = ModelCheckpoint(dirpath=work_dir, filename="last", monitor=None, save_top_k=1,
                              enable_version_counter=False)
     callbacks = [best, latest, EarlyStopping("val_loss", patience=config.train.early_stop_patience),
-                 LearningRateMonitor("epoch"), EpochTimer(), *extra_callbacks]
+                 LearningRateMonitor("epoch"), EpochTimer(), EpochLog(), *extra_callbacks]
     if config.train.ema_decay is not None:
         callbacks.append(EMAWeightAveraging(decay=config.train.ema_decay))
     loggers = [CSVLogger(run_dir, name="logs", version=""),
