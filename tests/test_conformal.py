@@ -169,3 +169,21 @@ def test_patient_overlap_and_bad_files_are_refused(tmp_path: Path, tiny_checkpoi
                                  "conformal": conformal.to_dict()}))
     with pytest.raises(ValueError, match="calibrated for classes"):
         load_predictor(tiny_checkpoint, engine="pytorch", calibration=other)
+
+
+def test_the_service_reports_the_applied_calibration(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from brain_tumor.serve.app import ServiceSettings, create_app
+
+    rng = np.random.default_rng(6)
+    y, p = overconfident(rng, 300)
+    calibration = {"format": "brain-tumor-calibration/1", "temperature": 1.7, "refer_threshold": 0.6,
+                   "confidence": 0.9, "class_names": CLASSES, "image_size": 64,
+                   "conformal": ConformalSets.fit(p, y).to_dict()}
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps(calibration))
+    with TestClient(create_app(ServiceSettings(tiny_checkpoint, calibration=path))) as client:
+        applied = client.get("/v1/model").json()["calibration"]
+        assert applied["temperature"] == 1.7 and applied["set_confidence"] == 0.9
+        assert applied["source"] == str(path)

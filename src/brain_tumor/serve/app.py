@@ -183,11 +183,20 @@ class Service:
                       notice=NOTICE, **(images or {}))
         return PredictionOut.model_validate(result)
 
+    def applied_calibration(self) -> dict[str, Any] | None:
+        """The calibration the answers use: a calibration.json's (with its source and the sets'
+        coverage) where one was applied, else the checkpoint's own."""
+        p = self.predictor
+        if p.calibration_source is None:
+            return self.meta.get("calibration")
+        return {"temperature": p.temperature, "refer_threshold": p.refer_threshold, "source": p.calibration_source,
+                "set_confidence": p.set_confidence if p.conformal is not None else None}
+
     def describe(self) -> dict[str, Any]:
         """Classes, preprocessing, calibration, metrics and the model card."""
         card = self.settings.model_card
         return {"class_names": self.meta["class_names"], "architecture": self.meta["architecture"],
-                "preprocessing": self.meta["preprocessing"], "calibration": self.meta.get("calibration"),
+                "preprocessing": self.meta["preprocessing"], "calibration": self.applied_calibration(),
                 "metrics": self.meta.get("metrics"), "epoch": self.meta.get("epoch"),
                 "ood": {k: v for k, v in (self.meta.get("ood") or {}).items() if k != "bank"} or None,
                 "model_card": card.read_text() if card and card.is_file() else None, "notice": NOTICE}
