@@ -198,10 +198,6 @@ class Predictor:
         p_none = [float(v) for v in self.gate.p_no_tumour(features.numpy())] if self.gate is not None else None
         return logits, scores, p_none
 
-    def answer(self, source: str, logits: torch.Tensor, ood_score: float | None = None) -> Prediction:
-        """Turn one row of logits (and its OOD score) into a :class:`Prediction`."""
-        return self.answers([source], logits[None], None if ood_score is None else [ood_score])[0]
-
     def answers(self, sources: list[str], logits: torch.Tensor, ood_scores: list[float] | None,
                 p_no_tumour: list[float] | None = None) -> list[Prediction]:
         """Predictions for rows of logits (with their OOD scores and ``P(no tumour)``); conformal

@@ -19,12 +19,7 @@ def find_exports(checkpoint: str | Path) -> tuple[str | None, str | None]:
     """``(int8, fp32)`` ONNX exports made from exactly this model: beside a checkpoint (where
     ``brain-tumor export`` writes them) or inside a model package; stale or foreign files are
     ignored."""
-    base = resolve_reference(checkpoint)
-    if is_package(base):
-        folder = base
-        expected = json.loads((base / "config.json").read_text()).get("package", {}).get("source_checkpoint_sha256")
-    else:
-        folder, expected = base.parent, file_sha256(base) if base.is_file() else None
+    folder, expected = model_folder(checkpoint), model_sha256(checkpoint)
     found: list[str | None] = []
     for name in ("model.int8.onnx", "model.onnx"):
         path = folder / name
@@ -40,11 +35,16 @@ def find_exports(checkpoint: str | Path) -> tuple[str | None, str | None]:
     return found[0], found[1]
 
 
+def model_folder(checkpoint: str | Path) -> Path:
+    """Where a model's companion files lie: a package's own folder, or a checkpoint's parent."""
+    base = resolve_reference(checkpoint)
+    return base if is_package(base) else base.parent
+
+
 def find_beside(checkpoint: str | Path, name: str) -> Path | None:
     """A file ``name`` (``calibration.json``, ``gate.json``) beside a checkpoint or inside a model
     package, if there is one."""
-    base = resolve_reference(checkpoint)
-    path = (base if is_package(base) else base.parent) / name
+    path = model_folder(checkpoint) / name
     return path if path.is_file() else None
 
 

@@ -28,8 +28,6 @@ from brain_tumor.source_style import styled
 
 log = logging.getLogger(__name__)
 
-Render = Callable[[np.ndarray], np.ndarray]
-
 
 def features_of(predictor: Predictor, paths: Sequence[str | Path], render: Callable[[int, np.ndarray], np.ndarray],
                 desc: str, batch: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
