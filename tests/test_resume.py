@@ -63,3 +63,13 @@ def test_killed_run_resumes_and_writes_the_same_final_files(class_folder_dataset
     # the epochs before the kill are the same epochs (same seed, same data): to float tolerance
     assert history_b["val_loss"][:2] == pytest.approx(history_a["val_loss"][:2], rel=1e-4)
     assert history_b["train_loss"][:2] == pytest.approx(history_a["train_loss"][:2], rel=1e-4)
+
+
+def test_history_is_indexed_by_epoch_when_early_epochs_were_lost(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    # only epochs 10 and 11 survive (an older version deleted the log on resume)
+    (logs / "metrics.csv").write_text("epoch,step,val_acc,val_loss\n,670,,\n10,736,0.96,0.087\n11,803,0.97,0.077\n")
+    history = read_history(logs / "metrics.csv")
+    assert len(history["val_acc"]) == 12 and history["val_acc"][11] == pytest.approx(0.97)
+    assert all(v != v for v in history["val_acc"][:10])  # NaN: lost, not shifted

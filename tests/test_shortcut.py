@@ -11,15 +11,16 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from brain_tumor.cli import app
-from brain_tumor.evaluation.shortcut import (
-    answer_kinds,
+from brain_tumor.data.erasing import (
     box_slices,
     erase_box_fill,
     erase_inpaint,
     erase_mirror,
+    erase_tissue_patch,
     tumour_on_blank,
     tumour_on_tissue,
 )
+from brain_tumor.evaluation.shortcut import answer_kinds
 
 
 def head_with_tumour(size: int = 96) -> tuple[np.ndarray, tuple[float, float, float, float]]:
@@ -36,7 +37,7 @@ def test_box_covers_the_grown_tumour() -> None:
     assert xs.start == 0  # clipped to the image
 
 
-@pytest.mark.parametrize("eraser", [erase_box_fill, erase_inpaint, erase_mirror])
+@pytest.mark.parametrize("eraser", [erase_box_fill, erase_inpaint, erase_mirror, erase_tissue_patch])
 def test_erasers_remove_the_tumour_and_leave_the_rest(eraser) -> None:  # type: ignore[no-untyped-def]
     image, box = head_with_tumour()
     out = eraser(image, box)
@@ -61,6 +62,24 @@ def test_answer_kinds_partition_the_slices() -> None:
     assert kinds["same"].tolist() == [True, False, False, False]
     assert kinds["other_tumour"].tolist() == [False, True, False, True]
     assert kinds["referred"].tolist() == [False, False, True, False]
+    gated = answer_kinds(np.array([0, 1, 2, 2]), np.array([0, 0, 2, 1]), np.array([False, False, True, False]),
+                         no_tumour=np.array([True, False, True, False]))
+    assert gated["no_tumour"].tolist() == [True, False, False, False]  # a referral stays a referral
+    assert gated["same"].tolist() == [False, False, False, False]
+    assert sum(v.astype(int) for v in gated.values()).tolist() == [1, 1, 1, 1]
+
+
+def test_tissue_patch_copies_tissue_from_elsewhere_and_is_reproducible() -> None:
+    image, box = head_with_tumour()
+    image = image + np.linspace(0, 0.05, image.size, dtype=np.float32).reshape(image.shape)  # no two pixels alike
+    out = erase_tissue_patch(image, box)
+    ys, xs = box_slices(box, image.shape)
+    patch = out[ys, xs]
+    assert np.array_equal(out, erase_tissue_patch(image, box))
+    found = [(y, x) for y in range(image.shape[0] - patch.shape[0] + 1)
+             for x in range(image.shape[1] - patch.shape[1] + 1)
+             if np.array_equal(image[y:y + patch.shape[0], x:x + patch.shape[1]], patch)]
+    assert found and found[0] != (ys.start, xs.start)  # a real patch of this slice, not the tumour's own
 
 
 @pytest.mark.slow
@@ -91,9 +110,10 @@ def test_shortcut_test_command(tiny_checkpoint: Path, tmp_path: Path) -> None:
                                       str(tmp_path / "split.json"), "--output", str(out)])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "shortcut.json").read_text())["models"]["plain"]["summary"]
-    assert set(summary) == {"clean", "box_fill", "inpaint", "mirror", "tumour_on_blank", "tumour_on_tissue"}
+    assert set(summary) == {"clean", "box_fill", "tissue_patch", "inpaint", "mirror", "tumour_on_blank",
+                            "tumour_on_tissue"}
     for per_class in summary.values():
-        shares = [per_class["all"][k][0] for k in ("same", "other_tumour", "referred")]
+        shares = [per_class["all"][k][0] for k in ("same", "other_tumour", "no_tumour", "referred")]
         assert sum(shares) == pytest.approx(1.0)
         assert per_class["all"]["n"] == 5
     assert (out / "shortcut_examples.png").is_file() and (out / "shortcut.md").read_text().startswith("## plain")

@@ -817,9 +817,14 @@ def shortcut_test(
     split: SplitOpt,
     fold: FoldOpt = None,
     output: Annotated[Path, typer.Option(help="Folder for shortcut.json/.md/.png.")] = Path("runs/shortcut"),
+    calibration: CalibrationOpt = None,
+    gate: GateOpt = None,
 ) -> None:
-    """What each model answers on held-out slices whose tumour is erased (box fill, inpainting,
-    mirrored hemisphere) or left alone on a blank or tissue background, per class.
+    """What each model answers on held-out slices whose tumour is erased (box fill, a tissue patch
+    from elsewhere, inpainting, mirrored hemisphere) or left alone on a blank or tissue background,
+    per class: its own class, another tumour, no tumour (with a gate) or referred.
+
+    --calibration/--gate apply to every model given (default: the files beside each model).
 
     Example: brain-tumor shortcut-test -m runs/cv/fold-1/model.pt --split runs/cv/splits.json --fold 1
     """
@@ -841,7 +846,7 @@ def shortcut_test(
     labels = np.array([CLASS_NAMES.index(records[i].label) for i in idx])
     groups = [records[i].patient_id or records[i].path for i in idx]
     results = run_shortcut_test(models, paths, labels, [records[i].box for i in idx], groups, list(CLASS_NAMES),
-                                output)
+                                output, calibration, gate)
     for name, r in results.items():
         typer.echo(f"{name}: " + ", ".join(f"{m} {100 * v['all']['same'][0]:.1f}%" for m, v in r["summary"].items()))
     typer.echo(f"-> {output / 'shortcut.md'}")

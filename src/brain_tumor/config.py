@@ -63,6 +63,9 @@ class TrainConfig:
     seed: int = 42
     precision: str = "auto"  # bf16 where the hardware has it natively, else fp32 (brain_tumor.hardware)
     ema_decay: float | None = None  # e.g. 0.99: validate, select and export an EMA of the weights
+    # share of training slices whose tumour box is erased, target "no class" (uniform); as many get a
+    # same-size box erased away from the tumour, label kept (brain_tumor.data.counterfactual)
+    counterfactual: float = 0.0
     channels_last: bool = True
     threads: int | None = None  # intra-op threads; default one per usable core
     accelerator: str = "auto"
@@ -93,6 +96,8 @@ class RunConfig:
             raise ValueError("data.image_size must be at least 32")
         if self.train.ema_decay is not None and not 0 < self.train.ema_decay < 1:
             raise ValueError("train.ema_decay must be in (0, 1) or none")
+        if not 0 <= self.train.counterfactual <= 0.5:
+            raise ValueError("train.counterfactual must be in [0, 0.5] (a share of the training slices)")
         normalise_precision(self.train.precision)
         if self.train.threads is not None and self.train.threads < 1:
             raise ValueError("train.threads must be >= 1 or none")

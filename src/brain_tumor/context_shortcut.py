@@ -11,12 +11,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from brain_tumor.data.erasing import ERASERS, ISOLATORS, Box
 from brain_tumor.data.imageio import read_slice
 from brain_tumor.evaluation.report import markdown_table
 from brain_tumor.evaluation.run_eval import write_json
-from brain_tumor.evaluation.shortcut import ERASERS, ISOLATORS, Box, answer_kinds
+from brain_tumor.evaluation.shortcut import answer_kinds
 from brain_tumor.evaluation.statistics import bootstrap_mean
-from brain_tumor.inference import Prediction, Predictor
+from brain_tumor.inference import NO_TUMOUR, Prediction, Predictor
 from brain_tumor.model_loading import load_predictor
 
 METHODS = ("clean", *ERASERS, *ISOLATORS)
@@ -40,12 +41,14 @@ def predict_images(predictor: Predictor, images: list[np.ndarray], batch: int = 
 
 def summarise(answers: dict[str, list[Prediction]], labels: np.ndarray, groups: list[str],
               class_names: list[str]) -> dict[str, Any]:
-    """Per method and true class: shares answered the same class / another tumour / referred
-    (mean and 95% CI resampling patients) and the mean confidence."""
+    """Per method and true class: shares answered the same class / another tumour / no tumour /
+    referred (mean and 95% CI resampling patients) and the mean confidence."""
     out: dict[str, Any] = {}
     for method, preds in answers.items():
-        predicted = np.array([class_names.index(p.predicted) for p in preds])
-        kinds = answer_kinds(labels, predicted, np.array([p.refer for p in preds]))
+        predicted = np.array([class_names.index(p.predicted) if p.predicted in class_names else -1 for p in preds])
+        kinds = answer_kinds(labels, predicted, np.array([p.refer for p in preds]),
+                             np.array([p.predicted == NO_TUMOUR for p in preds]))
+        kinds["set_aside"] = kinds["no_tumour"] | kinds["referred"]  # what an erased tumour should get
         confidence = np.array([p.confidence for p in preds])
         per_class: dict[str, Any] = {}
         for k, name in enumerate(class_names):
@@ -59,38 +62,54 @@ def summarise(answers: dict[str, list[Prediction]], labels: np.ndarray, groups: 
     return out
 
 
+def _ci_cell(v: list[float]) -> str:
+    return f"{100 * v[0]:.1f} [{100 * v[1]:.1f}, {100 * v[2]:.1f}]"
+
+
 def shortcut_markdown(results: dict[str, Any], class_names: list[str]) -> str:
     lines = []
+    columns = [*class_names, "all"]
     for model, r in results.items():
         lines.append(f"## {model}\n\nShare of held-out slices answered with their own tumour class (95% CI "
                      f"resampling patients); `clean` is accuracy on the unmodified slices. Referral: "
                      f"{r['referral']}.\n")
         rows = []
         for method, per_class in r["summary"].items():
-            cells = [f"{100 * v['same'][0]:.1f} [{100 * v['same'][1]:.1f}, {100 * v['same'][2]:.1f}]"
-                     for v in (per_class[c] for c in [*class_names, "all"])]
-            referred = 100 * per_class["all"]["referred"][0]
-            rows.append([method, *cells, f"{referred:.1f}", f"{per_class['all']['mean_confidence']:.2f}"])
-        lines.append(markdown_table(["method", *[f"{c} same class %" for c in class_names], "all same class %",
+            everyone = per_class["all"]
+            rows.append([method, *[_ci_cell(per_class[c]["same"]) for c in columns],
+                         f"{100 * everyone['no_tumour'][0]:.1f}", f"{100 * everyone['referred'][0]:.1f}",
+                         f"{everyone['mean_confidence']:.2f}"])
+        lines.append(markdown_table(["method", *[f"{c} same class %" for c in columns], "no tumour %",
                                      "referred %", "mean confidence"], rows))
+        lines.append("\nShare set aside, answered \"no tumour\" or referred (95% CI resampling patients): what a "
+                     "slice without its tumour should get.\n")
+        aside = []
+        for method, per_class in r["summary"].items():
+            aside.append([method, *[_ci_cell(per_class[c]["set_aside"]) for c in columns]])
+        lines.append(markdown_table(["method", *[f"{c} set aside %" for c in columns]], aside))
         lines.append("")
     return "\n".join(lines) + "\n"
 
 
 def run_shortcut_test(checkpoints: dict[str, Path], paths: list[str], labels: np.ndarray, boxes: list[Box],
-                      groups: list[str], class_names: list[str], out_dir: Path) -> dict[str, Any]:
-    """The benchmark for each checkpoint; writes shortcut.json/.md and every slice's answer."""
+                      groups: list[str], class_names: list[str], out_dir: Path, calibration: Path | None = None,
+                      gate: Path | None = None) -> dict[str, Any]:
+    """The benchmark for each checkpoint (with ``calibration``/``gate`` applied to each, default the
+    files beside it); writes shortcut.json/.md and every slice's answer."""
     images = [read_slice(p) for p in tqdm(paths, desc="reading test slices", unit="img")]
     variants = render_variants(images, boxes)
     results: dict[str, Any] = {}
     rows: list[dict[str, Any]] = [{"path": p, "label": class_names[y]} for p, y in zip(paths, labels)]
     for name, checkpoint in checkpoints.items():
-        predictor = load_predictor(checkpoint)
+        predictor = load_predictor(checkpoint, calibration=calibration, gate=gate)
         answers = {m: predict_images(predictor, ims) for m, ims in tqdm(variants.items(), desc=name, unit="method")}
-        referral = ("validated confidence threshold" if predictor.refer_threshold is not None else
-                    "no confidence threshold in this checkpoint") + \
-                   (" and OOD flag" if predictor.ood is not None else ", no OOD flag")
-        results[name] = {"checkpoint": str(checkpoint), "referral": referral,
+        referral = ("confidence threshold" + (f" from {predictor.calibration_source}" if predictor.calibration_source
+                                              else " in the checkpoint")
+                    if predictor.refer_threshold is not None else "no confidence threshold") + \
+                   (", OOD flag" if predictor.ood is not None else ", no OOD flag") + \
+                   (f", no-tumour gate {predictor.compute.get('gate')}" if predictor.gate is not None else
+                    ", no no-tumour gate")
+        results[name] = {"checkpoint": str(checkpoint), "referral": referral, "compute": predictor.compute,
                          "summary": summarise(answers, labels, groups, class_names)}
         for method, preds in answers.items():
             for row, p in zip(rows, preds):

@@ -2,31 +2,45 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from brain_tumor.data.counterfactual import counterfactual
+from brain_tumor.data.erasing import Box
 from brain_tumor.data.splits import Split
 
 
 class SliceDataset(Dataset[tuple[torch.Tensor, int]]):
-    """``(uint8 [1, H, W], label)`` for the chosen positions, with an optional transform."""
+    """``(uint8 [1, H, W], label)`` for the chosen positions, with an optional transform.
+
+    With ``counterfactual`` > 0 and tumour ``boxes`` (one per image, None where unknown), that share
+    of the slices has its tumour erased and the label :data:`~brain_tumor.data.counterfactual.ERASED`,
+    and the same share a same-size box erased away from the tumour, before the transform."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, positions: list[int],
-                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 boxes: Sequence[Box | None] | None = None, counterfactual: float = 0.0) -> None:
         self.images, self.labels, self.positions, self.transform = images, labels, positions, transform
+        self.boxes, self.counterfactual = boxes, counterfactual
 
     def __len__(self) -> int:
         return len(self.positions)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         k = self.positions[i]
-        image = self.images[k]
+        image, label = self.images[k], int(self.labels[k])
+        box = self.boxes[k] if self.boxes is not None else None
+        if self.counterfactual > 0 and box is not None:
+            # torch's generator is seeded per run and per loader worker; numpy's is drawn from it
+            rng = np.random.default_rng(int(torch.randint(2**31 - 1, (1,))))
+            image, label = counterfactual(image, box, label, self.counterfactual, rng)
         if self.transform is not None:
             image = self.transform(image)
-        return image, int(self.labels[k])
+        return image, label
 
 
 def balanced_sampler(labels: torch.Tensor, seed: int) -> WeightedRandomSampler:
@@ -45,15 +59,17 @@ class SliceDataModule(L.LightningDataModule):
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, split: Split,
                  train_transform: Callable[[torch.Tensor], torch.Tensor],
                  batch_size: int = 32, num_workers: int = 0, oversample: bool = False,
-                 seed: int = 0) -> None:
+                 seed: int = 0, boxes: Sequence[Box | None] | None = None, counterfactual: float = 0.0) -> None:
         super().__init__()
         self.images, self.labels, self.split = images, labels, split
         self.train_transform, self.batch_size, self.num_workers = train_transform, batch_size, num_workers
         self.oversample, self.seed = oversample, seed
+        self.boxes, self.counterfactual = boxes, counterfactual
 
     def _loader(self, positions: list[int], train: bool) -> DataLoader[tuple[torch.Tensor, int]]:
         dataset = SliceDataset(self.images, self.labels, positions,
-                               self.train_transform if train else None)
+                               self.train_transform if train else None,
+                               self.boxes, self.counterfactual if train else 0.0)
         sampler = balanced_sampler(self.labels[positions], self.seed) if train and self.oversample else None
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=train and sampler is None,
                           sampler=sampler, num_workers=self.num_workers, drop_last=train,

@@ -40,7 +40,8 @@ def history_parts(metrics_csv: Path) -> list[Path]:
 
 def read_history(metrics_csv: Path) -> dict[str, list[float]]:
     """Per-epoch values of each logged metric from Lightning's CSV log (one value per epoch), across
-    resumptions; an epoch logged again after a resume takes its later values."""
+    resumptions; an epoch logged again after a resume takes its later values. Lists are indexed by
+    epoch: an epoch whose log was lost reads NaN."""
     by_epoch: dict[int, dict[str, float]] = {}
     for part in history_parts(metrics_csv):
         seen: set[int] = set()
@@ -56,7 +57,8 @@ def read_history(metrics_csv: Path) -> dict[str, list[float]]:
                     if key not in ("epoch", "step") and value not in ("", None):
                         by_epoch[epoch][key] = float(value)
     keys = sorted({k for values in by_epoch.values() for k in values})
-    return {k: [by_epoch[e].get(k, float("nan")) for e in sorted(by_epoch)] for k in keys}
+    epochs = range(max(by_epoch) + 1) if by_epoch else range(0)  # list position = epoch, NaN where one was lost
+    return {k: [by_epoch.get(e, {}).get(k, float("nan")) for e in epochs] for k in keys}
 
 
 def evaluate_checkpoint(checkpoint: Path, images: torch.Tensor, labels: torch.Tensor,

@@ -6,8 +6,10 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from brain_tumor.data.counterfactual import ERASED
 from brain_tumor.model import Preprocessing, forward_fp32_stem, set_frozen_batchnorm_eval
 from brain_tumor.transforms import Normalize
 
@@ -22,6 +24,10 @@ class SliceClassifier(L.LightningModule):
         plateau_factor, plateau_patience: ReduceLROnPlateau on validation loss.
         class_weights: optional per-class loss weights (class imbalance).
         channels_last: run convolutions in channels-last memory format.
+
+    A training slice labelled :data:`~brain_tumor.data.counterfactual.ERASED` (its tumour erased)
+    is pulled towards no class at all: its target is the uniform distribution over the classes
+    (as in outlier exposure, Hendrycks et al. 2019), so the slice's context alone is no evidence.
     """
 
     def __init__(self, network: nn.Module, preprocessing: Preprocessing, lr: float = 1e-4,
@@ -50,12 +56,19 @@ class SliceClassifier(L.LightningModule):
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         images, labels = batch
         logits = self(images).float()  # loss and softmax in fp32 under mixed precision
-        loss: torch.Tensor = self.loss_fn(logits, labels)
-        acc = (logits.argmax(1) == labels).float().mean()
+        erased = labels == ERASED
+        if not erased.any():
+            loss: torch.Tensor = self.loss_fn(logits, labels)
+            acc = (logits.argmax(1) == labels).float().mean()
+        else:
+            loss = counterfactual_loss(logits, labels, self.loss_fn.weight)
+            acc = (logits[~erased].argmax(1) == labels[~erased]).float().mean()
+            self.log(f"{stage}_erased_confidence", logits[erased].softmax(1).amax(1).mean(), on_step=False,
+                     on_epoch=True, batch_size=int(erased.sum()))
         on_step = stage == "train"
         self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
         self.log(f"{stage}_acc", acc, on_step=False, on_epoch=True, prog_bar=on_step or stage == "val",
-                 batch_size=len(labels))
+                 batch_size=int((~erased).sum()))
         return loss
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -75,3 +88,14 @@ class SliceClassifier(L.LightningModule):
             optimizer, mode="min", factor=self.plateau_factor, patience=self.plateau_patience)
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss", "interval": "epoch"}}
+
+
+def counterfactual_loss(logits: torch.Tensor, labels: torch.Tensor,
+                        class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean cross-entropy over the batch: to the one-hot label for an ordinary slice, to the
+    uniform distribution for one labelled :data:`ERASED` (tumour erased, no class right)."""
+    n = logits.shape[1]
+    targets = torch.full_like(logits, 1.0 / n)
+    kept = labels != ERASED
+    targets[kept] = F.one_hot(labels[kept], n).to(logits.dtype)
+    return F.cross_entropy(logits, targets, weight=class_weights)
