@@ -8,52 +8,75 @@ import pytest
 import torch
 
 from brain_tumor.config import RunConfig, apply_overrides
-from brain_tumor.data.counterfactual import ERASED, control_box, counterfactual
+from brain_tumor.data.counterfactual import ERASED, control_box, counterfactual, region_mask
 from brain_tumor.data.datamodule import SliceDataset
-from brain_tumor.data.erasing import box_mask
+from brain_tumor.data.erasing import box_slices
 from brain_tumor.training.module import counterfactual_loss
 
+SIZE = 96
+TUMOUR = (slice(30, 42), slice(20, 32))
 
-def head_with_tumour(size: int = 96) -> tuple[torch.Tensor, tuple[float, float, float, float]]:
+
+def head_with_tumour(size: int = SIZE) -> tuple[torch.Tensor, tuple[float, float, float, float]]:
     yy, xx = np.mgrid[:size, :size] / size
     texture = np.random.default_rng(0).uniform(0.2, 0.4, (size, size))  # no erasure leaves tissue as it was
     image = np.where((yy - 0.5) ** 2 + (xx - 0.5) ** 2 < 0.16, texture, 0.0)
-    image[30:42, 20:32] = 1.0  # the tumour
+    image[TUMOUR] = 1.0
     return torch.from_numpy((image * 255).astype(np.uint8))[None], (26 / size, 36 / size, 12 / size, 12 / size)
 
 
-def test_erased_slices_lose_the_tumour_and_their_class() -> None:
+def test_erased_slices_lose_the_tumour_and_controls_keep_it() -> None:
     image, box = head_with_tumour()
     rng = np.random.default_rng(0)
     seen = {"erased": 0, "control": 0, "plain": 0}
     for _ in range(300):
         out, label = counterfactual(image, box, 2, share=0.3, rng=rng)
         assert out.dtype == torch.uint8 and out.shape == image.shape
-        tumour_left = int((out[0, 30:42, 20:32] > 200).sum())
+        bright = out[0] > 200
         if label == ERASED:
             seen["erased"] += 1
-            assert tumour_left == 0
+            assert int(bright.sum()) == 0  # no tumour pixel left anywhere (a tissue patch never copies it)
         elif torch.equal(out, image):
             seen["plain"] += 1
         else:
             seen["control"] += 1
-            assert label == 2 and tumour_left == 144  # the tumour untouched, something else erased
-            assert int((out[0, 30:42, 20:32] != image[0, 30:42, 20:32]).sum()) == 0
+            assert label == 2 and int(bright[TUMOUR].sum()) == 144 and int(bright.sum()) == 144
+            changed = np.argwhere((out[0] != image[0]).numpy())
+            assert changed.size and not ((changed[:, 0] >= 30) & (changed[:, 0] < 42) &
+                                         (changed[:, 1] >= 20) & (changed[:, 1] < 32)).any()
     assert all(60 < seen[k] < 120 for k in ("erased", "control")), seen  # about 30% each
     assert counterfactual(image, box, 1, share=0.0, rng=rng) == (image, 1)
 
 
-def test_control_box_is_on_tissue_and_clear_of_the_tumour() -> None:
+@pytest.mark.parametrize("ellipse", [False, True])
+def test_control_region_is_like_a_tumour_region(ellipse: bool) -> None:
     image, box = head_with_tumour()
     plain = image[0].numpy() / 255.0
     rng = np.random.default_rng(1)
-    for _ in range(50):
-        found = control_box(plain, box, 0.2, rng)
+    sites = [(0.7, 0.6), (0.5, 0.3)]
+    for _ in range(40):
+        found = control_box(plain, box, 0.2, rng, sites, ellipse)
         assert found is not None and found[2:] == box[2:]
-        assert not (box_mask(found, plain.shape, 0.2) & box_mask(box, plain.shape, 0.2)).any()
-        assert plain[int(found[1] * 96), int(found[0] * 96)] > 0.02
-    whole_head = (0.5, 0.5, 0.9, 0.9)
-    assert control_box(plain, whole_head, 0.2, rng) is None
+        region = region_mask(found, plain.shape, 0.2, ellipse)
+        assert not (region & region_mask(box, plain.shape, 0.2, ellipse)).any()
+        assert (plain[region] > 0.02).mean() >= 0.95  # on tissue, as the tumour's region is
+        ys, xs = box_slices(found, plain.shape, 0.2)
+        assert ys.start > 0 and xs.start > 0 and ys.stop < SIZE and xs.stop < SIZE  # never clipped
+    assert control_box(plain, (0.5, 0.5, 0.9, 0.9), 0.2, rng) is None  # a tumour filling the head
+
+
+def test_no_control_region_means_no_erasing() -> None:
+    image, _ = head_with_tumour()
+    huge = (0.5, 0.5, 0.7, 0.7)
+    rng = np.random.default_rng(2)
+    assert all(counterfactual(image, huge, 0, share=0.5, rng=rng) == (image, 0) for _ in range(20))
+
+
+def test_ellipse_region_covers_the_box() -> None:
+    box = (0.5, 0.5, 0.2, 0.1)
+    ellipse = region_mask(box, (100, 100), 0.15, ellipse=True)
+    rectangle = region_mask(box, (100, 100), 0.15, ellipse=False)
+    assert (ellipse | ~rectangle).all() and ellipse.sum() > rectangle.sum()
 
 
 def test_counterfactual_loss_pulls_erased_slices_to_no_class() -> None:
@@ -66,6 +89,18 @@ def test_counterfactual_loss_pulls_erased_slices_to_no_class() -> None:
     logits.requires_grad_(True)
     counterfactual_loss(logits, torch.tensor([0, ERASED, ERASED])).backward()
     assert logits.grad is not None and logits.grad[1, 0] > 0  # an erased slice's confident class is pushed down
+
+
+def test_class_weights_do_not_tilt_the_erased_target() -> None:
+    weights = torch.tensor([2.0, 1.0, 1.5])
+    logits = torch.zeros(1, 3, requires_grad=True)
+    counterfactual_loss(logits, torch.tensor([ERASED]), weights).backward()
+    # the uniform answer is the minimum: no gradient at it
+    assert logits.grad is not None and torch.allclose(logits.grad, torch.zeros(1, 3), atol=1e-7)
+    kept = torch.tensor([[1.0, 0.0, -1.0], [0.0, 2.0, 0.0]])
+    labels = torch.tensor([0, 1])
+    assert counterfactual_loss(kept, labels, weights) == pytest.approx(
+        torch.nn.functional.cross_entropy(kept, labels, weight=weights).item())
 
 
 def test_dataset_erases_only_in_training_and_only_with_boxes() -> None:
@@ -81,7 +116,9 @@ def test_dataset_erases_only_in_training_and_only_with_boxes() -> None:
     assert [plain[i][1] for i in range(4)] == [0, 1, 2, 0]
 
 
-def test_counterfactual_setting_is_a_share() -> None:
+def test_counterfactual_setting_is_a_share_on_the_paper_pipeline() -> None:
     assert apply_overrides(RunConfig(), ["train.counterfactual=0.2"]).train.counterfactual == 0.2
     with pytest.raises(ValueError, match="counterfactual"):
         apply_overrides(RunConfig(), ["train.counterfactual=0.8"])
+    with pytest.raises(ValueError, match="preprocessing"):
+        apply_overrides(RunConfig(), ["train.counterfactual=0.2", "data.preprocessing=robust"])

@@ -32,3 +32,38 @@ def test_run_trust_writes_everything(tiny_checkpoint: Path, tmp_path: Path) -> N
     assert (run_dir / "trust" / "reliability.png").is_file() and (run_dir / "trust" / "model_card.md").is_file()
     assert "Not for diagnosis" in (run_dir / "trust" / "model_card.md").read_text()
     assert Predictor.from_checkpoint(ckpt).temperature == result["calibration"]["temperature"]
+
+
+@pytest.mark.slow
+def test_trust_on_a_cv_fold_needs_the_fold(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from brain_tumor.cli import app
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(12):
+        Image.fromarray(synthetic_slice(rng, i % 3, 64)).save(tmp_path / f"{i}.png")
+        rows.append(f"{i + 1},{('glioma', 'meningioma', 'pituitary')[i % 3]},{i}.png,p{i},,0.4,0.4,0.2,0.2")
+    (tmp_path / "manifest.csv").write_text("index,label,path,patient_id,cv_fold,box_x_center,box_y_center,"
+                                           "box_width,box_height\n" + "\n".join(rows) + "\n")
+    meta = torch.load(tiny_checkpoint, weights_only=True)
+    meta["config"]["data"].update(root=str(tmp_path), cache_dir=str(tmp_path / "cache"))
+    ckpt = tmp_path / "model.pt"
+    torch.save(meta, ckpt)
+    folds = [{"name": f"fold-{k}", "seed": 0, "train": [], "val": list(range(k, 12, 2))[:3],
+              "test": list(range(k, 12, 2))[3:]} for k in (0, 1)]
+    (tmp_path / "cv").mkdir()
+    (tmp_path / "cv" / "splits.json").write_text(json.dumps(folds))
+    run_dir = tmp_path / "cv" / "fold-2"
+    run_dir.mkdir()
+    runner = CliRunner()
+    refused = runner.invoke(app, ["trust", "-m", str(ckpt), "--run-dir", str(run_dir)])
+    assert refused.exit_code == 2 and "split.json" in refused.output  # no paper split beside a CV fold
+    refused = runner.invoke(app, ["trust", "-m", str(ckpt), "--run-dir", str(run_dir),
+                                  "--split", str(tmp_path / "cv" / "splits.json")])
+    assert refused.exit_code == 2 and "--fold" in refused.output
+    done = runner.invoke(app, ["trust", "-m", str(ckpt), "--run-dir", str(run_dir), "--fold", "2"])
+    assert done.exit_code == 0, done.output
+    assert len(json.loads((run_dir / "trust" / "trust.json").read_text())["localisation"]["per_class"]) >= 1

@@ -28,6 +28,8 @@ CalibrationOpt = Annotated[Path | None, typer.Option(
          "sets); default: one beside the model or in its package.")]
 GateOpt = Annotated[Path | None, typer.Option(
     help="gate.json from `brain-tumor no-tumour-gate` (answers no_tumour); default: one beside the model.")]
+SplitOpt = Annotated[Path, typer.Option(help="A paper split.json or a CV splits.json (then --fold).")]
+FoldOpt = Annotated[int | None, typer.Option(help="CV fold (1-based) when --split holds folds.")]
 
 
 def _fail(message: str) -> None:
@@ -463,7 +465,9 @@ def explain(
 def trust(
     checkpoint: CheckpointOpt,
     run_dir: Annotated[Path, typer.Option(help="The run's results folder (metrics.json; trust/ is written there).")],
-    split: Annotated[Path | None, typer.Option(help="split.json (default: beside the run folder).")] = None,
+    split: Annotated[Path | None, typer.Option(
+        help="split.json, or a CV splits.json with --fold (default: beside the run folder).")] = None,
+    fold: FoldOpt = None,
     target_risk: Annotated[float, typer.Option(help="Error rate allowed among answered cases.")] = 0.02,
     tolerance_px: Annotated[int, typer.Option(help="Pointing-game tolerance around the box.")] = 15,
 ) -> None:
@@ -471,13 +475,17 @@ def trust(
     tumour boxes on test, store calibration in the checkpoint and write the model card.
 
     Example: brain-tumor trust -m runs/paper-split/freeze-15/model.pt --run-dir runs/paper-split/report/freeze-15
+    (a CV fold: -m runs/cv/fold-1/model.pt --run-dir results/cv/NAME/fold-1 --fold 1)
     """
 
     from brain_tumor.data.splits import load_split
     from brain_tumor.evaluation.trust import run_trust
     meta = _checkpoint_meta(checkpoint)
     records, images, labels = _model_data(checkpoint)
-    s = load_split(split or run_dir.parent / "split.json")
+    try:
+        s = load_split(split or run_dir.parent / ("splits.json" if fold else "split.json"), fold)
+    except (ValueError, OSError, KeyError) as exc:
+        _fail(str(exc))
     boxes = [r.box for r in records]
     pipeline = meta["preprocessing"].get("pipeline", "paper")
     if pipeline != "paper":  # boxes follow the crop and padding of the pipeline
@@ -736,10 +744,6 @@ def report(
 
     rebuild_report(results_dir)
     typer.echo(f"report: {results_dir / 'report.html'}")
-
-
-SplitOpt = Annotated[Path, typer.Option(help="A paper split.json or a CV splits.json (then --fold).")]
-FoldOpt = Annotated[int | None, typer.Option(help="CV fold (1-based) when --split holds folds.")]
 
 
 def _model_data(checkpoint: Path, data_root: Path | None = None):  # type: ignore[no-untyped-def]

@@ -98,6 +98,9 @@ class RunConfig:
             raise ValueError("train.ema_decay must be in (0, 1) or none")
         if not 0 <= self.train.counterfactual <= 0.5:
             raise ValueError("train.counterfactual must be in [0, 0.5] (a share of the training slices)")
+        if self.train.counterfactual > 0 and self.data.preprocessing != "paper":
+            raise ValueError("train.counterfactual needs data.preprocessing=paper (the other pipelines crop and pad, "
+                             "which moves the tumour boxes)")
         normalise_precision(self.train.precision)
         if self.train.threads is not None and self.train.threads < 1:
             raise ValueError("train.threads must be >= 1 or none")

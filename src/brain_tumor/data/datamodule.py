@@ -26,6 +26,8 @@ class SliceDataset(Dataset[tuple[torch.Tensor, int]]):
                  boxes: Sequence[Box | None] | None = None, counterfactual: float = 0.0) -> None:
         self.images, self.labels, self.positions, self.transform = images, labels, positions, transform
         self.boxes, self.counterfactual = boxes, counterfactual
+        # where tumours sit in these slices: control regions are drawn around such places
+        self.sites = [(b[0], b[1]) for b in (boxes[k] for k in positions) if b is not None] if boxes else []
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -37,7 +39,7 @@ class SliceDataset(Dataset[tuple[torch.Tensor, int]]):
         if self.counterfactual > 0 and box is not None:
             # torch's generator is seeded per run and per loader worker; numpy's is drawn from it
             rng = np.random.default_rng(int(torch.randint(2**31 - 1, (1,))))
-            image, label = counterfactual(image, box, label, self.counterfactual, rng)
+            image, label = counterfactual(image, box, label, self.counterfactual, rng, self.sites)
         if self.transform is not None:
             image = self.transform(image)
         return image, label

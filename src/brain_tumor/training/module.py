@@ -57,18 +57,20 @@ class SliceClassifier(L.LightningModule):
         images, labels = batch
         logits = self(images).float()  # loss and softmax in fp32 under mixed precision
         erased = labels == ERASED
+        acc: torch.Tensor | None
         if not erased.any():
             loss: torch.Tensor = self.loss_fn(logits, labels)
             acc = (logits.argmax(1) == labels).float().mean()
         else:
             loss = counterfactual_loss(logits, labels, self.loss_fn.weight)
-            acc = (logits[~erased].argmax(1) == labels[~erased]).float().mean()
+            acc = (logits[~erased].argmax(1) == labels[~erased]).float().mean() if (~erased).any() else None
             self.log(f"{stage}_erased_confidence", logits[erased].softmax(1).amax(1).mean(), on_step=False,
                      on_epoch=True, batch_size=int(erased.sum()))
         on_step = stage == "train"
         self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
-        self.log(f"{stage}_acc", acc, on_step=False, on_epoch=True, prog_bar=on_step or stage == "val",
-                 batch_size=int((~erased).sum()))
+        if acc is not None:  # accuracy over the slices that keep a class
+            self.log(f"{stage}_acc", acc, on_step=False, on_epoch=True, prog_bar=on_step or stage == "val",
+                     batch_size=int((~erased).sum()))
         return loss
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -92,10 +94,15 @@ class SliceClassifier(L.LightningModule):
 
 def counterfactual_loss(logits: torch.Tensor, labels: torch.Tensor,
                         class_weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean cross-entropy over the batch: to the one-hot label for an ordinary slice, to the
-    uniform distribution for one labelled :data:`ERASED` (tumour erased, no class right)."""
-    n = logits.shape[1]
-    targets = torch.full_like(logits, 1.0 / n)
+    """Cross-entropy to the label for ordinary slices (with ``class_weights``, as the plain loss)
+    and to the uniform distribution, unweighted, for slices labelled :data:`ERASED` (tumour
+    erased: no class is right); the two averaged by their shares of the batch."""
     kept = labels != ERASED
-    targets[kept] = F.one_hot(labels[kept], n).to(logits.dtype)
-    return F.cross_entropy(logits, targets, weight=class_weights)
+    n = len(labels)
+    loss = logits.new_zeros(())
+    if kept.any():
+        loss = loss + F.cross_entropy(logits[kept], labels[kept], weight=class_weights) * (int(kept.sum()) / n)
+    if (~kept).any():
+        uniform = -F.log_softmax(logits[~kept], dim=1).mean(dim=1)  # cross-entropy to 1/C each
+        loss = loss + uniform.sum() / n
+    return loss
