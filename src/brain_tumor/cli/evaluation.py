@@ -1,0 +1,167 @@
+"""Measuring a model: ``evaluate``, ``shift-test``, ``shortcut-test``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from brain_tumor.cli.common import (
+    CalibrationOpt,
+    CheckpointOpt,
+    FoldOpt,
+    GateOpt,
+    ModelsOpt,
+    SplitOpt,
+    _fail,
+    _load_fast_predictor,
+    _model_data,
+    _named_models,
+)
+
+
+def evaluate(
+    checkpoint: CheckpointOpt,
+    split: Annotated[Path, typer.Option(help="split.json of the run.")] = Path("results/paper-split/split.json"),
+    data_root: Annotated[Path | None, typer.Option(help="Dataset folder (default from the checkpoint).")] = None,
+    output: Annotated[Path, typer.Option(help="Where metrics.json goes.")] = Path("runs/evaluate"),
+    data: Annotated[Path | None, typer.Option(
+        help="Evaluate on this labelled collection instead: a CSV of path,label, a folder with manifest.csv, "
+             "or class-per-folder (glioma_tumor/, no_tumor/, normal/, ...).")] = None,
+    calibration: CalibrationOpt = None,
+    gate: GateOpt = None,
+) -> None:
+    """Evaluate a checkpoint on the test part of a saved split, or on any labelled collection
+    (with --data: as `predict` answers, calibration.json and gate.json included).
+
+    Example: brain-tumor evaluate -m runs/train/model.pt --data ../shared/data/br35h-no-tumour --output runs/evaluate
+    """
+    if data is not None:
+        _evaluate_collection(checkpoint, data, output, calibration, gate)
+        return
+    if calibration is not None or gate is not None:
+        _fail("--calibration and --gate apply with --data (a split's test part is scored as the model alone)")
+
+    from brain_tumor.data.splits import load_split
+    from brain_tumor.evaluation.run_eval import evaluate_checkpoint, write_json
+    _, images, labels = _model_data(checkpoint, data_root)
+    try:
+        test = load_split(split).test
+    except (ValueError, OSError, KeyError) as exc:
+        _fail(f"{split}: cannot read the split ({exc})")
+    metrics, _, _ = evaluate_checkpoint(checkpoint, images, labels, test)
+    write_json(metrics, output / "metrics.json")
+    typer.echo(f"accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f} -> {output / 'metrics.json'}")
+
+
+def _evaluate_collection(checkpoint: Path, data: Path, output: Path, calibration: Path | None,
+                         gate: Path | None) -> None:
+    import csv
+
+    from brain_tumor.evaluation.external import (
+        CollectionError,
+        collection_markdown,
+        draw_collection_figures,
+        outcome_rows,
+        predict_items,
+        read_collection,
+        summarise_collection,
+    )
+    from brain_tumor.evaluation.run_eval import write_json
+
+    try:
+        items = read_collection(data)
+    except (CollectionError, OSError) as exc:
+        _fail(str(exc))
+    predictor = _load_fast_predictor(checkpoint, "auto", "auto", None, None, calibration, gate)
+    answers = predict_items(predictor, items)
+    summary = summarise_collection(items, answers, predictor.class_names)
+    output.mkdir(parents=True, exist_ok=True)
+    write_json({**summary, "checkpoint": str(checkpoint), "data": str(data), "compute": predictor.compute},
+               output / "metrics.json")
+    rows = outcome_rows(items, answers)
+    with (output / "outcomes.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (output / "summary.md").write_text(collection_markdown(summary))
+    draw_collection_figures(items, answers, summary, output)
+    typer.echo(collection_markdown(summary).strip())
+    typer.echo(f"-> {output / 'summary.md'}")
+
+
+def shift_test(
+    checkpoint: ModelsOpt,
+    split: SplitOpt,
+    fold: FoldOpt = None,
+    output: Annotated[Path, typer.Option(help="Folder for shift.json/.md/.png.")] = Path("runs/shift"),
+    seed: Annotated[int, typer.Option(help="Seed of the random parts of the shifts.")] = 0,
+) -> None:
+    """Accuracy on the held-out test slices under controlled shifts (contrast, gamma, resolution,
+    framing, rotation, noise, JPEG, bit depth), for each model.
+
+    Example: brain-tumor shift-test -m paper=runs/a/model.pt -m robust=runs/b/model.pt --split S.json --fold 1
+    """
+    import numpy as np
+
+    from brain_tumor.data.manifest import CLASS_NAMES
+    from brain_tumor.data.splits import load_split
+    from brain_tumor.robustness import draw_preprocessing_steps, run_shift_test
+
+    models = _named_models(checkpoint)
+    try:
+        records, _, _ = _model_data(next(iter(models.values())))
+        idx = load_split(split, fold).test
+    except (ValueError, OSError, KeyError) as exc:
+        _fail(str(exc))
+    paths = [records[i].path for i in idx]
+    labels = np.array([CLASS_NAMES.index(records[i].label) for i in idx])
+    groups = [records[i].patient_id or records[i].path for i in idx]  # no patient id: each slice its own
+    results = run_shift_test(models, paths, labels, groups, output, seed)
+    draw_preprocessing_steps([paths[i] for i in np.linspace(0, len(paths) - 1, 4).astype(int)],
+                             output / "preprocessing_steps.png")
+    for name, r in results.items():
+        typer.echo(f"{name}: clean {r['clean']:.4f}; " + ", ".join(
+            f"{f} {-d:+.3f}" for f, d in r["mean_drop"].items()))
+    typer.echo(f"-> {output / 'shift.md'}")
+
+
+def shortcut_test(
+    checkpoint: ModelsOpt,
+    split: SplitOpt,
+    fold: FoldOpt = None,
+    output: Annotated[Path, typer.Option(help="Folder for shortcut.json/.md/.png.")] = Path("runs/shortcut"),
+    calibration: CalibrationOpt = None,
+    gate: GateOpt = None,
+) -> None:
+    """What each model answers on held-out slices whose tumour is erased (box fill, a tissue patch
+    from elsewhere, inpainting, mirrored hemisphere) or left alone on a blank or tissue background,
+    per class: its own class, another tumour, no tumour (with a gate) or referred.
+
+    --calibration/--gate apply to every model given (default: the files beside each model).
+
+    Example: brain-tumor shortcut-test -m runs/cv/fold-1/model.pt --split runs/cv/splits.json --fold 1
+    """
+    import numpy as np
+
+    from brain_tumor.context_shortcut import run_shortcut_test
+    from brain_tumor.data.manifest import CLASS_NAMES
+    from brain_tumor.data.splits import load_split
+
+    models = _named_models(checkpoint)
+    try:
+        records, _, _ = _model_data(next(iter(models.values())))
+        idx = [i for i in load_split(split, fold).test if records[i].box is not None]
+    except (ValueError, OSError, KeyError) as exc:
+        _fail(str(exc))
+    if not idx:
+        _fail("no test slice has a tumour box (the manifest's box_* columns)")
+    paths = [records[i].path for i in idx]
+    labels = np.array([CLASS_NAMES.index(records[i].label) for i in idx])
+    groups = [records[i].patient_id or records[i].path for i in idx]
+    results = run_shortcut_test(models, paths, labels, [records[i].box for i in idx], groups, list(CLASS_NAMES),
+                                output, calibration, gate)
+    for name, r in results.items():
+        typer.echo(f"{name}: " + ", ".join(f"{m} {100 * v['all']['same'][0]:.1f}%" for m, v in r["summary"].items()))
+    typer.echo(f"-> {output / 'shortcut.md'}")

@@ -1,0 +1,135 @@
+"""Training runs and their reports: ``reproduce``, ``train``, ``cv``, ``compare``, ``report``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from brain_tumor.cli.common import ConfigOpt, SetOpt, _config, _fail, _fetch
+
+
+def reproduce(
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    download: Annotated[bool, typer.Option(
+        help="First fetch the dataset and weights that are missing (as `brain-tumor fetch`).")] = False,
+    results_dir: Annotated[Path, typer.Option(
+        help="Metrics, figures and report (the committed copy: --results-dir results/paper-split).")]
+    = Path("runs/paper-split/report"),
+    work_dir: Annotated[Path, typer.Option(help="Checkpoints and TensorBoard logs.")] = Path("runs/paper-split"),
+    scenario: Annotated[list[int] | None, typer.Option(help="Keras layers to freeze; repeatable.")] = None,
+    trust: Annotated[bool, typer.Option(help="Also calibrate, choose the refer threshold and score Grad-CAM.")] = True,
+) -> None:
+    """Reproduce the paper: both freeze scenarios on the paper split, with the comparison report.
+
+    Example: brain-tumor reproduce   (or: brain-tumor reproduce --download on a machine without ../shared)
+    """
+    from brain_tumor.reproduce import SCENARIOS
+    from brain_tumor.reproduce import reproduce as run
+
+    cfg = _config(config, overrides, check_assets=not download)
+    if download:
+        from brain_tumor.fetch import FIGSHARE_API, KERAS_RESNET50_MD5, KERAS_RESNET50_URL
+
+        _fetch(cfg, True, cfg.model.weights == "keras", FIGSHARE_API, KERAS_RESNET50_URL, KERAS_RESNET50_MD5, 3)
+    try:
+        runs = run(cfg, results_dir, work_dir, tuple(scenario or SCENARIOS), trust)
+    except (ValueError, OSError) as exc:
+        _fail(str(exc))
+    for n, m in runs.items():
+        typer.echo(f"freeze {n}: test accuracy {m['accuracy']:.4f}, meningioma recall {m['recall']['meningioma']:.3f}")
+    typer.echo(f"report: {results_dir / 'report.html'}")
+
+
+def train(
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    results_dir: Annotated[Path, typer.Option(help="Run folder for metrics and figures.")] = Path("runs/train/report"),
+    work_dir: Annotated[Path, typer.Option(help="Checkpoints.")] = Path("runs/train"),
+) -> None:
+    """Train and evaluate one run on the paper split (freeze from model.freeze_layers).
+
+    Example: brain-tumor train --set model.freeze_layers=15 --set train.max_epochs=12
+    """
+    from brain_tumor.scenario import run_scenario
+    from brain_tumor.training.fit import prepare_data
+
+    cfg = _config(config, overrides)
+    try:
+        data = prepare_data(cfg, results_dir / "split.json")
+        metrics = run_scenario(cfg, data, results_dir, work_dir)
+    except (ValueError, OSError) as exc:
+        _fail(str(exc))
+    typer.echo(f"test accuracy {metrics['accuracy']:.4f}; checkpoint {work_dir / 'model.pt'}")
+
+
+def cv(
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    grouping: Annotated[str, typer.Option(help="official | strict | slice (leaky, for comparison).")] = "official",
+    results_dir: Annotated[Path | None, typer.Option(
+        help="Default runs/cv/<grouping>/report (the committed copies: --results-dir results/cv/NAME).")] = None,
+    work_dir: Annotated[Path | None, typer.Option(help="Default runs/cv/<grouping>.")] = None,
+    fold: Annotated[list[int] | None, typer.Option(help="Run only these folds; repeatable.")] = None,
+) -> None:
+    """5-fold cross-validation, resumable; summary with patient-bootstrap CIs.
+
+    Example: brain-tumor cv --grouping official --set data.image_size=224
+    """
+    from brain_tumor.cv import run_cv
+
+    cfg = _config(config, overrides)
+    results = results_dir or Path("runs/cv") / grouping / "report"
+    try:
+        summary = run_cv(cfg, grouping, results, work_dir or Path("runs/cv") / grouping, fold)
+    except (ValueError, OSError) as exc:
+        _fail(str(exc))
+    ci = summary["bootstrap_95ci_by_patient"]["accuracy"]
+    typer.echo(f"accuracy {ci['value']:.4f} [{ci['low']:.4f}, {ci['high']:.4f}] -> {results / 'summary.md'}")
+
+
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="A run or CV results folder.")],
+    run_b: Annotated[Path, typer.Argument(help="Another, on the same test slices.")],
+    also_a: Annotated[list[Path] | None, typer.Option(
+        help="A run of A's recipe with another seed; repeat, in the order of --also-b.")] = None,
+    also_b: Annotated[list[Path] | None, typer.Option(
+        help="B's run with that seed. With these, the report is the mean paired difference over seeds.")] = None,
+) -> None:
+    """McNemar's test between two runs on their shared test slices (for CV folders also the
+    paired differences in accuracy and meningioma recall, with CIs resampling patients).
+
+    Example: brain-tumor compare results/cv/official-freeze-15 results/cv/official-freeze-30
+    """
+    from brain_tumor.cv import compare as mcnemar_compare
+    from brain_tumor.cv import compare_repeats, patients_by_path
+
+    try:
+        patient_of = patients_by_path(run_a) if (run_a / "config.yaml").is_file() else None
+        if also_a or also_b:
+            if len(also_a or []) != len(also_b or []):
+                raise ValueError("give as many --also-a as --also-b runs (one pair per seed)")
+            if patient_of is None:
+                raise ValueError(f"--also-a/--also-b need run folders with their config.yaml; {run_a} has none")
+            result = compare_repeats([(run_a, run_b), *zip(also_a or [], also_b or [])], patient_of)
+        else:
+            result = mcnemar_compare(run_a, run_b, patient_of)
+    except (ValueError, OSError) as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(result, indent=2))
+
+
+def report(
+    results_dir: Annotated[Path, typer.Option(help="The reproduction's results folder.")] = Path("results/paper-split"),
+) -> None:
+    """Rebuild comparison.md and report.html from finished runs (after `trust`, say).
+
+    Example: brain-tumor report --results-dir runs/paper-split/report
+    """
+    from brain_tumor.reproduce import rebuild_report
+
+    rebuild_report(results_dir)
+    typer.echo(f"report: {results_dir / 'report.html'}")
