@@ -21,6 +21,10 @@ from brain_tumor.inference import NO_TUMOUR, Prediction, Predictor
 from brain_tumor.model_loading import load_predictor
 
 METHODS = ("clean", *ERASERS, *ISOLATORS)
+HELD_OUT_NOTE = ("Counterfactual training (`train.counterfactual`) erases with feathered ellipses or rectangles "
+                 "filled with tissue grain or a patch of brain: `box_fill` and `tissue_patch` resemble it, "
+                 "`inpaint` and `mirror` are never used in training (held-out erasers; `mirror` cannot erase a "
+                 "tumour on the midline, as most pituitary ones are).")
 
 
 def render_variants(images: list[np.ndarray], boxes: list[Box]) -> dict[str, list[np.ndarray]]:
@@ -72,7 +76,7 @@ def shortcut_markdown(results: dict[str, Any], class_names: list[str]) -> str:
     for model, r in results.items():
         lines.append(f"## {model}\n\nShare of held-out slices answered with their own tumour class (95% CI "
                      f"resampling patients); `clean` is accuracy on the unmodified slices. Referral: "
-                     f"{r['referral']}.\n")
+                     f"{r['referral']}. {HELD_OUT_NOTE}\n")
         rows = []
         for method, per_class in r["summary"].items():
             everyone = per_class["all"]
