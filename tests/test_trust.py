@@ -67,3 +67,6 @@ def test_trust_on_a_cv_fold_needs_the_fold(tiny_checkpoint: Path, tmp_path: Path
     done = runner.invoke(app, ["trust", "-m", str(ckpt), "--run-dir", str(run_dir), "--fold", "2"])
     assert done.exit_code == 0, done.output
     assert len(json.loads((run_dir / "trust" / "trust.json").read_text())["localisation"]["per_class"]) >= 1
+    card = (run_dir / "trust" / "model_card.md").read_text()
+    assert "patient-wise cross-validation" in card and "slice-level random split" not in card
+    assert "## Context shortcut\nNot measured for this model" in card

@@ -18,7 +18,7 @@ from brain_tumor.evaluation.run_eval import write_json
 from brain_tumor.evaluation.shortcut import answer_kinds
 from brain_tumor.evaluation.statistics import bootstrap_mean
 from brain_tumor.inference import NO_TUMOUR, Prediction, Predictor
-from brain_tumor.model_loading import load_predictor
+from brain_tumor.model_loading import load_predictor, model_sha256
 
 METHODS = ("clean", *ERASERS, *ISOLATORS)
 HELD_OUT_NOTE = ("Counterfactual training (`train.counterfactual`) erases with feathered ellipses or rectangles "
@@ -113,7 +113,8 @@ def run_shortcut_test(checkpoints: dict[str, Path], paths: list[str], labels: np
                    (", OOD flag" if predictor.ood is not None else ", no OOD flag") + \
                    (f", no-tumour gate {predictor.compute.get('gate')}" if predictor.gate is not None else
                     ", no no-tumour gate")
-        results[name] = {"checkpoint": str(checkpoint), "referral": referral, "compute": predictor.compute,
+        results[name] = {"checkpoint": str(checkpoint), "model_sha256": model_sha256(checkpoint),
+                         "referral": referral, "compute": predictor.compute,
                          "summary": summarise(answers, labels, groups, class_names)}
         for method, preds in answers.items():
             for row, p in zip(rows, preds):

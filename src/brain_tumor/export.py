@@ -121,8 +121,11 @@ def quantize_int8(fp32_onnx: str | Path, output: str | Path, calibration_uint8: 
     return output
 
 
-def default_model_card(meta: dict[str, Any]) -> str:
-    """A model card from what the checkpoint says about itself (``trust`` writes a fuller one)."""
+def default_model_card(meta: dict[str, Any], shortcut: dict[str, Any] | None = None) -> str:
+    """A model card from what the checkpoint says about itself and, if given, its entry of the
+    shortcut benchmark (``trust`` writes a fuller card)."""
+    from brain_tumor.evaluation.model_card import shortcut_section
+
     recipe = meta.get("config", {})
     data, train = recipe.get("data", {}), recipe.get("train", {})
     metrics = "\n".join(f"- {k}: {v}" for k, v in (meta.get("metrics") or {}).items()) or "- none recorded"
@@ -135,13 +138,15 @@ tumours. With a `gate.json` fitted for this model (`brain-tumor no-tumour-gate`)
 `no_tumour`; the gate was measured on no-tumour slices of other collections, and a contrast it
 was not trained on (a T2 or FLAIR tumour slice) can still be called "no tumour". With a
 `calibration.json` (`brain-tumor calibrate`) it gives prediction sets with a stated coverage,
-valid for slices like the Figshare T1-CE ones. Its answers partly rest on where a slice was
-taken rather than on the tumour (see the shortcut benchmark in `results/shortcut/`). Do not
-use it on other sequences, on CT, on whole volumes or on children without measuring first.
+valid for slices like the Figshare T1-CE ones. Do not use it on other sequences, on CT, on
+whole volumes or on children without measuring first.
 
 Recipe: {data.get('image_size')} px, preprocessing {data.get('preprocessing')}, augmentation
 {data.get('augmentation')}, freeze {recipe.get('model', {}).get('freeze_layers')} Keras layers,
-up to {train.get('max_epochs')} epochs at {train.get('precision')}; best epoch {meta.get('epoch')}.
+up to {train.get('max_epochs')} epochs at {train.get('precision')}, counterfactual share
+{train.get('counterfactual', 0.0)}; best epoch {meta.get('epoch')}.
+
+**Context shortcut**: {shortcut_section(shortcut)}
 
 Metrics stored with the weights:
 {metrics}
@@ -161,7 +166,7 @@ def export_package(checkpoint: str | Path, out_dir: str | Path, model_card: str 
     from safetensors.torch import save_file
 
     from brain_tumor.environment import describe_environment
-    from brain_tumor.model_loading import find_beside, find_exports
+    from brain_tumor.model_loading import find_beside, find_exports, shortcut_for
     from brain_tumor.package import PACKAGE_FORMAT, write_sums
     from brain_tumor.training.checkpoint import read_checkpoint
 
@@ -186,12 +191,12 @@ def export_package(checkpoint: str | Path, out_dir: str | Path, model_card: str 
                                    "packages": {k: env["packages"].get(k) for k in ("torch", "torchvision")}},
                           "data": {"root": Path(str(payload.get("config", {}).get("data", {}).get("root", ""))).name}}}
     (tmp / "config.json").write_text(json.dumps(config, indent=2, default=float))
-    card = Path(model_card).read_text() if model_card else default_model_card(payload)
+    card = Path(model_card).read_text() if model_card else default_model_card(payload, shortcut_for(checkpoint))
     (tmp / "model_card.md").write_text(card)
     for source in find_exports(checkpoint):
         if source:
             shutil.copy2(source, tmp / Path(source).name)
-    for name in ("calibration.json", "gate.json"):  # checked when loaded (a foreign gate is refused)
+    for name in ("calibration.json", "gate.json", "shortcut.json"):  # checked when loaded (a foreign gate is refused)
         extra = find_beside(checkpoint, name)
         if extra is not None:
             shutil.copy2(extra, tmp / name)

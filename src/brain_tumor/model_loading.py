@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from brain_tumor.calibration_file import load_calibration
 from brain_tumor.gate import load_gate
@@ -46,6 +47,22 @@ def find_beside(checkpoint: str | Path, name: str) -> Path | None:
     package, if there is one."""
     path = model_folder(checkpoint) / name
     return path if path.is_file() else None
+
+
+def shortcut_for(checkpoint: str | Path) -> dict[str, Any] | None:
+    """This model's entry in a ``shortcut.json`` (from ``brain-tumor shortcut-test``) beside it or
+    in its package, matched by the checkpoint's SHA-256; None when there is none."""
+    path = find_beside(checkpoint, "shortcut.json")
+    digest = model_sha256(checkpoint)
+    if path is None or digest is None:
+        return None
+    try:
+        models = json.loads(path.read_text()).get("models", {})
+    except (OSError, ValueError, AttributeError):
+        logging.getLogger(__name__).warning("%s: unreadable, ignored", path)
+        return None
+    return next(({"name": name, **entry} for name, entry in models.items()
+                 if isinstance(entry, dict) and entry.get("model_sha256") == digest), None)
 
 
 def model_sha256(checkpoint: str | Path) -> str | None:

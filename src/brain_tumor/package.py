@@ -8,6 +8,7 @@
     model.onnx, model.int8.onnx   exported engines (when exported)
     calibration.json       temperature, referral threshold, conformal sets (when calibrated)
     gate.json              the no-tumour gate fitted for these weights (when fitted)
+    shortcut.json          the shortcut benchmark, with this model's entry matched by its hash (when measured)
     SHA256SUMS             the hash of every other file; checked before anything is loaded
 
 A model reference is a checkpoint file, a package folder, or ``hf://owner/name[@revision]`` (a

@@ -43,8 +43,10 @@ def trust(
         test = set(s.test)
         boxes = [map_box(boxes[i], read_slice(records[i].path), pipeline) if i in test and boxes[i] else None
                  for i in range(len(records))]
+    from brain_tumor.evaluation.model_card import CV_FOLD, PAPER_SPLIT
+
     result = run_trust(checkpoint, run_dir, images, labels, boxes, s.val, s.test,
-                       target_risk, tolerance_px)
+                       target_risk, tolerance_px, CV_FOLD if fold else PAPER_SPLIT)
     c, loc = result["calibration"], result["localisation"]
     typer.echo(f"T={c['temperature']:.3f} ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}; "
                f"referred {c['test_referred_rate']:.1%}; pointing game {loc['pointing_game']:.1%}")

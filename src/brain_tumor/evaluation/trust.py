@@ -80,16 +80,20 @@ def localisation_report(predictor: Predictor, images: torch.Tensor, labels: np.n
 
 def run_trust(checkpoint: Path, run_dir: Path, images: torch.Tensor, labels: torch.Tensor,
               boxes: list[tuple[float, float, float, float] | None], val: list[int], test: list[int],
-              target_risk: float = 0.02, tolerance_px: int = 15) -> dict[str, Any]:
+              target_risk: float = 0.02, tolerance_px: int = 15, protocol: str | None = None) -> dict[str, Any]:
     """Calibrate and choose the referral threshold on ``val``; measure on ``test``; Grad-CAM;
-    store calibration in the checkpoint; write ``trust.json`` and ``model_card.md``."""
+    store calibration in the checkpoint; write ``trust.json`` and ``model_card.md`` (``protocol``:
+    how test was split from training, default the paper's slice-level split; the context shortcut
+    from a ``shortcut.json`` beside the model measured on it, if any)."""
     import json
 
     from brain_tumor.evaluation.model_card import model_card
     from brain_tumor.evaluation.run_eval import write_json
+    from brain_tumor.model_loading import shortcut_for
     from brain_tumor.training.checkpoint import set_checkpoint_calibration
 
     predictor = Predictor.from_checkpoint(checkpoint)
+    shortcut = shortcut_for(checkpoint)  # before the calibration is written into the checkpoint
     out_dir = run_dir / "trust"
     out_dir.mkdir(parents=True, exist_ok=True)
     y = labels.numpy()
@@ -107,5 +111,5 @@ def run_trust(checkpoint: Path, run_dir: Path, images: torch.Tensor, labels: tor
     if metrics_path.is_file():
         metrics = json.loads(metrics_path.read_text())
         metrics["image_size"] = predictor.preprocessing.image_size
-        (out_dir / "model_card.md").write_text(model_card(run_dir.name, metrics, trust))
+        (out_dir / "model_card.md").write_text(model_card(run_dir.name, metrics, trust, protocol, shortcut))
     return trust
