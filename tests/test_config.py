@@ -41,3 +41,14 @@ def test_saved_config_names_no_machine_folders(tmp_path: Path, monkeypatch: pyte
     saved = yaml.safe_load((tmp_path / "repo" / "config.yaml").read_text())
     assert saved["data"]["root"] == "../shared/data" and saved["data"]["cache_dir"] is None
     assert load_config(tmp_path / "repo" / "config.yaml").data.root == "../shared/data"  # loads back, relative
+
+
+def test_recipe_fingerprint_ignores_machine_and_seed_but_not_the_recipe() -> None:
+    from brain_tumor.config import RunConfig, apply_overrides, recipe_fingerprint, to_dict
+
+    base = recipe_fingerprint(to_dict(RunConfig()))
+    elsewhere = recipe_fingerprint(to_dict(apply_overrides(RunConfig(), [
+        "train.seed=7", "train.precision=32-true", "train.threads=3", "data.root=/elsewhere"])))
+    assert elsewhere == base and "train.seed" not in base and "data.root" not in base
+    assert recipe_fingerprint(to_dict(apply_overrides(RunConfig(), ["train.counterfactual=0.2"]))) != base
+    assert recipe_fingerprint({"train": {"lr": 1e-4}}) == base  # an older config: defaults filled in

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -85,7 +86,7 @@ def test_cross_fitting_calibrates_an_overconfident_model() -> None:
 
 
 def fake_cv(root: Path, data: Path, folds: list[list[int]], y: np.ndarray, p: np.ndarray,
-            patients: list[str]) -> Path:
+            patients: list[str], config: dict | None = None) -> Path:
     """A CV results folder and the manifest of the dataset it names, as `brain-tumor cv` writes them."""
     data.mkdir(parents=True)
     with (data / "manifest.csv").open("w", newline="") as f:
@@ -94,7 +95,8 @@ def fake_cv(root: Path, data: Path, folds: list[list[int]], y: np.ndarray, p: np
         for i, (label, patient) in enumerate(zip(y, patients)):
             writer.writerow([i + 1, CLASSES[label], f"{CLASSES[label]}/{i + 1}.png", patient, 1])
     root.mkdir(parents=True)
-    (root / "config.yaml").write_text(yaml.safe_dump({"data": {"root": str(data), "image_size": 64}}))
+    config = config or {"data": {"image_size": 64}}
+    (root / "config.yaml").write_text(yaml.safe_dump({**config, "data": {**config.get("data", {}), "root": str(data)}}))
     for number, rows in enumerate(folds, start=1):
         (root / f"fold-{number}").mkdir()
         with (root / f"fold-{number}" / "test_predictions.csv").open("w", newline="") as f:
@@ -113,7 +115,9 @@ def test_calibrate_a_cv_folder_and_predict_with_it(tmp_path: Path, tiny_checkpoi
     y, p = overconfident(rng, 600)
     patients = [f"P{i // 6}" for i in range(600)]  # 100 patients, 6 slices each; folds by patient
     folds = [[i for i in range(600) if (i // 6) % 4 == k] for k in range(4)]
-    cv_dir = fake_cv(tmp_path / "cv", tmp_path / "data", folds, y, p, patients)
+    recipe = torch.load(tiny_checkpoint, weights_only=True)["config"]  # the CV of the model's own recipe
+    recipe["data"]["image_size"] = 64  # what the tiny model reads
+    cv_dir = fake_cv(tmp_path / "cv", tmp_path / "data", folds, y, p, patients, recipe)
     oof, size = read_out_of_fold(cv_dir)
     assert size == 64 and len(oof.labels) == 600 and len(set(oof.folds)) == 4
 
@@ -142,6 +146,13 @@ def test_calibrate_a_cv_folder_and_predict_with_it(tmp_path: Path, tiny_checkpoi
     assert "set@90%" in result.output
     row = next(csv.DictReader((tmp_path / "p.csv").open()))
     assert set(row["prediction_set"].split("|")) <= set(CLASSES) and row["calibrated"] == "True"
+
+    # a calibration fitted on the CV of another recipe is refused, saying which settings differ
+    other = json.loads((model_dir / "calibration.json").read_text())
+    other["recipe"]["train.counterfactual"] = 0.2
+    (model_dir / "calibration.json").write_text(json.dumps(other))
+    result = CliRunner().invoke(app, ["predict", str(image), "-m", str(model_dir / "model.pt"), "--engine", "pytorch"])
+    assert result.exit_code == 2 and "another recipe: train.counterfactual=0.2 (this model: 0.0)" in result.output
 
 
 def test_patient_overlap_and_bad_files_are_refused(tmp_path: Path, tiny_checkpoint: Path) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from brain_tumor.config import recipe_fingerprint
 from brain_tumor.cv import patients_by_path, read_predictions
 from brain_tumor.data.manifest import CLASS_NAMES
 from brain_tumor.evaluation import calibration as cal
@@ -74,6 +75,7 @@ def run_calibrate(cv_dir: Path, output: Path, confidence: float = 0.95, target_r
     """Cross-fitted judgement (``calibration_cv.json``, figures) and the deployable
     ``calibration.json`` fitted on every OOF slice, both under ``output``."""
     oof, image_size = read_out_of_fold(cv_dir)
+    config = _config(cv_dir)
     n_folds = len(np.unique(oof.folds))
     log.info("%d out-of-fold slices of %d patients in %d folds", len(oof.labels), len(set(oof.patients)), n_folds)
     result = cross_fit(oof, target_risk, confidence, class_conditional)
@@ -85,6 +87,7 @@ def run_calibrate(cv_dir: Path, output: Path, confidence: float = 0.95, target_r
     _figures(oof, result.scaled, result.answered, summary, output)
     calibration = deployable(oof, list(CLASS_NAMES), image_size, target_risk, confidence, _relative(cv_dir),
                              class_conditional)
+    calibration["recipe"] = recipe_fingerprint(config)  # a model of another recipe is refused
     write_json(calibration, output / "calibration.json")
     return summary
 

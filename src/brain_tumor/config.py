@@ -170,6 +170,23 @@ def to_dict(config: RunConfig) -> dict[str, Any]:
 
 
 PATH_SETTINGS = (("data", "root"), ("data", "cache_dir"), ("model", "weights_path"))
+# settings that say where and how fast a run ran, or which draw of a recipe it is, not the recipe
+NOT_RECIPE = frozenset({"data.root", "data.cache_dir", "data.num_workers", "data.seed", "model.weights_path",
+                        "train.seed", "train.precision", "train.threads", "train.accelerator", "train.devices",
+                        "train.strategy", "train.num_nodes", "train.channels_last"})
+
+
+def recipe_fingerprint(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings that make a recipe (``section.key`` -> value, defaults filled in): two models
+    with the same fingerprint are draws of one recipe, whatever machine or seed they came from."""
+    defaults = to_dict(RunConfig())
+    out: dict[str, Any] = {}
+    for section, values in defaults.items():
+        given = config.get(section) or {}
+        for key, default in values.items():
+            if f"{section}.{key}" not in NOT_RECIPE:
+                out[f"{section}.{key}"] = given.get(key, default)
+    return out
 
 
 def portable(config: dict[str, Any], base: Path | None = None) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from brain_tumor.config import recipe_fingerprint
 from brain_tumor.data.imageio import SUPPORTED_SUFFIXES, ImageReadError, dicom_frame_count, read_slice
 from brain_tumor.data.preprocess import prepare_slice
 from brain_tumor.evaluation.conformal import ConformalSets
@@ -94,6 +95,7 @@ class Predictor:
         self.set_confidence = 0.95
         self.calibration_source: str | None = None  # a calibration.json applied over the checkpoint's
         self.gate: TumourGate | None = None  # the "no tumour" gate (see use_gate)
+        self.recipe: dict[str, Any] | None = None  # the training config stored in the checkpoint
 
     def use_gate(self, gate: TumourGate, model_sha256: str | None, source: str) -> Predictor:
         """Answer ``no_tumour`` where ``gate`` (fitted on this model's features) says so."""
@@ -111,6 +113,13 @@ class Predictor:
         if calibration.get("image_size") != self.preprocessing.image_size:
             raise ValueError(f"{source}: fitted on {calibration.get('image_size')}-px models, this model reads "
                              f"{self.preprocessing.image_size} px (calibrate on a CV of this recipe)")
+        if calibration.get("recipe") and self.recipe:
+            mine = recipe_fingerprint(self.recipe)
+            differ = [f"{k}={v!r} (this model: {mine.get(k)!r})" for k, v in calibration["recipe"].items()
+                      if k in mine and mine[k] != v and k != "data.image_size"]  # checked above, on the weights
+            if differ:
+                raise ValueError(f"{source}: fitted on models of another recipe: {', '.join(differ)} "
+                                 "(calibrate on a CV of this recipe)")
         self.temperature = float(calibration["temperature"])
         self.refer_threshold = float(calibration["refer_threshold"])
         self.conformal = ConformalSets.from_dict(calibration["conformal"])
@@ -140,6 +149,7 @@ class Predictor:
         predictor = cls(network, meta["class_names"], preprocessing,
                         float(calibration.get("temperature", 1.0)), calibration.get("refer_threshold"))
         predictor.ood = meta.get("ood")
+        predictor.recipe = meta.get("config")
         return predictor
 
     def to_tensor(self, image: np.ndarray) -> torch.Tensor:
