@@ -48,7 +48,8 @@ def test_paired_fold_test() -> None:
 def test_cv_overview_reports_leakage_and_freeze_comparison(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import json
 
-    from brain_tumor.cv import cv_overview, summarise
+    from brain_tumor.cv import summarise
+    from brain_tumor.cv_report import cv_overview
     from brain_tumor.data.manifest import CLASS_NAMES
     from brain_tumor.evaluation.run_eval import write_predictions
 
@@ -115,7 +116,7 @@ def test_bootstrap_mean_and_shift_statistics() -> None:
 
 def test_variants_are_compared_with_the_plain_recipe_of_the_same_budget() -> None:
     from brain_tumor.config import RunConfig, apply_overrides, to_dict
-    from brain_tumor.cv import baselines
+    from brain_tumor.cv_report import baselines
 
     def config(*overrides: str) -> dict:
         return to_dict(apply_overrides(RunConfig(), ["model.freeze_layers=15", "data.image_size=128", *overrides]))
@@ -135,7 +136,7 @@ def test_variants_are_compared_with_the_plain_recipe_of_the_same_budget() -> Non
 
 
 def test_old_configs_get_the_defaults_of_settings_they_predate() -> None:
-    from brain_tumor.cv import _with_defaults
+    from brain_tumor.cv_report import _with_defaults
 
     old = _with_defaults({"data": {"image_size": 128}, "train": {"max_epochs": 6}})
     assert old["data"]["image_size"] == 128 and old["data"]["preprocessing"] == "paper"
@@ -165,7 +166,7 @@ def test_paper_split_overview_pairs_each_recipe_with_the_plain_one_by_budget_and
     import json
 
     from brain_tumor.config import RunConfig, apply_overrides, save_config
-    from brain_tumor.cv import paper_split_overview
+    from brain_tumor.cv_report import paper_split_overview
     from brain_tumor.data.manifest import CLASS_NAMES
     from brain_tumor.evaluation.run_eval import write_predictions
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from brain_tumor.comparison import patients_by_path, read_predictions
 from brain_tumor.config import recipe_fingerprint
-from brain_tumor.cv import patients_by_path, read_predictions
 from brain_tumor.data.manifest import CLASS_NAMES
 from brain_tumor.evaluation import calibration as cal
 from brain_tumor.evaluation.oof_calibration import OutOfFold, cross_fit, cross_fit_summary, deployable

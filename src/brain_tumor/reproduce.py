@@ -56,7 +56,8 @@ def reproduce(config: RunConfig, results_dir: Path, work_dir: Path,
 
 def extra_sections(runs: dict[int, dict[str, Any]], results_dir: Path) -> tuple[str, str]:
     """Markdown and HTML for what exists beyond the paper: McNemar between scenarios, trust."""
-    from brain_tumor.cv import compare, cv_overview, paper_split_overview
+    from brain_tumor.comparison import compare
+    from brain_tumor.cv_report import cv_overview, paper_split_overview
 
     md, html_parts = [], []
     if {30, 15} <= set(runs):

@@ -104,8 +104,8 @@ def compare(
 
     Example: brain-tumor compare results/cv/official-freeze-15 results/cv/official-freeze-30
     """
-    from brain_tumor.cv import compare as mcnemar_compare
-    from brain_tumor.cv import compare_repeats, patients_by_path
+    from brain_tumor.comparison import compare as mcnemar_compare
+    from brain_tumor.comparison import compare_repeats, patients_by_path
 
     try:
         patient_of = patients_by_path(run_a) if (run_a / "config.yaml").is_file() else None

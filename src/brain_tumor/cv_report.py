@@ -1,0 +1,189 @@
+"""Overviews of finished runs: every CV under a folder, and every run on the paper split, each
+variant against the plain freeze-15 recipe trained at the same budget (markdown and HTML)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from brain_tumor.comparison import compare, compare_repeats, patients_by_path
+from brain_tumor.config import RunConfig, to_dict
+from brain_tumor.evaluation import statistics as st
+from brain_tumor.evaluation.report import _html_table, markdown_table
+
+
+def _ci_text(ci: dict[str, float], digits: int = 4) -> str:
+    return f"{ci['value']:.{digits}f} [{ci['low']:.{digits}f}, {ci['high']:.{digits}f}]"
+
+
+BUDGET = (("data", "image_size"), ("train", "max_epochs"), ("train", "precision"), ("train", "ema_decay"))
+PLAIN_RECIPE = {("model", "freeze_layers"): 15, ("data", "preprocessing"): "paper",
+                ("data", "augmentation"): "paper", ("train", "class_weighted_loss"): False,
+                ("data", "oversample"): False}
+
+
+def _with_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved config with the settings it predates filled in with their defaults."""
+    defaults = to_dict(RunConfig())
+    defaults["train"]["precision"] = "32-true"  # what runs trained at before the setting existed (now "auto")
+    return {section: {**values, **(config.get(section) or {})} for section, values in defaults.items()}
+
+
+def _is_plain(config: dict[str, Any]) -> bool:
+    """The paper recipe: freeze 15, paper preprocessing and augmentation, no imbalance handling."""
+    return all(config[s][k] == v for (s, k), v in PLAIN_RECIPE.items())
+
+
+def _budget(config: dict[str, Any] | None) -> tuple[Any, ...] | None:
+    return None if config is None else tuple(config[s][k] for s, k in BUDGET)
+
+
+def baselines(configs: dict[str, dict[str, Any] | None]) -> dict[str, str]:
+    """variant -> baseline for the patient-wise CVs: a variant is compared with the plain paper
+    recipe (freeze 15, no class weighting or oversampling, paper preprocessing and augmentation)
+    trained at the same resolution, epochs, precision and weight averaging. Without a config, a folder counts as the
+    plain recipe when it is named ``official-freeze-15``."""
+    def plain(name: str, config: dict[str, Any] | None) -> bool:
+        return name == "official-freeze-15" if config is None else _is_plain(config)
+
+    patient_wise = {n: c for n, c in configs.items() if not n.startswith("slice-")}
+    plain_by_budget: dict[Any, str] = {}
+    for name, config in patient_wise.items():
+        if plain(name, config):
+            plain_by_budget.setdefault(_budget(config), name)
+    return {n: plain_by_budget[_budget(c)] for n, c in patient_wise.items()
+            if n not in plain_by_budget.values() and _budget(c) in plain_by_budget}
+
+
+def _recipe_text(config: dict[str, Any] | None) -> str:
+    if config is None:
+        return "?"
+    data, train = config["data"], config["train"]
+    ema = f", EMA {train['ema_decay']}" if train.get("ema_decay") else ""
+    return f"{data['image_size']} px, ≤{train['max_epochs']} epochs, {train['precision']}{ema}"
+
+
+def cv_overview(cv_root: Path) -> tuple[str, str]:
+    """Markdown and HTML summarising every CV under ``cv_root`` (one row per protocol), the
+    leakage inflation (slice-level minus patient-wise) and each patient-wise variant (freeze 30,
+    class weighting, oversampling, robust recipe) against the plain freeze-15 recipe trained at the
+    same resolution, epochs, precision and weight averaging (:func:`baselines`)."""
+    import html
+
+    import yaml
+
+    rows = []
+    summaries = {d.name: json.loads((d / "summary.json").read_text())
+                 for d in sorted(cv_root.glob("*")) if (d / "summary.json").is_file()}
+    if not summaries:
+        return "", ""
+    configs = {n: _with_defaults(yaml.safe_load((cv_root / n / "config.yaml").read_text()))
+               if (cv_root / n / "config.yaml").is_file() else None for n in summaries}
+    for name, s in summaries.items():
+        ci = s["bootstrap_95ci_by_patient"]
+        rows.append([name, _recipe_text(configs[name]), str(s["folds"]),
+                     f"{s['fold_accuracy_mean']:.4f} ± {s['fold_accuracy_std']:.4f}",
+                     *[_ci_text(ci[k]) for k in ("accuracy", "macro_f1", "meningioma_recall", "macro_auc")],
+                     f"{s['patient_level']['accuracy']:.4f}"])
+    header = ["protocol", "training", "folds", "fold accuracy mean ± sd", "accuracy [95% CI]", "macro F1 [95% CI]",
+              "meningioma recall [95% CI]", "macro AUC [95% CI]", "patient-level accuracy"]
+    md = ["## Cross-validation (CIs resample patients)", "", markdown_table(header, rows)]
+    notes = []
+    leak = [(a, b) for a, b in (("slice-freeze-15", "official-freeze-15"),) if {a, b} <= set(summaries)]
+    for a, b in leak:
+        if summaries[a]["folds"] == summaries[b]["folds"] == 5:
+            gap = summaries[a]["pooled"]["accuracy"] - summaries[b]["pooled"]["accuracy"]
+            notes.append(f"Leakage: the same recipe scores {gap * 100:+.2f} points of accuracy with slice-level folds "
+                         f"({a}) than with the official patient-wise folds ({b}).")
+    comparison_rows = []
+    for name, baseline in baselines(configs).items():
+        try:
+            patient_of = patients_by_path(cv_root / name)
+        except (OSError, ValueError):  # the dataset is not here: McNemar only
+            patient_of = None
+        t = compare(cv_root / name, cv_root / baseline, patient_of)
+        a, b = summaries[name]["fold_accuracy"], summaries[baseline]["fold_accuracy"]
+        paired = f"{st.paired_fold_test(a, b):.3g}" if len(a) == len(b) > 1 else "n/a"
+        diffs = [_ci_text({k: 100 * v for k, v in t[f"{m}_difference_95ci_by_patient"].items()}, digits=2)
+                 if f"{m}_difference_95ci_by_patient" in t else "n/a" for m in ("accuracy", "meningioma_recall")]
+        comparison_rows.append([name, baseline, str(t["n"]), f"{t['accuracy_a']:.4f} vs {t['accuracy_b']:.4f}", *diffs,
+                                f"{t['a_right_b_wrong']} / {t['a_wrong_b_right']}", f"{t['p_value']:.3g}", paired])
+    comparison_header = ["variant", "baseline", "slices", "accuracy", "accuracy difference, points [95% CI]",
+                         "meningioma recall difference, points [95% CI]", "right only in variant / only in baseline",
+                         "McNemar p", "paired t-test over folds p"]
+    if comparison_rows:
+        notes.append("Each variant against the plain freeze-15 recipe trained at the same resolution, epochs and "
+                     "precision, on the same test slices. Slices of one patient are not "
+                     "independent, so McNemar's p is optimistic; the CIs resample patients and the t-test pairs "
+                     "the folds.")
+    md += ["", *notes]
+    if comparison_rows:
+        md += ["", markdown_table(comparison_header, comparison_rows)]
+    html_part = ("<h2>Cross-validation (CIs resample patients)</h2>" + _html_table(header, rows)
+                 + "".join(f"<p>{html.escape(n)}</p>" for n in notes)
+                 + (_html_table(comparison_header, comparison_rows) if comparison_rows else ""))
+    return "\n".join(md), html_part
+
+
+def _recipe_name(config: dict[str, Any]) -> str:
+    data, train = config["data"], config["train"]
+    extras = [x for x, on in (("class-weighted", train["class_weighted_loss"]), ("oversampled", data["oversample"]))
+              if on]
+    return ", ".join([f"freeze {config['model']['freeze_layers']}", f"{data['preprocessing']} preprocessing",
+                      f"{data['augmentation']} augmentation", *extras])
+
+
+def paper_split_overview(results_root: Path) -> tuple[str, str]:
+    """Markdown and HTML of every run on the paper split (``results_root/paper-split*/freeze-*``),
+    one row each, and each recipe against the plain freeze-15 recipe trained at the same budget
+    with the same seed: McNemar per seed and, over all the seeds both have, the mean paired
+    difference with a CI resampling patients (:func:`compare_repeats`)."""
+    import html
+
+    import yaml
+
+    runs = {f"{d.parent.name}/{d.name}": d for d in sorted(results_root.glob("paper-split*/freeze-*"))
+            if (d / "metrics.json").is_file() and (d / "config.yaml").is_file()}
+    if not runs:
+        return "", ""
+    configs = {n: _with_defaults(yaml.safe_load((d / "config.yaml").read_text())) for n, d in runs.items()}
+    rows = []
+    for name, d in runs.items():
+        m, c = json.loads((d / "metrics.json").read_text()), configs[name]
+        rows.append([name, _recipe_name(c), _recipe_text(c), str(c["train"]["seed"]), f"{m['accuracy']:.4f}",
+                     f"{m['macro_f1']:.4f}", f"{m['recall']['meningioma']:.4f}"])
+    header = ["run", "recipe", "training", "seed", "test accuracy", "macro F1", "meningioma recall"]
+    plain = {(_budget(c), c["train"]["seed"]): n for n, c in configs.items() if _is_plain(c)}
+    groups: dict[tuple[str, tuple[Any, ...] | None], list[tuple[str, str]]] = {}
+    for name, c in configs.items():
+        baseline = plain.get((_budget(c), c["train"]["seed"]))
+        if baseline is not None and baseline != name:
+            groups.setdefault((_recipe_name(c), _budget(c)), []).append((name, baseline))
+    try:
+        patient_of = patients_by_path(next(iter(runs.values())))
+    except (OSError, ValueError):  # the dataset is not here: no patients to resample
+        patient_of = {}
+    comparison_rows = []
+    for (recipe, _), pairs in groups.items():
+        t = compare_repeats([(runs[a], runs[b]) for a, b in pairs], patient_of)
+        diffs = [_ci_text({k: round(100 * v, 2) + 0.0 for k, v in t[f"mean_{m}_difference_95ci_by_patient"].items()},
+                          digits=2) for m in ("accuracy", "meningioma_recall")]
+        per_seed = "; ".join(f"{p['a_right_b_wrong']} / {p['a_wrong_b_right']}, p = {p['p_value']:.3g}"
+                             for p in t["pairs"])
+        seeds = ", ".join(str(configs[a]["train"]["seed"]) for a, _ in pairs)
+        comparison_rows.append([recipe, _recipe_text(configs[pairs[0][0]]), seeds,
+                                f"{t['mean_accuracy_a']:.4f} vs {t['mean_accuracy_b']:.4f}", *diffs, per_seed])
+    comparison_header = ["recipe", "training", "seeds", "accuracy (mean over seeds) vs plain recipe",
+                         "accuracy difference, points [95% CI]", "meningioma recall difference, points [95% CI]",
+                         "right only in recipe / only in plain recipe, McNemar p (per seed)"]
+    note = ("Each recipe against the plain freeze-15 recipe (paper preprocessing and augmentation) trained at the "
+            "same budget with the same seeds, on the same test slices; differences are means over the seeds, "
+            + ("their CIs resample patients." if patient_of else
+               "their CIs resample slices (the dataset's patient ids were not found)."))
+    md = ["## Paper split: every run", "", markdown_table(header, rows)]
+    html_part = "<h2>Paper split: every run</h2>" + _html_table(header, rows)
+    if comparison_rows:
+        md += ["", note, "", markdown_table(comparison_header, comparison_rows)]
+        html_part += f"<p>{html.escape(note)}</p>" + _html_table(comparison_header, comparison_rows)
+    return "\n".join(md), html_part
