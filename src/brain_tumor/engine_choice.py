@@ -1,0 +1,85 @@
+"""The inference engine and the thread pools chosen for this machine."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from brain_tumor.precision import PrecisionChoice
+
+ENGINES = ("auto", "pytorch", "onnx")
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (affinity and cgroup-pinned sets), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class ThreadChoice:
+    """Threads for PyTorch and ONNX Runtime: one intra-op thread per usable core, one inter-op."""
+
+    intra_op: int
+    inter_op: int
+    reason: str
+
+    def describe(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_threads(requested: int | None = None, cores: int | None = None) -> ThreadChoice:
+    """``requested`` intra-op threads, or one per usable core. Inter-op is 1: a ResNet-50 forward
+    is a chain of big operators, so parallelism inside each one is what pays."""
+    cores = cores or usable_cores()
+    if requested is not None:
+        if requested < 1:
+            raise ValueError("threads must be >= 1")
+        return ThreadChoice(requested, 1, "set explicitly")
+    return ThreadChoice(cores, 1, f"one per usable core ({cores})")
+
+
+def apply_threads(choice: ThreadChoice) -> None:
+    """Set PyTorch's thread pools (the inter-op pool only if it has not started yet)."""
+    torch.set_num_threads(choice.intra_op)
+    try:
+        torch.set_num_interop_threads(choice.inter_op)
+    except RuntimeError:  # already started in this process; harmless
+        pass
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """The inference path: PyTorch at a precision, or an exported ONNX model under ONNX Runtime."""
+
+    engine: str  # pytorch | onnx
+    precision: str  # 32-true | bf16-mixed for PyTorch; int8 | fp32 for ONNX
+    onnx_path: str | None
+    reason: str
+
+    def describe(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_engine(requested: str, precision: PrecisionChoice, onnx_int8: str | None = None,
+                   onnx_fp32: str | None = None) -> EngineChoice:
+    """The fastest available inference path. Measured order on CPUs (``results/bench/speed-*.json``):
+    ONNX Runtime int8 > ONNX Runtime fp32 > PyTorch bf16 (native only) > PyTorch fp32 channels-last.
+    int8 wins with VNNI and also without it (the weights' bandwidth halves), so no CPU flag
+    changes the order; on a GPU PyTorch is used."""
+    if requested not in ENGINES:
+        raise ValueError(f"engine: unknown {requested!r} ({' | '.join(ENGINES)})")
+    torch_choice = EngineChoice("pytorch", precision.precision, None, f"PyTorch, {precision.reason}")
+    if requested == "pytorch" or precision.device == "cuda":
+        return torch_choice
+    for path, kind in ((onnx_int8, "int8"), (onnx_fp32, "fp32")):
+        if path:
+            return EngineChoice("onnx", kind, str(path), f"ONNX Runtime {kind}: the fastest measured CPU path present")
+    if requested == "onnx":
+        raise ValueError("engine onnx: no exported ONNX model found (brain-tumor export -m MODEL)")
+    return torch_choice
