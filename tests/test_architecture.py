@@ -17,8 +17,7 @@ PACKAGE = "brain_tumor"
 MAX_LINES = 300
 # Over MAX_LINES today, to split. This list may only shrink: a module that fits again must leave
 # it, and no module may join it.
-TO_SPLIT = frozenset({
-})
+TO_SPLIT: frozenset[str] = frozenset()
 
 
 def module_files(src: Path = SRC, package: str = PACKAGE) -> dict[str, Path]:
