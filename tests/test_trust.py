@@ -58,6 +58,10 @@ def test_trust_on_a_cv_fold_needs_the_fold(tiny_checkpoint: Path, tmp_path: Path
     (tmp_path / "cv" / "splits.json").write_text(json.dumps(folds))
     run_dir = tmp_path / "cv" / "fold-2"
     run_dir.mkdir()
+    classes = ("glioma", "meningioma", "pituitary")
+    (run_dir / "metrics.json").write_text(json.dumps({
+        "n_test": 3, "accuracy": 0.5, "macro_f1": 0.5, "macro_auc": 0.5, "confusion_matrix": np.eye(3).tolist(),
+        **{k: {c: 0.5 for c in classes} for k in ("precision", "recall", "f1", "auc")}}))
     runner = CliRunner()
     refused = runner.invoke(app, ["trust", "-m", str(ckpt), "--run-dir", str(run_dir)])
     assert refused.exit_code == 2 and "split.json" in refused.output  # no paper split beside a CV fold
