@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from scipy.ndimage import binary_dilation, binary_erosion, binary_fill_holes, gaussian_filter
 
-from brain_tumor.data.erasing import BACKGROUND, Box, box_mask, box_slices
+from brain_tumor.data.erasing import BACKGROUND, Box, box_mask, box_slices, tissue_window
 
 ERASED = -1  # the label of a slice whose tumour was erased: no class is right
 GROW_RANGE = (0.12, 0.3)  # the box is grown by a random share on each side (boxes are rounded to 1%)
@@ -69,20 +69,14 @@ def fill_tissue_patch(image: np.ndarray, mask: np.ndarray, rng: np.random.Genera
     skull and scalp; touching neither ``mask`` nor ``avoid``); None when none fits."""
     ys, xs = np.nonzero(mask)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    ph, pw = y1 - y0, x1 - x0
-    h, w = image.shape
-    blocked = mask | avoid
-    tissue = binary_erosion(binary_fill_holes(image > BACKGROUND), iterations=max(1, h // 16))
-    if ph >= h or pw >= w:
+    tissue = binary_erosion(binary_fill_holes(image > BACKGROUND), iterations=max(1, image.shape[0] // 16))
+    corner = tissue_window(image.shape, (y1 - y0, x1 - x0), mask | avoid, tissue, rng, tries)
+    if corner is None:
         return None
-    for _ in range(tries):
-        y, x = int(rng.integers(h - ph + 1)), int(rng.integers(w - pw + 1))
-        if blocked[y:y + ph, x:x + pw].any() or tissue[y:y + ph, x:x + pw].mean() < 0.9:
-            continue
-        out = image.copy()
-        out[y0:y1, x0:x1] = image[y:y + ph, x:x + pw]
-        return out
-    return None
+    y, x = corner
+    out = image.copy()
+    out[y0:y1, x0:x1] = image[y:y + y1 - y0, x:x + x1 - x0]
+    return out
 
 
 def erase_region(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, avoid: np.ndarray,

@@ -75,6 +75,20 @@ def erase_mirror(image: np.ndarray, box: Box, grow: float = 0.15) -> np.ndarray:
     return out
 
 
+def tissue_window(shape: tuple[int, int], size: tuple[int, int], blocked: np.ndarray, tissue: np.ndarray,
+                  rng: np.random.Generator, tries: int) -> tuple[int, int] | None:
+    """Top-left corner of a random ``size`` window at least 90% on ``tissue`` and touching nothing
+    ``blocked``; None when ``tries`` draws find none."""
+    (h, w), (ph, pw) = shape, size
+    if ph >= h or pw >= w:
+        return None
+    for _ in range(tries):
+        y, x = int(rng.integers(h - ph + 1)), int(rng.integers(w - pw + 1))
+        if not blocked[y:y + ph, x:x + pw].any() and tissue[y:y + ph, x:x + pw].mean() >= 0.9:
+            return y, x
+    return None
+
+
 def erase_tissue_patch(image: np.ndarray, box: Box, grow: float = 0.15, rng: np.random.Generator | None = None,
                        avoid: np.ndarray | None = None, tries: int = 200) -> np.ndarray:
     """The grown box replaced by a same-size patch of head tissue copied from elsewhere in the slice
@@ -82,19 +96,15 @@ def erase_tissue_patch(image: np.ndarray, box: Box, grow: float = 0.15, rng: np.
     Without ``rng`` the patch is chosen by a generator seeded from the box, so it is reproducible."""
     ys, xs = box_slices(box, image.shape, grow)
     ph, pw = ys.stop - ys.start, xs.stop - xs.start
-    h, w = image.shape
     blocked = box_mask(box, image.shape, grow) if avoid is None else box_mask(box, image.shape, grow) | avoid
     rng = rng if rng is not None else np.random.default_rng([round(abs(v) * 1e6) for v in box])
-    tissue = image > BACKGROUND
-    if ph < h and pw < w:
-        for _ in range(tries):
-            y, x = int(rng.integers(h - ph + 1)), int(rng.integers(w - pw + 1))
-            if blocked[y:y + ph, x:x + pw].any() or tissue[y:y + ph, x:x + pw].mean() < 0.9:
-                continue
-            out = image.copy()
-            out[ys, xs] = image[y:y + ph, x:x + pw]
-            return out
-    return erase_box_fill(image, box, grow)
+    corner = tissue_window(image.shape, (ph, pw), blocked, image > BACKGROUND, rng, tries)
+    if corner is None:
+        return erase_box_fill(image, box, grow)
+    y, x = corner
+    out = image.copy()
+    out[ys, xs] = image[y:y + ph, x:x + pw]
+    return out
 
 
 def tumour_on_blank(image: np.ndarray, box: Box, grow: float = 0.15) -> np.ndarray:
