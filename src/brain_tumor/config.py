@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from brain_tumor import atomic
 from brain_tumor.data.preprocess import PIPELINES
 from brain_tumor.hardware import choose_precision, normalise_precision
 from brain_tumor.homes import CHECKOUT_SHARED, default_data_root, default_weights_path
@@ -203,7 +204,4 @@ def portable(config: dict[str, Any], base: Path | None = None) -> dict[str, Any]
 
 def save_config(config: RunConfig, path: str | Path) -> None:
     """Write a config as YAML (atomically), paths relative to the working directory."""
-    path = Path(path)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(portable(to_dict(config)), sort_keys=False))
-    tmp.replace(path)
+    atomic.write_text(path, yaml.safe_dump(portable(to_dict(config)), sort_keys=False))

@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
@@ -20,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from brain_tumor.atomic import atomic_path
 from brain_tumor.data.manifest import load_records
 from brain_tumor.evaluation.external import read_collection
 from brain_tumor.evaluation.no_tumour import (
@@ -47,11 +46,8 @@ def _cached(path: Path, compute: Callable[[], tuple[np.ndarray, np.ndarray, np.n
         with np.load(path, allow_pickle=False) as z:
             return z["features"], z["probs"], z["ok"]
     features, probs, ok = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-    with os.fdopen(fd, "wb") as f:
+    with atomic_path(path, suffix=".npz") as tmp, tmp.open("wb") as f:
         np.savez(f, features=features, probs=probs, ok=ok)
-    os.replace(tmp, path)
     return features, probs, ok
 
 

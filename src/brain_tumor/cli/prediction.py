@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from brain_tumor.atomic import atomic_path
 from brain_tumor.cli.common import (
     CalibrationOpt,
     CheckpointOpt,
@@ -129,10 +130,8 @@ def _write_overlay(predictor, source: str, target: Path) -> Path:  # type: ignor
     path, _, frame = source.partition("#frame")
     image = predictor.to_tensor(read_slice(Path(path), frame=int(frame) if frame else None))
     cam = grad_cam(predictor.network, predictor.normalize, image[None])[0]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp.png")
-    Image.fromarray(overlay(image[0].numpy(), cam)).save(tmp)
-    tmp.replace(target)
+    with atomic_path(target, suffix=".png") as tmp:
+        Image.fromarray(overlay(image[0].numpy(), cam)).save(tmp)
     return target
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from brain_tumor.atomic import atomic_path
 from brain_tumor.data.imageio import ImageReadError, read_slice
 from brain_tumor.data.manifest import Record
 from brain_tumor.data.preprocess import PIPELINE_VERSIONS, prepare_slice
@@ -60,9 +60,6 @@ def cached_images(records: list[Record], size: int, cache_dir: str | Path | None
         except Exception as exc:  # noqa: BLE001  (unpickling, zip and torch errors alike)
             log.warning("%s: unreadable image cache, rebuilding it (%s)", path, str(exc).splitlines()[0][:120])
     images, kept = decode_all(records, size, pipeline)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
-    os.close(fd)
-    torch.save({"images": images, "kept": torch.tensor(kept)}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"images": images, "kept": torch.tensor(kept)}, tmp)
     return images, kept

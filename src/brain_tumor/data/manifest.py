@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from brain_tumor.atomic import atomic_path
 from brain_tumor.data.figshare_mat import MatFormatError, mask_to_box, read_cjdata, read_cvind
 from brain_tumor.data.imageio import IMAGE_SUFFIXES, to_unit_range
 
@@ -88,12 +88,10 @@ def write_manifest(records: list[Record], root: str | Path) -> Path:
         box = r.box or ("", "", "", "")
         rel = os.path.relpath(r.path, root)
         rows.append([r.index, r.label, rel, r.patient_id or "", r.cv_fold or "", *box])
-    fd, tmp = tempfile.mkstemp(dir=root, suffix=".csv.tmp")
-    with os.fdopen(fd, "w", newline="") as f:
+    with atomic_path(root / "manifest.csv") as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(FIELDS)
         writer.writerows(rows)
-    os.replace(tmp, root / "manifest.csv")
     return root / "manifest.csv"
 
 

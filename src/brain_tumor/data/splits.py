@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from brain_tumor.atomic import write_json
 
 # the paper's test set: 286 glioma, 142 meningioma, 186 pituitary (614 of 3064)
 PAPER_TEST_COUNTS: dict[str, int] = {"glioma": 286, "meningioma": 142, "pituitary": 186}
@@ -80,12 +80,7 @@ def assert_disjoint(split: Split, groups: Sequence[str | None] | None = None) ->
 
 def save_split(split: Split, path: str | Path) -> None:
     """Atomically write a split as JSON."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(asdict(split), f)
-    os.replace(tmp, path)
+    write_json(asdict(split), path, indent=None)
 
 
 def load_split(path: str | Path, fold: int | None = None) -> Split:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import csv
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from brain_tumor import atomic
 from brain_tumor.evaluation.metrics import classification_metrics, roc_curves
 from brain_tumor.evaluation.plots import plot_confusion_matrix, plot_history, plot_roc
 from brain_tumor.evaluation.predictions import predict_probabilities
@@ -20,13 +18,8 @@ from brain_tumor.training.checkpoint import load_model_checkpoint
 
 
 def write_json(data: dict[str, Any], path: Path) -> Path:
-    """Atomic JSON write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
-    return path
+    """Atomic JSON write (:func:`brain_tumor.atomic.write_json`)."""
+    return atomic.write_json(data, path)
 
 
 def history_parts(metrics_csv: Path) -> list[Path]:

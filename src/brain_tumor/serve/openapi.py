@@ -10,6 +10,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from brain_tumor.atomic import write_text
+
 
 def openapi_document(app: FastAPI) -> dict[str, Any]:
     """The app's OpenAPI document as plain JSON data (independent of the loaded model)."""
@@ -35,10 +37,7 @@ def main(argv: list[str]) -> None:
             class_names=["glioma", "meningioma", "pituitary"], preprocessing=preprocessing_for("keras", 64),
             config=to_dict(RunConfig()), epoch=0, metrics={})
         document = openapi_document(create_app(ServiceSettings(checkpoint)))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_suffix(".tmp")
-    tmp_out.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
-    tmp_out.replace(out)
+    write_text(out, json.dumps(document, indent=2, sort_keys=True) + "\n")
     print(f"wrote {out}")
 
 
