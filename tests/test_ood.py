@@ -39,12 +39,15 @@ def test_refuse_set_has_every_kind() -> None:
 def test_fit_ood_stores_flag_used_by_predictions(tiny_checkpoint: Path, tmp_path: Path) -> None:
     import shutil
 
+    from brain_tumor.onnx_runtime import file_sha256
     from brain_tumor.robustness import fit_ood
 
     checkpoint = Path(shutil.copy(tiny_checkpoint, tmp_path / "model.pt"))
+    before = file_sha256(checkpoint)
     rng = np.random.default_rng(0)
     images = torch.from_numpy(np.stack([synthetic_slice(rng, i % 3, 64) for i in range(60)])).unsqueeze(1)
     result = fit_ood(checkpoint, images, list(range(40)), list(range(40, 50)), list(range(50, 60)), tmp_path, 0.1, 3)
+    assert file_sha256(checkpoint) == before and (tmp_path / "ood_bank.safetensors").is_file()
     assert (tmp_path / "ood.json").is_file() and (tmp_path / "ood.md").is_file()
     assert set(result["flag_rates"]["knn"]) >= {"val", "test", "blank", "noise", "all_must_refuse"}
     predictor = Predictor.from_checkpoint(checkpoint)
@@ -53,3 +56,20 @@ def test_fit_ood_stores_flag_used_by_predictions(tiny_checkpoint: Path, tmp_path
     assert "ood_score" in row and isinstance(row["out_of_distribution"], bool)
     if row["out_of_distribution"]:
         assert row["refer"]
+
+
+def test_an_ood_bank_of_another_checkpoint_is_ignored(tiny_checkpoint: Path, tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    import shutil
+
+    from brain_tumor.training.checkpoint import read_checkpoint, write_ood_companion
+
+    checkpoint = Path(shutil.copy(tiny_checkpoint, tmp_path / "model.pt"))
+    write_ood_companion(checkpoint, torch.randn(5, 8), method="knn-cosine", k=3, threshold=0.25, flag_rate_on_val=0.05)
+    ood = read_checkpoint(checkpoint)["ood"]
+    assert ood["k"] == 3 and ood["threshold"] == 0.25 and tuple(ood["bank"].shape) == (5, 8)
+    payload = torch.load(checkpoint, weights_only=True)
+    payload["epoch"] = 99  # another checkpoint in the same folder: the bank is not its own
+    torch.save(payload, checkpoint)
+    assert read_checkpoint(checkpoint)["ood"] is None
+    assert "fitted on another checkpoint" in caplog.text

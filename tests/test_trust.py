@@ -10,6 +10,8 @@ import torch
 
 from brain_tumor.evaluation.trust import run_trust
 from brain_tumor.inference import Predictor
+from brain_tumor.model_loading import load_predictor
+from brain_tumor.onnx_runtime import file_sha256
 from tests.conftest import synthetic_slice
 
 
@@ -27,11 +29,33 @@ def test_run_trust_writes_everything(tiny_checkpoint: Path, tmp_path: Path) -> N
                **{k: {c: 0.5 for c in classes} for k in ("precision", "recall", "f1", "auc")}}
     run_dir.mkdir()
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    before = file_sha256(ckpt)
     result = run_trust(ckpt, run_dir, images, labels, boxes, list(range(12)), list(range(12, 24)))
     assert result["calibration"]["temperature"] > 0
     assert (run_dir / "trust" / "reliability.png").is_file() and (run_dir / "trust" / "model_card.md").is_file()
     assert "Not for diagnosis" in (run_dir / "trust" / "model_card.md").read_text()
-    assert Predictor.from_checkpoint(ckpt).temperature == result["calibration"]["temperature"]
+    assert file_sha256(ckpt) == before  # the checkpoint is never rewritten
+    assert Predictor.from_checkpoint(ckpt).temperature == 1.0
+    predictor = load_predictor(ckpt, engine="pytorch")  # finds the calibration.json written beside it
+    assert predictor.temperature == pytest.approx(result["calibration"]["temperature"])
+    assert predictor.refer_threshold == pytest.approx(result["calibration"]["refer_threshold"])
+    assert predictor.conformal is not None and predictor.calibration_source == str(tmp_path / "calibration.json")
+    assert json.loads((run_dir / "trust" / "calibration.json").read_text())["fitted_on"]["source"] == "validation"
+
+
+@pytest.mark.slow
+def test_trust_keeps_an_out_of_fold_calibration_beside_the_model(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    ckpt = Path(shutil.copy(tiny_checkpoint, tmp_path / "model.pt"))
+    rng = np.random.default_rng(1)
+    labels = torch.tensor([i % 3 for i in range(24)])
+    images = torch.from_numpy(np.stack([synthetic_slice(rng, int(k), 64) for k in labels])).unsqueeze(1)
+    run_trust(ckpt, tmp_path / "run", images, labels, [None] * 24, list(range(12)), list(range(12, 24)))
+    beside = json.loads((tmp_path / "calibration.json").read_text())
+    beside["fitted_on"] = {"source": "results/cv/some-recipe", "n_slices": 3064}
+    beside["temperature"] = 1.2345
+    (tmp_path / "calibration.json").write_text(json.dumps(beside))
+    run_trust(ckpt, tmp_path / "run", images, labels, [None] * 24, list(range(12)), list(range(12, 24)))
+    assert json.loads((tmp_path / "calibration.json").read_text())["temperature"] == 1.2345
 
 
 @pytest.mark.slow

@@ -108,7 +108,7 @@ def run_shortcut_test(checkpoints: dict[str, Path], paths: list[str], labels: np
         predictor = load_predictor(checkpoint, calibration=calibration, gate=gate)
         answers = {m: predict_images(predictor, ims) for m, ims in tqdm(variants.items(), desc=name, unit="method")}
         referral = ("confidence threshold" + (f" from {predictor.calibration_source}" if predictor.calibration_source
-                                              else " in the checkpoint")
+                                              else " stored in the checkpoint")
                     if predictor.refer_threshold is not None else "no confidence threshold") + \
                    (", OOD flag" if predictor.ood is not None else ", no OOD flag") + \
                    (f", no-tumour gate {predictor.compute.get('gate')}" if predictor.gate is not None else

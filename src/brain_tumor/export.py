@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torchvision.models import ResNet
 
+from brain_tumor.atomic import atomic_path
 from brain_tumor.inference import Predictor
 from brain_tumor.onnx_runtime import FINGERPRINT_KEY, OnnxPredictor, file_sha256
 from brain_tumor.transforms import Normalize
@@ -49,9 +50,8 @@ def stamp_fingerprint(onnx_path: str | Path, checkpoint: str | Path) -> None:
     del model.metadata_props[:]
     entry = model.metadata_props.add()
     entry.key, entry.value = FINGERPRINT_KEY, file_sha256(checkpoint)
-    tmp = Path(onnx_path).with_suffix(".tmp")
-    onnx.save(model, str(tmp))
-    tmp.replace(onnx_path)
+    with atomic_path(onnx_path, suffix=".onnx") as tmp:
+        onnx.save(model, str(tmp))
 
 
 def export_onnx(checkpoint: str | Path, output: str | Path, opset: int = 17) -> Path:
@@ -62,13 +62,12 @@ def export_onnx(checkpoint: str | Path, output: str | Path, opset: int = 17) -> 
     size = predictor.preprocessing.image_size
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_suffix(".partial.onnx")
-    torch.onnx.export(wrapper, (torch.rand(1, 1, size, size),), str(tmp), input_names=["image"],
-                      output_names=["logits", "features"],
-                      dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},
-                      opset_version=opset, dynamo=False)
-    stamp_fingerprint(tmp, checkpoint)
-    tmp.replace(output)
+    with atomic_path(output, suffix=".onnx") as tmp:
+        torch.onnx.export(wrapper, (torch.rand(1, 1, size, size),), str(tmp), input_names=["image"],
+                          output_names=["logits", "features"],
+                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},
+                          opset_version=opset, dynamo=False)
+        stamp_fingerprint(tmp, checkpoint)
     return output
 
 
@@ -121,9 +120,10 @@ def quantize_int8(fp32_onnx: str | Path, output: str | Path, calibration_uint8: 
     return output
 
 
-def default_model_card(meta: dict[str, Any], shortcut: dict[str, Any] | None = None) -> str:
+def default_model_card(meta: dict[str, Any], shortcut: dict[str, Any] | None = None,
+                       calibration: dict[str, Any] | None = None) -> str:
     """A model card from what the checkpoint says about itself and, if given, its entry of the
-    shortcut benchmark (``trust`` writes a fuller card)."""
+    shortcut benchmark and the ``calibration.json`` that goes with it (``trust`` writes a fuller card)."""
     from brain_tumor.evaluation.model_card import shortcut_section
 
     recipe = meta.get("config", {})
@@ -151,8 +151,18 @@ up to {train.get('max_epochs')} epochs at {train.get('precision')}, counterfactu
 Metrics stored with the weights:
 {metrics}
 
-Calibration: {meta.get('calibration') or 'none (run brain-tumor trust on the checkpoint, then export again)'}.
+Calibration: {_calibration_line(calibration or meta.get('calibration'))}.
 """
+
+
+def _calibration_line(calibration: dict[str, Any] | None) -> str:
+    if not calibration:
+        return "none (run brain-tumor calibrate on a CV of this recipe, or trust on the checkpoint, then export again)"
+    fitted = calibration.get("fitted_on") or {}
+    where = f", fitted on {fitted.get('n_slices')} slices ({fitted.get('protocol')})" if fitted else ""
+    return (f"temperature {calibration.get('temperature'):.3f}, referral threshold "
+            f"{calibration.get('refer_threshold'):.3f} for {calibration.get('target_risk', 0.02):.0%} error "
+            f"among answered slices{where}")
 
 
 def export_package(checkpoint: str | Path, out_dir: str | Path, model_card: str | Path | None = None) -> Path:
@@ -165,6 +175,7 @@ def export_package(checkpoint: str | Path, out_dir: str | Path, model_card: str 
 
     from safetensors.torch import save_file
 
+    from brain_tumor.calibration_file import load_calibration
     from brain_tumor.environment import describe_environment
     from brain_tumor.model_loading import find_beside, find_exports, shortcut_for
     from brain_tumor.package import PACKAGE_FORMAT, write_sums
@@ -191,7 +202,9 @@ def export_package(checkpoint: str | Path, out_dir: str | Path, model_card: str 
                                    "packages": {k: env["packages"].get(k) for k in ("torch", "torchvision")}},
                           "data": {"root": Path(str(payload.get("config", {}).get("data", {}).get("root", ""))).name}}}
     (tmp / "config.json").write_text(json.dumps(config, indent=2, default=float))
-    card = Path(model_card).read_text() if model_card else default_model_card(payload, shortcut_for(checkpoint))
+    beside = find_beside(checkpoint, "calibration.json")
+    card = Path(model_card).read_text() if model_card else default_model_card(
+        payload, shortcut_for(checkpoint), load_calibration(beside) if beside else None)
     (tmp / "model_card.md").write_text(card)
     for source in find_exports(checkpoint):
         if source:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from brain_tumor.atomic import atomic_path
 from brain_tumor.data.imageio import read_slice
 from brain_tumor.data.preprocess import head_box, prepare_slice, robust_slice
 from brain_tumor.evaluation.plots import plot_shift, plot_steps
@@ -86,13 +87,11 @@ def write_shift_predictions(predictions: dict[str, dict[str, np.ndarray]], paths
     import csv
 
     keys = [(model, key) for model, columns in predictions.items() for key in columns]
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "patient_id", "label", *(f"{m}/{k}" for m, k in keys)])
         for i, (p, g, y) in enumerate(zip(paths, groups, labels)):
             writer.writerow([p, g, int(y), *(int(predictions[m][k][i]) for m, k in keys)])
-    tmp.replace(path)
 
 
 def _ci(point_low_high: list[float] | tuple[float, float, float]) -> str:
@@ -157,10 +156,11 @@ def embed_all(predictor: Predictor, images: torch.Tensor, batch: int = 64) -> tu
 
 def fit_ood(checkpoint: Path, images: torch.Tensor, train: list[int], val: list[int], test: list[int],
             out_dir: Path, flag_rate: float = 0.05, k: int = 10) -> dict[str, Any]:
-    """Fit the kNN OOD detector on training features, set its threshold on validation, store it in
-    the checkpoint, and measure flag rates on the test slices and on images it must refuse."""
+    """Fit the kNN OOD detector on training features, set its threshold on validation, store it
+    beside the checkpoint (``ood_bank.safetensors``; the checkpoint is not rewritten), and measure
+    flag rates on the test slices and on images it must refuse."""
     from brain_tumor.evaluation.ood import energy_scores, knn_scores, make_bank, refuse_set, threshold_for_rate
-    from brain_tumor.training.checkpoint import set_checkpoint_entry
+    from brain_tumor.training.checkpoint import write_ood_companion
 
     predictor = Predictor.from_checkpoint(checkpoint)
     bank = make_bank(embed_all(predictor, images[train])[0])
@@ -177,8 +177,8 @@ def fit_ood(checkpoint: Path, images: torch.Tensor, train: list[int], val: list[
     for m in rates:
         refused = np.concatenate([scores[n][m] for n in refuse_kinds])
         rates[m]["all_must_refuse"] = float((refused > thresholds[m]).mean())
-    set_checkpoint_entry(checkpoint, "ood", {"method": "knn-cosine", "bank": bank, "k": k,
-                                             "threshold": thresholds["knn"], "flag_rate_on_val": flag_rate})
+    write_ood_companion(checkpoint, bank, method="knn-cosine", k=k, threshold=thresholds["knn"],
+                        flag_rate_on_val=flag_rate)
     result = {"checkpoint": str(checkpoint), "k": k, "bank_size": len(bank), "target_flag_rate_val": flag_rate,
               "thresholds": thresholds, "flag_rates": rates,
               "counts": {n: len(s["knn"]) for n, s in scores.items()}}

@@ -20,7 +20,7 @@ def trust(
     tolerance_px: Annotated[int, typer.Option(help="Pointing-game tolerance around the box.")] = 15,
 ) -> None:
     """Calibrate (temperature on validation), choose the refer threshold, score Grad-CAM against
-    tumour boxes on test, store calibration in the checkpoint and write the model card.
+    tumour boxes on test, write calibration.json (beside the model too) and the model card.
 
     Example: brain-tumor trust -m runs/paper-split/freeze-15/model.pt --run-dir runs/paper-split/report/freeze-15
     (a CV fold: -m runs/cv/fold-1/model.pt --run-dir results/cv/NAME/fold-1 --fold 1)
@@ -123,7 +123,7 @@ def ood(
     k: Annotated[int, typer.Option(help="Neighbour whose distance is the score.")] = 10,
 ) -> None:
     """Fit the out-of-distribution flag (kNN distance in feature space) on the training slices, set its
-    threshold on validation, store it in the checkpoint, and report flag rates.
+    threshold on validation, store it beside the checkpoint (ood_bank.safetensors), and report flag rates.
 
     Example: brain-tumor ood -m runs/train/model.pt --split runs/train/report/split.json
     """

@@ -82,18 +82,19 @@ def run_trust(checkpoint: Path, run_dir: Path, images: torch.Tensor, labels: tor
               boxes: list[tuple[float, float, float, float] | None], val: list[int], test: list[int],
               target_risk: float = 0.02, tolerance_px: int = 15, protocol: str | None = None) -> dict[str, Any]:
     """Calibrate and choose the referral threshold on ``val``; measure on ``test``; Grad-CAM;
-    store calibration in the checkpoint; write ``trust.json`` and ``model_card.md`` (``protocol``:
-    how test was split from training, default the paper's slice-level split; the context shortcut
-    from a ``shortcut.json`` beside the model measured on it, if any)."""
+    write ``trust.json``, ``model_card.md`` and the calibration (``calibration.json``, also beside
+    the model unless one fitted out of fold is there; see :func:`save_calibration`). The
+    checkpoint is never rewritten. ``protocol``: how test was split from training, default the
+    paper's slice-level split; the context shortcut comes from a ``shortcut.json`` beside the
+    model measured on it, if any."""
     import json
 
     from brain_tumor.evaluation.model_card import model_card
     from brain_tumor.evaluation.run_eval import write_json
     from brain_tumor.model_loading import shortcut_for
-    from brain_tumor.training.checkpoint import set_checkpoint_calibration
 
     predictor = Predictor.from_checkpoint(checkpoint)
-    shortcut = shortcut_for(checkpoint)  # before the calibration is written into the checkpoint
+    shortcut = shortcut_for(checkpoint)
     out_dir = run_dir / "trust"
     out_dir.mkdir(parents=True, exist_ok=True)
     y = labels.numpy()
@@ -104,12 +105,56 @@ def run_trust(checkpoint: Path, run_dir: Path, images: torch.Tensor, labels: tor
                                        tolerance_px)
     trust = {"calibration": calibration, "localisation": localisation}
     write_json(trust, out_dir / "trust.json")
-    set_checkpoint_calibration(checkpoint, {"temperature": calibration["temperature"],
-                                            "refer_threshold": calibration["refer_threshold"],
-                                            "target_risk": target_risk})
+    save_calibration(checkpoint, predictor, val_logits, y[val], calibration, out_dir)
     metrics_path = run_dir / "metrics.json"
     if metrics_path.is_file():
         metrics = json.loads(metrics_path.read_text())
         metrics["image_size"] = predictor.preprocessing.image_size
         (out_dir / "model_card.md").write_text(model_card(run_dir.name, metrics, trust, protocol, shortcut))
     return trust
+
+
+def save_calibration(checkpoint: Path, predictor: Predictor, val_logits: np.ndarray, val_labels: np.ndarray,
+                     calibration: dict[str, Any], out_dir: Path, confidence: float = 0.95) -> Path | None:
+    """Write the validation calibration as a ``calibration.json`` (temperature, referral threshold,
+    conformal sets at ``confidence``) into ``out_dir`` and beside the model, where ``predict``,
+    ``evaluate`` and ``serve`` find it. One already beside the model that was fitted on a CV's
+    out-of-fold predictions (``brain-tumor calibrate``: thousands of slices, not a few hundred)
+    is kept. Returns the file beside the model, or None where none was written there."""
+    import logging
+
+    from brain_tumor.atomic import write_json
+    from brain_tumor.calibration_file import CALIBRATION_FORMAT, load_calibration
+    from brain_tumor.config import recipe_fingerprint
+    from brain_tumor.evaluation.conformal import ConformalSets
+    from brain_tumor.model_loading import model_folder
+    from brain_tumor.package import is_package
+
+    log = logging.getLogger(__name__)
+    scaled = cal.softmax(val_logits, calibration["temperature"])
+    by_class = len(np.unique(val_labels)) == scaled.shape[1]  # class-conditional sets need every class
+    data = {"format": CALIBRATION_FORMAT, "class_names": list(predictor.class_names),
+            "image_size": predictor.preprocessing.image_size,
+            "fitted_on": {"source": "validation", "n_slices": int(len(val_labels)),
+                          "protocol": "the validation slices of this model's own training run"},
+            "temperature": float(calibration["temperature"]), "refer_threshold": float(calibration["refer_threshold"]),
+            "target_risk": float(calibration["target_risk"]), "confidence": confidence,
+            "conformal": ConformalSets.fit(scaled, val_labels, by_class).to_dict(),
+            "recipe": recipe_fingerprint(predictor.recipe or {})}
+    write_json(data, out_dir / "calibration.json")
+    folder = model_folder(checkpoint)
+    if is_package(folder):
+        log.info("%s is a model package (read-only): calibration written to %s only", folder, out_dir)
+        return None
+    beside = folder / "calibration.json"
+    if beside.is_file():
+        try:
+            source = (load_calibration(beside).get("fitted_on") or {}).get("source")
+        except ValueError:
+            source = "validation"  # an unreadable file is replaced
+        if source != "validation":
+            log.warning("%s: kept (fitted on %s); this run's validation calibration is in %s", beside, source,
+                        out_dir / "calibration.json")
+            return None
+    write_json(data, beside)
+    return beside

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
+import logging
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +11,12 @@ import torch
 from torch import nn
 from torchvision.models import ResNet, resnet50
 
+from brain_tumor.atomic import atomic_path
 from brain_tumor.model.backbone import Preprocessing, make_resnet50_v1
 from brain_tumor.package import PackageError, is_package, read_package, resolve_reference
 
 FORMAT = "brain-tumor-checkpoint/1"
+log = logging.getLogger(__name__)
 
 
 def build_network(architecture: str, num_classes: int) -> ResNet:
@@ -53,10 +54,8 @@ def save_model_checkpoint(path: str | Path, network: nn.Module, *, architecture:
         "epoch": epoch,
         "metrics": metrics,
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 
@@ -90,6 +89,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a brain-tumor checkpoint")
     check_description(payload, path)
+    if payload.get("ood") is None:  # checkpoints written before the detector moved beside them hold it inside
+        payload["ood"] = read_ood_companion(path)
     return payload
 
 
@@ -139,21 +140,51 @@ def load_model_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     return network.eval(), meta
 
 
-def set_checkpoint_calibration(path: str | Path, calibration: dict[str, float]) -> None:
-    """Store temperature and referral threshold inside a checkpoint (atomic rewrite)."""
-    set_checkpoint_entry(path, "calibration", {k: float(v) for k, v in calibration.items()})
+OOD_COMPANION = "ood_bank.safetensors"
+OOD_FORMAT = "brain-tumor-ood/1"
 
 
-def set_checkpoint_entry(path: str | Path, key: str, value: Any) -> None:
-    """Store ``value`` (tensors, numbers, strings, containers of them) under ``key`` (atomic rewrite)."""
-    if key in ("format", "state_dict", "architecture", "class_names", "preprocessing"):
-        raise ValueError(f"{key!r} describes the model and cannot be replaced")
-    path = Path(path)
+def write_ood_companion(checkpoint: str | Path, bank: torch.Tensor, *, method: str, k: int, threshold: float,
+                        flag_rate_on_val: float) -> Path:
+    """Store an OOD detector beside a checkpoint (``ood_bank.safetensors``: the bank, and its
+    settings and the checkpoint's SHA-256 as metadata); the checkpoint itself is never rewritten,
+    so its hash, and every file matched to it (ONNX exports, gate, shortcut figures), stays valid."""
+    from safetensors.torch import save_file
+
+    from brain_tumor.onnx_runtime import file_sha256
+
+    path = Path(checkpoint)
     if path.is_dir():
         raise CheckpointError(f"{path}: a model package is read-only; run this on its checkpoint and export again")
-    payload = read_checkpoint(path)
-    payload[key] = value
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    metadata = {"format": OOD_FORMAT, "model_sha256": file_sha256(path), "method": method, "k": str(k),
+                "threshold": repr(float(threshold)), "flag_rate_on_val": repr(float(flag_rate_on_val))}
+    target = path.parent / OOD_COMPANION
+    with atomic_path(target, suffix=".safetensors") as tmp:
+        save_file({"bank": bank.detach().cpu().contiguous()}, str(tmp), metadata=metadata)
+    return target
+
+
+def read_ood_companion(checkpoint: Path) -> dict[str, Any] | None:
+    """The OOD detector stored beside ``checkpoint`` for exactly this file, or None (absent, or
+    fitted on another checkpoint: then ignored with a warning)."""
+    from safetensors import safe_open
+
+    from brain_tumor.onnx_runtime import file_sha256
+
+    path = checkpoint.parent / OOD_COMPANION
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta, bank = f.metadata() or {}, f.get_tensor("bank")
+        if meta.get("format") != OOD_FORMAT:
+            raise ValueError(f"format {meta.get('format')!r}")
+        ood = {"method": meta["method"], "bank": bank, "k": int(meta["k"]), "threshold": float(meta["threshold"]),
+               "flag_rate_on_val": float(meta["flag_rate_on_val"])}
+    except Exception as exc:  # noqa: BLE001  (safetensors raises its own types)
+        log.warning("%s: unreadable OOD detector, ignored (%s)", path, str(exc).splitlines()[0] if str(exc) else exc)
+        return None
+    if meta.get("model_sha256") != file_sha256(checkpoint):
+        log.warning("%s: fitted on another checkpoint than %s, ignored", path, checkpoint.name)
+        return None
+    return ood
