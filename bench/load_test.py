@@ -20,6 +20,8 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from brain_tumor.atomic import write_json  # noqa: E402
+from brain_tumor.config import portable_path  # noqa: E402
 from brain_tumor.environment import describe_environment  # noqa: E402
 
 
@@ -91,13 +93,14 @@ def main() -> None:
         server.terminate()
         server.wait(10)
     parts = "upload, decode, resize, micro-batched predict" + (", Grad-CAM, PNG encoding" if args.explain else "")
-    result.update({"image": args.image.name, "image_bytes": len(payload), "checkpoint": str(args.checkpoint),
+    engine = compute.get("engine") or {}
+    if engine.get("onnx_path"):  # the service reports where its export lies; results name no machine's folders
+        engine["onnx_path"] = portable_path(engine["onnx_path"])
+    result.update({"image": args.image.name, "image_bytes": len(payload), "checkpoint": portable_path(args.checkpoint),
                    "includes": parts, "serve_args": args.serve_arg, "compute": compute,
                    "environment": describe_environment()})
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(args.output)
+    write_json(result, args.output)
     print(json.dumps({k: result[k] for k in ("errors", "throughput_rps", "latency_ms")}, indent=2))
 
 

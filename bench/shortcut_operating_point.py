@@ -78,7 +78,7 @@ def main() -> None:
     models = dict(item.split("=", 1) for item in args.checkpoint)
     checkpoint = torch.load(next(iter(models.values())), map_location="cpu", weights_only=True)
     records = load_records(checkpoint["config"]["data"]["root"])
-    patient_of = {r.path: r.patient_id or r.path for r in records}
+    patient_of = {r.result_name: r.patient_id or r.result_name for r in records}
     split = load_split(args.split, args.fold)
     val_paths = [records[i].path for i in split.val]
     classes = list(checkpoint["class_names"])

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from brain_tumor.config import portable_path  # noqa: E402
 from brain_tumor.environment import describe_environment  # noqa: E402
 from brain_tumor.model import forward_fp32_stem  # noqa: E402
 
@@ -179,8 +180,8 @@ def fast_path_accuracy(checkpoint: Path, splits_file: Path, fold: int, out_dir: 
     torch_fp32 = Predictor.from_checkpoint(checkpoint)
     torch_bf16 = load_predictor(checkpoint, "bf16", "pytorch")
     ort_fp32, ort_int8 = OnnxPredictor(models["fp32"]), OnnxPredictor(models["int8"])
-    result: dict[str, object] = {"checkpoint": str(checkpoint), "splits": str(splits_file), "fold": fold,
-                                 "image_size": size, "n_test": len(test)}
+    result: dict[str, object] = {"checkpoint": portable_path(checkpoint), "splits": portable_path(splits_file),
+                                 "fold": fold, "image_size": size, "n_test": len(test)}
     result["accuracy"] = {
         "pytorch_fp32": accuracy(lambda b: torch_fp32.logits(b).numpy()),
         "pytorch_bf16_autocast": accuracy(lambda b: torch_bf16.logits(b).numpy()),

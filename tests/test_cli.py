@@ -53,6 +53,9 @@ def test_train_then_evaluate(class_folder_dataset: Path, tmp_path: Path) -> None
     assert record["data"]["n_test"] == metrics["n_test"]
     assert record["checkpoint"]["file"] == "model.pt" and len(record["checkpoint"]["sha256"]) == 64
     assert str(tmp_path) not in json.dumps(record)  # relative names only
+    names = [line.split(",")[0] for line in (results / "test_predictions.csv").read_text().splitlines()[1:]]
+    assert len(names) == metrics["n_test"]  # slices named relative to the dataset root, not by this machine's path
+    assert all(not Path(n).is_absolute() and (class_folder_dataset / n).is_file() for n in names)
     network, meta = load_model_checkpoint(work / "model.pt")
     assert meta["class_names"] == ["glioma", "meningioma", "pituitary"] and meta["architecture"] == "resnet50-v1"
     assert meta["config"]["model"]["freeze_layers"] == 30

@@ -22,6 +22,9 @@ def test_class_folders_with_spelling_variants(class_folder_dataset: Path) -> Non
     records = load_records(class_folder_dataset)
     assert Counter(r.label for r in records) == {"glioma": 12, "meningioma": 12, "pituitary": 12}
     assert all(Path(r.path).is_absolute() for r in records)
+    # results name a slice relative to the dataset root, whichever folder the dataset lies in
+    assert all(Path(r.path) == (class_folder_dataset / r.name).resolve() for r in records)
+    assert not any(Path(r.name).is_absolute() or str(class_folder_dataset) in r.result_name for r in records)
 
 
 def test_wrong_layouts(tmp_path: Path) -> None:
@@ -46,3 +49,15 @@ def test_real_manifest() -> None:
     assert Counter(r.label for r in records) == {"glioma": 1426, "meningioma": 708, "pituitary": 930}
     assert len({r.patient_id for r in records}) == 233
     assert all(r.cv_fold in range(1, 6) and r.box is not None for r in records)
+    assert all(r.name == f"{r.label}/{r.index}.jpg" for r in records)
+
+
+def test_committed_results_name_no_machine_folder() -> None:
+    """Prediction CSVs and configs under results/ are portable: no absolute paths."""
+    import re
+
+    results = Path(__file__).resolve().parents[1] / "results"
+    absolute = re.compile(r"(^|[,\s\"'])(/(work|home|root|tmp|Users|mnt)/)", re.MULTILINE)
+    offenders = [str(p.relative_to(results)) for p in results.rglob("*")
+                 if p.suffix in (".csv", ".yaml", ".json") and absolute.search(p.read_text(errors="ignore"))]
+    assert offenders == []

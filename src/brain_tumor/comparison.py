@@ -85,9 +85,10 @@ def _predictions_by_path(run: Path) -> dict[str, tuple[int, np.ndarray]]:
 
 
 def patients_by_path(cv_dir: Path) -> dict[str, str]:
-    """path -> patient id for the dataset a CV folder was run on (from its config.yaml)."""
+    """Slice name (as results write it) -> patient id for the dataset a CV folder was run on (from
+    its config.yaml)."""
     from brain_tumor.config import load_config
     from brain_tumor.data.manifest import load_records
 
     records = load_records(load_config(cv_dir / "config.yaml").data.root)
-    return {r.path: r.patient_id or str(r.index) for r in records}
+    return {r.result_name: r.patient_id or str(r.index) for r in records}

@@ -190,6 +190,12 @@ def recipe_fingerprint(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def portable_path(path: str | Path, base: Path | None = None) -> str:
+    """``path`` relative to ``base`` (default the working directory), as results record files, so
+    that they name no machine's folders."""
+    return os.path.relpath(Path(path).resolve(), (base or Path.cwd()).resolve())
+
+
 def portable(config: dict[str, Any], base: Path | None = None) -> dict[str, Any]:
     """The config with its file paths relative to ``base`` (the working directory the command ran
     in, e.g. the repository root), so a committed config names no machine's folders."""
@@ -198,7 +204,7 @@ def portable(config: dict[str, Any], base: Path | None = None) -> dict[str, Any]
     for section, key in PATH_SETTINGS:
         value = out.get(section, {}).get(key)
         if isinstance(value, str) and os.path.isabs(value):
-            out[section][key] = os.path.relpath(value, base)
+            out[section][key] = portable_path(value, base)
     return out
 
 

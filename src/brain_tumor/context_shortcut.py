@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from brain_tumor.atomic import atomic_path
+from brain_tumor.config import portable_path
 from brain_tumor.data.erasing import ERASERS, ISOLATORS, Box
 from brain_tumor.data.imageio import read_slice
 from brain_tumor.evaluation.report import markdown_table
@@ -97,13 +99,14 @@ def shortcut_markdown(results: dict[str, Any], class_names: list[str]) -> str:
 
 def run_shortcut_test(checkpoints: dict[str, Path], paths: list[str], labels: np.ndarray, boxes: list[Box],
                       groups: list[str], class_names: list[str], out_dir: Path, calibration: Path | None = None,
-                      gate: Path | None = None) -> dict[str, Any]:
+                      gate: Path | None = None, names: list[str] | None = None) -> dict[str, Any]:
     """The benchmark for each checkpoint (with ``calibration``/``gate`` applied to each, default the
-    files beside it); writes shortcut.json/.md and every slice's answer."""
+    files beside it); writes shortcut.json/.md and every slice's answer (``shortcut_predictions.csv``,
+    slices named by ``names``, default their paths)."""
     images = [read_slice(p) for p in tqdm(paths, desc="reading test slices", unit="img")]
     variants = render_variants(images, boxes)
     results: dict[str, Any] = {}
-    rows: list[dict[str, Any]] = [{"path": p, "label": class_names[y]} for p, y in zip(paths, labels)]
+    rows: list[dict[str, Any]] = [{"path": p, "label": class_names[y]} for p, y in zip(names or paths, labels)]
     for name, checkpoint in checkpoints.items():
         predictor = load_predictor(checkpoint, calibration=calibration, gate=gate)
         answers = {m: predict_images(predictor, ims) for m, ims in tqdm(variants.items(), desc=name, unit="method")}
@@ -113,7 +116,7 @@ def run_shortcut_test(checkpoints: dict[str, Path], paths: list[str], labels: np
                    (", OOD flag" if predictor.ood is not None else ", no OOD flag") + \
                    (f", no-tumour gate {predictor.compute.get('gate')}" if predictor.gate is not None else
                     ", no no-tumour gate")
-        results[name] = {"checkpoint": str(checkpoint), "model_sha256": model_sha256(checkpoint),
+        results[name] = {"checkpoint": portable_path(checkpoint), "model_sha256": model_sha256(checkpoint),
                          "referral": referral, "compute": predictor.compute,
                          "summary": summarise(answers, labels, groups, class_names)}
         for method, preds in answers.items():
@@ -123,7 +126,7 @@ def run_shortcut_test(checkpoints: dict[str, Path], paths: list[str], labels: np
     write_json({"n": len(paths), "methods": list(METHODS), "grow": 0.15, "models": results},
                out_dir / "shortcut.json")
     (out_dir / "shortcut.md").write_text(shortcut_markdown(results, class_names))
-    with (out_dir / "shortcut_predictions.csv").open("w", newline="") as f:
+    with atomic_path(out_dir / "shortcut_predictions.csv") as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)

@@ -72,7 +72,7 @@ def run_cv(config: RunConfig, grouping: str, results_dir: Path, work_dir: Path,
                                          kind="cv fold"))
         run_dirs.append(results_dir / f"fold-{k}")
     paths, y, probs = read_predictions(run_dirs)
-    pid_of = {r.path: pid for r, pid in zip(records, pids)}
+    pid_of = {r.result_name: pid for r, pid in zip(records, pids)}
     summary = summarise(y, probs, [pid_of[p] for p in paths], fold_metrics)
     summary.update({"grouping": grouping, "folds": len(run_dirs)})
     write_json(summary, results_dir / "summary.json")

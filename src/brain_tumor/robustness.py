@@ -10,6 +10,7 @@ import torch
 from tqdm import tqdm
 
 from brain_tumor.atomic import atomic_path
+from brain_tumor.config import portable_path
 from brain_tumor.data.imageio import read_slice
 from brain_tumor.data.preprocess import head_box, prepare_slice, robust_slice
 from brain_tumor.evaluation.plots import plot_shift, plot_steps
@@ -52,16 +53,17 @@ def shift_statistics(predictions: dict[str, dict[str, np.ndarray]], labels: np.n
 
 
 def run_shift_test(checkpoints: dict[str, Path], paths: list[str], labels: np.ndarray, groups: list[str],
-                   out_dir: Path, seed: int = 0) -> dict[str, Any]:
+                   out_dir: Path, seed: int = 0, names: list[str] | None = None) -> dict[str, Any]:
     """Accuracy of each checkpoint on the slices at ``paths`` under every shift and severity, the
-    per-slice predictions (``shift_predictions.csv``) and patient-bootstrap CIs of each loss."""
+    per-slice predictions (``shift_predictions.csv``, slices named by ``names``, default their
+    paths) and patient-bootstrap CIs of each loss."""
     originals = [read_slice(p) for p in tqdm(paths, desc="reading test slices", unit="img")]
     results: dict[str, Any] = {}
     predictions: dict[str, dict[str, np.ndarray]] = {}
     for name, checkpoint in checkpoints.items():
         predictor = Predictor.from_checkpoint(checkpoint)
         columns = {"clean": predict_on(predictor, originals)}
-        entry: dict[str, Any] = {"checkpoint": str(checkpoint), "pipeline": predictor.preprocessing.pipeline,
+        entry: dict[str, Any] = {"checkpoint": portable_path(checkpoint), "pipeline": predictor.preprocessing.pipeline,
                                  "clean": float((columns["clean"] == labels).mean()), "shifts": {}}
         for family, levels in tqdm(SHIFTS.items(), desc=f"shifts ({name})", unit="family"):
             entry["shifts"][family] = []
@@ -75,7 +77,7 @@ def run_shift_test(checkpoints: dict[str, Path], paths: list[str], labels: np.nd
     statistics = shift_statistics(predictions, labels, groups)
     write_json({"n_test": len(paths), "n_patients": len(set(groups)), "seed": seed, "models": results,
                 "statistics": statistics}, out_dir / "shift.json")
-    write_shift_predictions(predictions, paths, labels, groups, out_dir / "shift_predictions.csv")
+    write_shift_predictions(predictions, names or paths, labels, groups, out_dir / "shift_predictions.csv")
     plot_shift(results, out_dir / "shift.png")
     (out_dir / "shift.md").write_text(shift_markdown(results, len(paths), statistics))
     return results
@@ -179,7 +181,8 @@ def fit_ood(checkpoint: Path, images: torch.Tensor, train: list[int], val: list[
         rates[m]["all_must_refuse"] = float((refused > thresholds[m]).mean())
     write_ood_companion(checkpoint, bank, method="knn-cosine", k=k, threshold=thresholds["knn"],
                         flag_rate_on_val=flag_rate)
-    result = {"checkpoint": str(checkpoint), "k": k, "bank_size": len(bank), "target_flag_rate_val": flag_rate,
+    result = {"checkpoint": portable_path(checkpoint), "k": k, "bank_size": len(bank),
+              "target_flag_rate_val": flag_rate,
               "thresholds": thresholds, "flag_rates": rates,
               "counts": {n: len(s["knn"]) for n, s in scores.items()}}
     write_json(result, out_dir / "ood.json")

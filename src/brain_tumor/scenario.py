@@ -71,7 +71,7 @@ def run_scenario(config: RunConfig, data: PreparedData, run_dir: Path, work_dir:
         "train_seconds": float(np.nansum(history.get("epoch_seconds", []))),
         "eval_seconds": eval_seconds, "seed": config.train.seed,
     })
-    write_predictions(run_dir / "test_predictions.csv", [data.records[i].path for i in data.split.test],
+    write_predictions(run_dir / "test_predictions.csv", [data.records[i].result_name for i in data.split.test],
                       y_true, probs, meta["class_names"])
     draw_run_figures(run_dir, metrics, y_true, probs, meta["class_names"], metrics["scenario"])
     split = {"train": data.split.train, "val": data.split.val, "test": data.split.test}

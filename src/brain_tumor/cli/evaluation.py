@@ -59,6 +59,7 @@ def _evaluate_collection(checkpoint: Path, data: Path, output: Path, calibration
                          gate: Path | None) -> None:
     import csv
 
+    from brain_tumor.config import portable_path
     from brain_tumor.evaluation.external import (
         CollectionError,
         collection_markdown,
@@ -78,7 +79,8 @@ def _evaluate_collection(checkpoint: Path, data: Path, output: Path, calibration
     answers = predict_items(predictor, items)
     summary = summarise_collection(items, answers, predictor.class_names)
     output.mkdir(parents=True, exist_ok=True)
-    write_json({**summary, "checkpoint": str(checkpoint), "data": str(data), "compute": predictor.compute},
+    write_json({**summary, "checkpoint": portable_path(checkpoint), "data": portable_path(data),
+                "compute": predictor.compute},
                output / "metrics.json")
     rows = outcome_rows(items, answers)
     with (output / "outcomes.csv").open("w", newline="") as fh:
@@ -118,7 +120,7 @@ def shift_test(
     paths = [records[i].path for i in idx]
     labels = np.array([CLASS_NAMES.index(records[i].label) for i in idx])
     groups = [records[i].patient_id or records[i].path for i in idx]  # no patient id: each slice its own
-    results = run_shift_test(models, paths, labels, groups, output, seed)
+    results = run_shift_test(models, paths, labels, groups, output, seed, [records[i].result_name for i in idx])
     draw_preprocessing_steps([paths[i] for i in np.linspace(0, len(paths) - 1, 4).astype(int)],
                              output / "preprocessing_steps.png")
     for name, r in results.items():
@@ -161,7 +163,7 @@ def shortcut_test(
     labels = np.array([CLASS_NAMES.index(records[i].label) for i in idx])
     groups = [records[i].patient_id or records[i].path for i in idx]
     results = run_shortcut_test(models, paths, labels, [records[i].box for i in idx], groups, list(CLASS_NAMES),
-                                output, calibration, gate)
+                                output, calibration, gate, [records[i].result_name for i in idx])
     for name, r in results.items():
         typer.echo(f"{name}: " + ", ".join(f"{m} {100 * v['all']['same'][0]:.1f}%" for m, v in r["summary"].items()))
     typer.echo(f"-> {output / 'shortcut.md'}")

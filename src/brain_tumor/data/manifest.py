@@ -33,7 +33,9 @@ class DatasetLayoutError(ValueError):
 
 @dataclass(frozen=True)
 class Record:
-    """One slice. ``path`` is absolute; ``patient_id``/``cv_fold``/``box`` may be unknown."""
+    """One slice. ``path`` is absolute; ``patient_id``/``cv_fold``/``box`` may be unknown.
+    ``name`` is its path relative to the dataset root (POSIX): how results name a slice, so that
+    they hold no machine's folders and match wherever the dataset lies."""
 
     index: int
     label: str
@@ -41,6 +43,12 @@ class Record:
     patient_id: str | None = None
     cv_fold: int | None = None
     box: tuple[float, float, float, float] | None = None
+    name: str = ""
+
+    @property
+    def result_name(self) -> str:
+        """``name``, or the path for records made without one."""
+        return self.name or self.path
 
 
 def canonical_label(name: str) -> str | None:
@@ -76,6 +84,7 @@ def read_manifest(root: str | Path) -> list[Record]:
                 path=str((root / row["path"]).resolve()),
                 patient_id=_opt(row.get("patient_id")), cv_fold=int(fold) if fold else None,
                 box=box,  # type: ignore[arg-type]
+                name=Path(row["path"]).as_posix(),
             ))
     return records
 
@@ -109,7 +118,8 @@ def scan_class_folders(root: str | Path) -> list[Record]:
                       if canonical_label(p)), None)
         if label is None:
             continue
-        records.append(Record(index=len(records) + 1, label=label, path=str(path.resolve())))
+        records.append(Record(index=len(records) + 1, label=label, path=str(path.resolve()),
+                              name=path.relative_to(root).as_posix()))
     if not records:
         raise DatasetLayoutError(
             f"{root}: no images in class folders (expected glioma/, meningioma/, pituitary/)")
@@ -152,6 +162,6 @@ def convert_figshare_mat(src: str | Path, dst: str | Path) -> list[Record]:
         index = int(path.stem)
         fold = int(folds[index - 1]) if folds is not None and index <= len(folds) else None
         records.append(Record(index, cj.label, str(out.resolve()), cj.patient_id, fold,
-                              mask_to_box(cj.tumor_mask)))
+                              mask_to_box(cj.tumor_mask), out.relative_to(dst).as_posix()))
     write_manifest(records, dst)
     return records

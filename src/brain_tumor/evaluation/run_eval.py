@@ -67,9 +67,10 @@ def evaluate_checkpoint(checkpoint: Path, images: torch.Tensor, labels: torch.Te
 
 def write_predictions(path: Path, paths: list[str], y_true: np.ndarray, probs: np.ndarray,
                       class_names: list[str]) -> Path:
-    """CSV of every test prediction (for later statistics)."""
+    """CSV of every test prediction (for later statistics), written atomically; ``paths`` name the
+    slices (results use each record's ``result_name``: relative to the dataset root)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
+    with atomic.atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "label", "predicted", *[f"p_{c}" for c in class_names]])
         for p, t, row in zip(paths, y_true, probs):
