@@ -17,7 +17,6 @@ from brain_tumor.training.checkpoint import load_model_checkpoint
 runner = CliRunner()
 
 
-@pytest.mark.slow
 class Lines(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.INFO)
@@ -27,6 +26,7 @@ class Lines(logging.Handler):
         self.lines.append(record.getMessage())
 
 
+@pytest.mark.slow
 def test_train_then_evaluate(class_folder_dataset: Path, tmp_path: Path) -> None:
     results, work = tmp_path / "results", tmp_path / "runs"
     settings = [f"data.root={class_folder_dataset}", "data.image_size=32", "data.batch_size=8",

@@ -9,15 +9,34 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
+from brain_tumor.atomic import write_json, write_text
 from brain_tumor.config import RunConfig
 from brain_tumor.evaluation.plots import plot_image_grid
 from brain_tumor.evaluation.report import comparison_html, comparison_markdown
+from brain_tumor.reference_check import check_against_reference, check_line, find_reference_runs
 from brain_tumor.scenario import run_scenario
 from brain_tumor.training.fit import PreparedData, prepare_data
 from brain_tumor.transforms import train_preset
 
 SCENARIOS = (30, 15)
+# a faithful first look: both scenarios, the paper's recipe, at 128 px for 3 epochs (no trust step)
+QUICK_SETTINGS = ("data.image_size=128", "train.max_epochs=3")
+
+
+class ReproduceError(ValueError):
+    """A reproduction that cannot start as asked; the message is one line."""
+
+
+def check_fresh(results_dir: Path, work_dir: Path, scenarios: tuple[int, ...]) -> None:
+    """Refuse to start a new reproduction over an earlier one (its results would be skipped or
+    its checkpoints resumed): that takes ``--resume``."""
+    for n in scenarios:
+        for folder in (results_dir / f"freeze-{n}", work_dir / f"freeze-{n}"):
+            if folder.is_dir() and any(folder.iterdir()):
+                raise ReproduceError(f"{folder} holds an earlier run: continue it with --resume, or start anew "
+                                     f"with another --results-dir and --work-dir")
 
 
 def draw_sample_grids(data: PreparedData, out_dir: Path, seed: int, n: int = 12) -> list[Path]:
@@ -34,12 +53,17 @@ def draw_sample_grids(data: PreparedData, out_dir: Path, seed: int, n: int = 12)
                             title="with the paper's augmentation")]
 
 
-def reproduce(config: RunConfig, results_dir: Path, work_dir: Path,
-              scenarios: tuple[int, ...] = SCENARIOS, trust: bool = True) -> dict[int, dict[str, Any]]:
-    """Run every scenario (resumable), optionally calibrate/explain each (``trust``), and write
-    the comparison markdown and HTML report."""
+def reproduce(config: RunConfig, results_dir: Path, work_dir: Path, scenarios: tuple[int, ...] = SCENARIOS,
+              trust: bool = True, resume: bool = False,
+              reference: Path | None = None) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
+    """Train every scenario into fresh folders (``resume``: continue the runs found there),
+    optionally calibrate/explain each (``trust``), compare each with the runs of the same recipe
+    under ``reference`` (``reference_check.json``), and write the comparison markdown and HTML
+    report. Returns the metrics and the reference check of each scenario."""
     from brain_tumor.evaluation.trust import run_trust
 
+    if not resume:
+        check_fresh(results_dir, work_dir, scenarios)
     data = prepare_data(config, results_dir / "split.json")
     figures = draw_sample_grids(data, results_dir / "figures", config.data.seed)
     runs: dict[int, dict[str, Any]] = {}
@@ -51,7 +75,24 @@ def reproduce(config: RunConfig, results_dir: Path, work_dir: Path,
             run_trust(scenario_work / "model.pt", run_dir, data.images, data.labels, [r.box for r in data.records],
                       data.split.val, data.split.test)
         write_report(runs, results_dir, figures)
-    return runs
+    checks = reference_checks(runs, results_dir, reference)
+    write_report(runs, results_dir, figures)
+    return runs, checks
+
+
+def reference_checks(runs: dict[int, dict[str, Any]], results_dir: Path,
+                     reference: Path | None) -> dict[int, dict[str, Any]]:
+    """Each scenario against the reference runs of its recipe under ``reference`` (none: skipped);
+    written to ``reference_check.json``."""
+    checks: dict[int, dict[str, Any]] = {}
+    for n, metrics in runs.items():
+        run_dir = results_dir / f"freeze-{n}"
+        found = (find_reference_runs(reference, yaml.safe_load((run_dir / "config.yaml").read_text()), run_dir)
+                 if reference is not None and reference.is_dir() and (run_dir / "config.yaml").is_file() else [])
+        checks[n] = check_against_reference(float(metrics["accuracy"]), int(metrics["n_test"]), found)
+    write_json({"reference": str(reference) if reference is not None else None,
+                "scenarios": {f"freeze-{n}": c for n, c in checks.items()}}, results_dir / "reference_check.json")
+    return checks
 
 
 def extra_sections(runs: dict[int, dict[str, Any]], results_dir: Path) -> tuple[str, str]:
@@ -60,6 +101,13 @@ def extra_sections(runs: dict[int, dict[str, Any]], results_dir: Path) -> tuple[
     from brain_tumor.cv_report import cv_overview, paper_split_overview
 
     md, html_parts = [], []
+    check_file = results_dir / "reference_check.json"
+    if check_file.is_file():
+        checks = json.loads(check_file.read_text())["scenarios"]
+        lines = [check_line(name, c) for name, c in checks.items()]
+        md += ["## Against the committed reference runs", *[f"- {line}" for line in lines]]
+        html_parts.append("<h2>Against the committed reference runs</h2><ul>"
+                          + "".join(f"<li>{line}</li>" for line in lines) + "</ul>")
     if {30, 15} <= set(runs):
         test = compare(results_dir / "freeze-30", results_dir / "freeze-15")
         line = (f"McNemar (exact) freeze-30 vs freeze-15 on the {test['n']} test slices: "
@@ -91,12 +139,12 @@ def extra_sections(runs: dict[int, dict[str, Any]], results_dir: Path) -> tuple[
 def write_report(runs: dict[int, dict[str, Any]], results_dir: Path, figures: list[Path]) -> None:
     """comparison.md and report.html from finished runs (and trust results where present)."""
     md, html_extra = extra_sections(runs, results_dir)
-    (results_dir / "comparison.md").write_text(comparison_markdown(runs) + ("\n" + md + "\n" if md else ""))
+    write_text(results_dir / "comparison.md", comparison_markdown(runs) + ("\n" + md + "\n" if md else ""))
     run_figures = [results_dir / f"freeze-{n}" / sub / name for n in sorted(runs, reverse=True)
                    for sub, name in (("figures", "confusion_matrix.png"), ("figures", "roc.png"),
                                      ("figures", "curves.png"), ("trust", "reliability.png"),
                                      ("trust", "risk_coverage.png"), ("trust", "gradcam_gallery.png"))]
-    (results_dir / "report.html").write_text(comparison_html(runs, figures + run_figures, html_extra))
+    write_text(results_dir / "report.html", comparison_html(runs, figures + run_figures, html_extra))
 
 
 def rebuild_report(results_dir: Path) -> None:

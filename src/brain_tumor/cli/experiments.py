@@ -16,31 +16,53 @@ def reproduce(
     overrides: SetOpt = None,
     download: Annotated[bool, typer.Option(
         help="First fetch the dataset and weights that are missing (as `brain-tumor fetch`).")] = False,
-    results_dir: Annotated[Path, typer.Option(
-        help="Metrics, figures and report (the committed copy: --results-dir results/paper-split).")]
-    = Path("runs/paper-split/report"),
-    work_dir: Annotated[Path, typer.Option(help="Checkpoints and TensorBoard logs.")] = Path("runs/paper-split"),
+    quick: Annotated[bool, typer.Option(
+        help="A first look: both scenarios at 128 px for 3 epochs, no trust step (--set still applies after it).")]
+    = False,
+    resume: Annotated[bool, typer.Option(
+        help="Continue the run in --results-dir/--work-dir (finished scenarios are kept, an interrupted one "
+             "resumes from its last epoch); without it, a folder holding an earlier run is refused.")] = False,
+    results_dir: Annotated[Path | None, typer.Option(
+        help="Metrics, figures and report [default: runs/paper-split/report, runs/paper-split-quick/report "
+             "with --quick].")] = None,
+    work_dir: Annotated[Path | None, typer.Option(
+        help="Checkpoints and TensorBoard logs [default: runs/paper-split, runs/paper-split-quick].")] = None,
+    reference: Annotated[Path, typer.Option(
+        help="Committed results to compare with: every finished run of the same recipe and split in this "
+             "tree, whatever its seed or precision.")] = Path("results"),
     scenario: Annotated[list[int] | None, typer.Option(help="Keras layers to freeze; repeatable.")] = None,
-    trust: Annotated[bool, typer.Option(help="Also calibrate, choose the refer threshold and score Grad-CAM.")] = True,
+    trust: Annotated[bool | None, typer.Option(
+        help="Also calibrate, choose the refer threshold and score Grad-CAM [default: on, off with --quick].")]
+    = None,
 ) -> None:
-    """Reproduce the paper: both freeze scenarios on the paper split, with the comparison report.
+    """Reproduce the paper: train both freeze scenarios on the paper split into a fresh run folder,
+    write the comparison report, and say how far each lands from the committed reference runs of
+    the same recipe against their seed-to-seed spread.
 
-    Example: brain-tumor reproduce   (or: brain-tumor reproduce --download on a machine without ../shared)
+    Example: brain-tumor reproduce --quick   (then: brain-tumor reproduce; on a machine without ../shared:
+    brain-tumor reproduce --download)
     """
-    from brain_tumor.reproduce import SCENARIOS
+    from brain_tumor.reference_check import check_line
+    from brain_tumor.reproduce import QUICK_SETTINGS, SCENARIOS, ReproduceError
     from brain_tumor.reproduce import reproduce as run
 
-    cfg = _config(config, overrides, check_assets=not download)
+    name = "paper-split-quick" if quick else "paper-split"
+    results_dir = results_dir or Path("runs") / name / "report"
+    work_dir = work_dir or Path("runs") / name
+    cfg = _config(config, [*(QUICK_SETTINGS if quick else ()), *(overrides or [])], check_assets=not download)
     if download:
         from brain_tumor.fetch import FIGSHARE_API, KERAS_RESNET50_MD5, KERAS_RESNET50_URL
 
         _fetch(cfg, True, cfg.model.weights == "keras", FIGSHARE_API, KERAS_RESNET50_URL, KERAS_RESNET50_MD5, 3)
     try:
-        runs = run(cfg, results_dir, work_dir, tuple(scenario or SCENARIOS), trust)
-    except (ValueError, OSError) as exc:
+        runs, checks = run(cfg, results_dir, work_dir, tuple(scenario or SCENARIOS),
+                           (not quick) if trust is None else trust, resume, reference)
+    except (ReproduceError, ValueError, OSError) as exc:
         _fail(str(exc))
     for n, m in runs.items():
         typer.echo(f"freeze {n}: test accuracy {m['accuracy']:.4f}, meningioma recall {m['recall']['meningioma']:.3f}")
+    for n, c in checks.items():
+        typer.echo(check_line(f"freeze {n}", c))
     typer.echo(f"report: {results_dir / 'report.html'}")
 
 
