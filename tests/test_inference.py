@@ -62,3 +62,22 @@ def test_real_slices_from_every_class(tiny_checkpoint: Path) -> None:
     predictions = list(Predictor.from_checkpoint(tiny_checkpoint).predict_files(files))
     assert all(p.error is None for p in predictions)
     assert Image.open(files[0]).size == (512, 512)
+
+
+def test_flip_tta_averages_the_slice_and_its_mirror(tiny_checkpoint: Path) -> None:
+    import torch
+
+    from brain_tumor.model_loading import load_predictor
+
+    plain = load_predictor(tiny_checkpoint, precision="fp32", engine="pytorch")
+    flip = load_predictor(tiny_checkpoint, precision="fp32", engine="pytorch", tta="flip")
+    rng = np.random.default_rng(3)
+    batch = torch.stack([plain.to_tensor(synthetic_slice(rng, k) / 255.0) for k in range(3)])
+    expected = (plain.logits(batch) + plain.logits(batch.flip(-1))) / 2
+    assert torch.allclose(flip.logits(batch), expected, atol=1e-5)
+    assert not torch.allclose(flip.logits(batch), plain.logits(batch), atol=1e-5)  # the mirror counts
+    symmetric = torch.cat([batch[..., :32], batch[..., :32].flip(-1)], dim=-1)  # its own mirror: no change
+    assert torch.allclose(flip.logits(symmetric), plain.logits(symmetric), atol=1e-4)
+    assert flip.compute["tta"] == "flip" and flip.predict_batch(batch, ["a", "b", "c"])[0].probabilities
+    with pytest.raises(ValueError, match="unknown"):
+        plain.use_tta("rotate")

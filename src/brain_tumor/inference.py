@@ -26,6 +26,7 @@ from brain_tumor.training.checkpoint import load_model_checkpoint
 from brain_tumor.transforms import Normalize
 
 NO_TUMOUR = "no_tumour"  # the answer when a loaded gate finds no tumour in the slice
+TTA_MODES = ("none", "flip")  # test-time augmentation: "flip" averages the logits of the slice and its mirror
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,25 @@ class Predictor:
         self.calibration_source: str | None = None  # a calibration.json applied over the checkpoint's
         self.gate: TumourGate | None = None  # the "no tumour" gate (see use_gate)
         self.recipe: dict[str, Any] | None = None  # the training config stored in the checkpoint
+        self.tta = "none"  # see use_tta
+
+    def use_tta(self, mode: str) -> Predictor:
+        """``flip``: answer from the mean of the logits of each slice and its left-right mirror (the
+        paper's augmentation flips, and an axial slice's mirror is a plausible slice). Done here on
+        the uint8 batch, so that it holds for the PyTorch and the ONNX engines alike (a library
+        wrapper such as ttach wraps only a torch module). OOD scores and the gate keep the
+        unflipped slice's features, on which their thresholds were fitted."""
+        if mode not in TTA_MODES:
+            raise ValueError(f"tta: unknown {mode!r} ({' | '.join(TTA_MODES)})")
+        self.tta = mode
+        return self
+
+    @torch.inference_mode()
+    def _with_tta(self, logits: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        if self.tta == "none":
+            return logits
+        mirrored = self._logits_once(batch.flip(-1))
+        return (logits + mirrored) / 2
 
     def use_gate(self, gate: TumourGate, model_sha256: str | None, source: str) -> Predictor:
         """Answer ``no_tumour`` where ``gate`` (fitted on this model's features) says so."""
@@ -163,9 +183,12 @@ class Predictor:
 
     @torch.inference_mode()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
-        """Raw logits for uint8 ``[B, 1, S, S]``."""
+        """Raw logits for uint8 ``[B, 1, S, S]`` (averaged over the test-time augmentation, if any)."""
+        return self._with_tta(self._logits_once(batch), batch)
+
+    def _logits_once(self, batch: torch.Tensor) -> torch.Tensor:
         if self.onnx is not None:
-            return torch.from_numpy(self.onnx.logits(batch.numpy()))
+            return torch.from_numpy(self.onnx.logits(np.ascontiguousarray(batch.numpy())))
         return self._forward(batch)
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
@@ -200,6 +223,7 @@ class Predictor:
             logits, features = torch.from_numpy(logits_np), torch.from_numpy(features_np)
         else:
             features, logits = self.embed(batch)
+        logits = self._with_tta(logits, batch)
         scores = None
         if self.ood is not None:
             from brain_tumor.evaluation.ood import knn_scores

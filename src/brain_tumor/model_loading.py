@@ -76,15 +76,17 @@ def model_sha256(checkpoint: str | Path) -> str | None:
 
 def load_predictor(checkpoint: str | Path, precision: str = "auto", engine: str = "auto",
                    onnx: str | Path | None = None, threads: int | None = None,
-                   calibration: str | Path | None = None, gate: str | Path | None = None) -> Predictor:
+                   calibration: str | Path | None = None, gate: str | Path | None = None,
+                   tta: str = "none") -> Predictor:
     """A predictor on the fastest path this machine has for this model (:mod:`brain_tumor.hardware`):
     an explicit ``onnx`` file, else the exports beside the checkpoint, else PyTorch at ``precision``.
     An ONNX export without the ``features`` output is skipped for a model with an OOD flag, since
     the flag needs them. ``calibration`` (default: a ``calibration.json`` beside the model) adds
     conformal prediction sets and replaces the checkpoint's temperature and referral threshold;
     ``gate`` (default: a ``gate.json`` beside the model) adds the "no tumour" answer.
-    What was chosen, and why, is in ``predictor.compute``."""
-    predictor = Predictor.from_checkpoint(checkpoint)
+    ``tta``: test-time augmentation (:meth:`Predictor.use_tta`). What was chosen, and why, is in
+    ``predictor.compute``."""
+    predictor = Predictor.from_checkpoint(checkpoint).use_tta(tta)
     calibration_path = Path(calibration) if calibration is not None else find_beside(checkpoint, "calibration.json")
     if calibration_path is not None:
         predictor.use_calibration(load_calibration(calibration_path), str(calibration_path))
@@ -114,5 +116,5 @@ def load_predictor(checkpoint: str | Path, precision: str = "auto", engine: str 
     predictor.use_engine(choice, thread_choice)
     predictor.compute = {"precision": precision_choice.describe(), "engine": choice.describe(),
                          "threads": thread_choice.describe(), "calibration": predictor.calibration_source,
-                         "gate": str(gate_path) if gate_path is not None else None}
+                         "gate": str(gate_path) if gate_path is not None else None, "tta": tta}
     return predictor

@@ -24,6 +24,9 @@ CalibrationOpt = Annotated[Path | None, typer.Option(
          "sets); default: one beside the model or in its package.")]
 GateOpt = Annotated[Path | None, typer.Option(
     help="gate.json from `brain-tumor no-tumour-gate` (answers no_tumour); default: one beside the model.")]
+TtaOpt = Annotated[str, typer.Option(
+    help="Test-time augmentation: none | flip (mean of the logits of each slice and its mirror; two forward "
+         "passes a slice).")]
 SplitOpt = Annotated[Path, typer.Option(help="A paper split.json or a CV splits.json (then --fold).")]
 FoldOpt = Annotated[int | None, typer.Option(help="CV fold (1-based) when --split holds folds.")]
 ModelsOpt = Annotated[list[str], typer.Option(
@@ -111,13 +114,14 @@ def _load_predictor(checkpoint: Path):  # type: ignore[no-untyped-def]
 
 
 def _load_fast_predictor(checkpoint: Path, precision: str, engine: str, onnx: Path | None,  # type: ignore[no-untyped-def]
-                         threads: int | None, calibration: Path | None = None, gate: Path | None = None):
+                         threads: int | None, calibration: Path | None = None, gate: Path | None = None,
+                         tta: str = "none"):
     """The predictor on the path :func:`brain_tumor.inference.load_predictor` picks; one-line errors."""
     from brain_tumor.model_loading import load_predictor
 
     _load_predictor(checkpoint)  # a missing or broken checkpoint: one line
     try:
-        predictor = load_predictor(checkpoint, precision, engine, onnx, threads, calibration, gate)
+        predictor = load_predictor(checkpoint, precision, engine, onnx, threads, calibration, gate, tta)
     except ValueError as exc:
         _fail(str(exc))
     except Exception as exc:  # noqa: BLE001  (onnxruntime raises its own types)

@@ -16,6 +16,7 @@ from brain_tumor.cli.common import (
     OnnxOpt,
     PrecisionOpt,
     ThreadsOpt,
+    TtaOpt,
     _fail,
     _load_fast_predictor,
     _load_predictor,
@@ -104,6 +105,7 @@ def serve(
     request_timeout: Annotated[float, typer.Option(help="Seconds before a prediction gets 503.")] = 120.0,
     calibration: CalibrationOpt = None,
     gate: GateOpt = None,
+    tta: TtaOpt = "none",
 ) -> None:
     """Serve the model over HTTP with a web page at /.
 
@@ -113,10 +115,10 @@ def serve(
 
     from brain_tumor.serve.app import ServiceSettings, create_app
 
-    _load_fast_predictor(checkpoint, precision, engine, onnx, threads, calibration, gate)  # fail early, in one line
+    _load_fast_predictor(checkpoint, precision, engine, onnx, threads, calibration, gate, tta)  # fail early, one line
     settings = ServiceSettings(checkpoint, max_upload_mb * 1024 * 1024, tuple(cors_origin or ()), model_card,
                                precision=precision, engine=engine, onnx=onnx, threads=threads, calibration=calibration,
-                               gate=gate,
+                               gate=gate, tta=tta,
                                body_timeout_s=body_timeout, upload_deadline_s=upload_deadline,
                                max_concurrent_decodes=max_concurrent_decodes,
                                api_key=api_key, max_batch=max_batch, max_wait_ms=max_wait_ms,

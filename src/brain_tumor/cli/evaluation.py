@@ -14,6 +14,7 @@ from brain_tumor.cli.common import (
     GateOpt,
     ModelsOpt,
     SplitOpt,
+    TtaOpt,
     _fail,
     _load_fast_predictor,
     _model_data,
@@ -31,6 +32,7 @@ def evaluate(
              "or class-per-folder (glioma_tumor/, no_tumor/, normal/, ...).")] = None,
     calibration: CalibrationOpt = None,
     gate: GateOpt = None,
+    tta: TtaOpt = "none",
 ) -> None:
     """Evaluate a checkpoint on the test part of a saved split, or on any labelled collection
     (with --data: as `predict` answers, calibration.json and gate.json included).
@@ -38,10 +40,10 @@ def evaluate(
     Example: brain-tumor evaluate -m runs/train/model.pt --data ../shared/data/br35h-no-tumour --output runs/evaluate
     """
     if data is not None:
-        _evaluate_collection(checkpoint, data, output, calibration, gate)
+        _evaluate_collection(checkpoint, data, output, calibration, gate, tta)
         return
-    if calibration is not None or gate is not None:
-        _fail("--calibration and --gate apply with --data (a split's test part is scored as the model alone)")
+    if calibration is not None or gate is not None or tta != "none":
+        _fail("--calibration, --gate and --tta apply with --data (a split's test part is scored as the model alone)")
 
     from brain_tumor.data.splits import load_split
     from brain_tumor.evaluation.run_eval import evaluate_checkpoint, write_json
@@ -56,7 +58,7 @@ def evaluate(
 
 
 def _evaluate_collection(checkpoint: Path, data: Path, output: Path, calibration: Path | None,
-                         gate: Path | None) -> None:
+                         gate: Path | None, tta: str = "none") -> None:
     import csv
 
     from brain_tumor.config import portable_path
@@ -75,7 +77,7 @@ def _evaluate_collection(checkpoint: Path, data: Path, output: Path, calibration
         items = read_collection(data)
     except (CollectionError, OSError) as exc:
         _fail(str(exc))
-    predictor = _load_fast_predictor(checkpoint, "auto", "auto", None, None, calibration, gate)
+    predictor = _load_fast_predictor(checkpoint, "auto", "auto", None, None, calibration, gate, tta)
     answers = predict_items(predictor, items)
     summary = summarise_collection(items, answers, predictor.class_names)
     output.mkdir(parents=True, exist_ok=True)

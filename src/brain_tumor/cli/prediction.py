@@ -16,6 +16,7 @@ from brain_tumor.cli.common import (
     OnnxOpt,
     PrecisionOpt,
     ThreadsOpt,
+    TtaOpt,
     _fail,
     _load_fast_predictor,
     _load_predictor,
@@ -39,6 +40,7 @@ def predict(
     batch_size: Annotated[int, typer.Option(min=1, help="Slices per forward pass.")] = 16,
     calibration: CalibrationOpt = None,
     gate: GateOpt = None,
+    tta: TtaOpt = "none",
 ) -> None:
     """Predict slices; bad files get one error line each, the rest go on. Exit 1 if any failed.
 
@@ -52,7 +54,7 @@ def predict(
 
     if group_by not in GROUP_BY:
         _fail(f"--group-by: unknown {group_by!r} ({' | '.join(GROUP_BY)})")
-    predictor = _load_fast_predictor(checkpoint, precision, engine, onnx, threads, calibration, gate)
+    predictor = _load_fast_predictor(checkpoint, precision, engine, onnx, threads, calibration, gate, tta)
     try:
         sinks = PredictionSinks(csv_out, json_out, prediction_fields(predictor.class_names, predictor.ood is not None,
                                                                      predictor.conformal is not None,

@@ -83,6 +83,8 @@ class ComputeOut(BaseModel):
     calibration: str | None = Field(None, description="The calibration.json applied (temperature, referral "
                                                       "threshold, prediction sets), if any.")
     gate: str | None = Field(None, description="The no-tumour gate.json applied, if any.")
+    tta: Literal["none", "flip"] = Field("none", description="Test-time augmentation: flip averages the logits "
+                                                             "of each slice and its mirror.")
 
 
 class CpuOut(BaseModel):

@@ -60,7 +60,7 @@ class Service:
     def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
         self.predictor = load_predictor(settings.checkpoint, settings.precision, settings.engine, settings.onnx,
-                                        settings.threads, settings.calibration, settings.gate)
+                                        settings.threads, settings.calibration, settings.gate, settings.tta)
         engine = self.predictor.compute["engine"]
         log.info("serving %s on %s %s (%s)", settings.checkpoint, engine["engine"], engine["precision"],
                  engine["reason"])
