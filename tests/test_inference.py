@@ -81,3 +81,29 @@ def test_flip_tta_averages_the_slice_and_its_mirror(tiny_checkpoint: Path) -> No
     assert flip.compute["tta"] == "flip" and flip.predict_batch(batch, ["a", "b", "c"])[0].probabilities
     with pytest.raises(ValueError, match="unknown"):
         plain.use_tta("rotate")
+
+
+def test_a_checkpoint_is_read_once_until_it_changes(tiny_checkpoint: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import shutil
+
+    import torch
+
+    from brain_tumor.training import checkpoint as ck
+
+    path = tmp_path / "model.pt"
+    shutil.copy(tiny_checkpoint, path)
+    reads: list[str] = []
+    real = ck.read_checkpoint
+    monkeypatch.setattr(ck, "read_checkpoint", lambda p: reads.append(str(p)) or real(p))
+    first = ck.load_checkpoint(path)
+    assert ck.load_checkpoint(path) is first and len(reads) == 1  # check, describe, load: one read
+    assert first.class_names == ["glioma", "meningioma", "pituitary"] and first.preprocessing.image_size == 64
+    assert isinstance(first.build(), torch.nn.Module) and "state_dict" not in first.meta
+    ck.write_ood_companion(path, torch.ones(4, 8), method="knn-cosine", k=2, threshold=0.5, flag_rate_on_val=0.05)
+    with_ood = ck.load_checkpoint(path)  # a detector written beside it is a new version
+    assert len(reads) == 2 and with_ood.ood is not None and with_ood.ood["k"] == 2
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the file itself replaced
+    ck.load_checkpoint(path)
+    assert len(reads) == 3

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from brain_tumor.config import recipe_fingerprint
-from brain_tumor.data.imageio import SUPPORTED_SUFFIXES, ImageReadError, dicom_frame_count, read_slice
+from brain_tumor.data.imageio import ImageReadError, dicom_frame_count, expand_inputs, read_slice
 from brain_tumor.data.preprocess import prepare_slice
 from brain_tumor.evaluation.conformal import ConformalSets
 from brain_tumor.gate import TumourGate
@@ -22,7 +22,7 @@ from brain_tumor.hardware import (
 )
 from brain_tumor.model.backbone import Preprocessing, forward_fp32_stem
 from brain_tumor.onnx_runtime import OnnxPredictor
-from brain_tumor.training.checkpoint import load_model_checkpoint
+from brain_tumor.training.checkpoint import load_checkpoint
 from brain_tumor.transforms import Normalize
 
 NO_TUMOUR = "no_tumour"  # the answer when a loaded gate finds no tumour in the slice
@@ -55,25 +55,6 @@ class Prediction:
 def failed(source: str, message: str) -> Prediction:
     """A prediction slot for a file that could not be read."""
     return Prediction(source, {}, "", 0.0, True, False, error=message)
-
-
-def expand_inputs(paths: Iterable[str | Path], skipped: list[Path] | None = None) -> list[Path]:
-    """Files as given plus supported files inside given folders (sorted); other files found in the
-    folders are appended to ``skipped`` so that the caller can report them."""
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found = len(out)
-            for f in sorted(p.rglob("*")):
-                if f.is_file() and f.suffix.lower() in SUPPORTED_SUFFIXES:
-                    out.append(f)
-                elif not f.is_dir() and skipped is not None and not f.name.startswith("."):
-                    skipped.append(f)
-            if len(out) == found and skipped is not None:
-                skipped.append(p)  # a folder given with nothing to read in it
-        else:
-            out.append(p)
-    return out
 
 
 class Predictor:
@@ -161,15 +142,12 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> Predictor:
         """Rebuild everything from a self-describing checkpoint."""
-        network, meta = load_model_checkpoint(path)
-        pre = meta["preprocessing"]
-        calibration = meta.get("calibration") or {}
-        preprocessing = Preprocessing(tuple(pre["mean"]), tuple(pre["std"]),
-                                      pre["image_size"], pre.get("pipeline", "paper"))
-        predictor = cls(network, meta["class_names"], preprocessing,
+        checkpoint = load_checkpoint(path)
+        calibration = checkpoint.calibration or {}
+        predictor = cls(checkpoint.build(), checkpoint.class_names, checkpoint.preprocessing,
                         float(calibration.get("temperature", 1.0)), calibration.get("refer_threshold"))
-        predictor.ood = meta.get("ood")
-        predictor.recipe = meta.get("config")
+        predictor.ood = checkpoint.ood
+        predictor.recipe = checkpoint.config
         return predictor
 
     def to_tensor(self, image: np.ndarray) -> torch.Tensor:

@@ -59,8 +59,7 @@ def export(
     if diff > 1e-4:
         _fail(f"ONNX parity failed ({diff:.2e} > 1e-4)")
     if int8_calibration:
-        from brain_tumor.data.imageio import ImageReadError
-        from brain_tumor.inference import expand_inputs
+        from brain_tumor.data.imageio import ImageReadError, expand_inputs
 
         images = []
         for path in expand_inputs(int8_calibration):

@@ -146,8 +146,7 @@ def explain(
 
     Example: brain-tumor explain slice.jpg -m model.pt --output gradcam/
     """
-    from brain_tumor.data.imageio import ImageReadError
-    from brain_tumor.inference import expand_inputs
+    from brain_tumor.data.imageio import ImageReadError, expand_inputs
     from brain_tumor.prediction_output import OverlayNames
 
     predictor = _load_predictor(checkpoint)

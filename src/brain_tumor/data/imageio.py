@@ -6,6 +6,7 @@ Every failure becomes an :class:`ImageReadError` whose message is one line namin
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -160,3 +161,22 @@ def read_slice(path: str | Path, frame: int | None = None) -> np.ndarray:
     if float(array.max()) - float(array.min()) < 1e-6:
         raise ImageReadError(f"{path}: constant image (no contrast), nothing to classify")
     return array
+
+
+def expand_inputs(paths: Iterable[str | Path], skipped: list[Path] | None = None) -> list[Path]:
+    """Files as given plus supported files inside given folders (sorted); other files found in the
+    folders are appended to ``skipped`` so that the caller can report them."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = len(out)
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and f.suffix.lower() in SUPPORTED_SUFFIXES:
+                    out.append(f)
+                elif not f.is_dir() and skipped is not None and not f.name.startswith("."):
+                    skipped.append(f)
+            if len(out) == found and skipped is not None:
+                skipped.append(p)  # a folder given with nothing to read in it
+        else:
+            out.append(p)
+    return out

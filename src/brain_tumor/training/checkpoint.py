@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import pickle
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +65,74 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message is one line naming the file."""
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """A model as a checkpoint (or package) describes it: what every command reads, loaded once.
+
+    ``meta`` is the self-description (everything but the weights) as a plain dict, for the
+    writers of reports and packages; the typed fields are what code decides on."""
+
+    source: str
+    architecture: str
+    class_names: list[str]
+    preprocessing: Preprocessing
+    bn_eps: float
+    state_dict: dict[str, torch.Tensor] = field(repr=False)
+    config: dict[str, Any] | None = None  # the training recipe
+    calibration: dict[str, Any] | None = None  # legacy: temperature/refer_threshold stored inside
+    ood: dict[str, Any] | None = None  # the OOD detector (beside the checkpoint, or legacy inside)
+    meta: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def build(self) -> nn.Module:
+        """The network with these weights, in eval mode."""
+        network = build_network(self.architecture, len(self.class_names))
+        for m in network.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eps = self.bn_eps
+        network.load_state_dict(self.state_dict)
+        built: nn.Module = network.eval()
+        return built
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """The one loader: a checkpoint file, a model package folder or ``hf://owner/name`` as a
+    :class:`Checkpoint`. A file unchanged since it was last read in this process (same path, size
+    and modification time) is not read again, so a command that checks, describes and then loads
+    a model reads it once."""
+    resolved = Path(path)
+    try:
+        stat = resolved.stat()
+    except OSError:  # a hub reference or a missing file: read_checkpoint says what is wrong
+        return _to_checkpoint(read_checkpoint(path), str(path))
+    if resolved.is_dir():
+        return _to_checkpoint(read_checkpoint(path), str(path))
+    companion = resolved.parent / OOD_COMPANION  # read with it: a detector written later is a new version
+    version = (stat.st_size, stat.st_mtime_ns,
+               companion.stat().st_mtime_ns if companion.is_file() else None)
+    return _cached(str(resolved.resolve()), version, str(path))
+
+
+@lru_cache(maxsize=2)
+def _cached(resolved: str, version: tuple[int, int, int | None], source: str) -> Checkpoint:
+    return _to_checkpoint(read_checkpoint(source), source)  # errors name the file as the user gave it
+
+
+def _to_checkpoint(payload: dict[str, Any], source: str) -> Checkpoint:
+    pre = payload["preprocessing"]
+    meta = {k: v for k, v in payload.items() if k != "state_dict"}
+    return Checkpoint(source=source, architecture=payload["architecture"], class_names=list(payload["class_names"]),
+                      preprocessing=Preprocessing(tuple(pre["mean"]), tuple(pre["std"]), pre["image_size"],
+                                                  pre.get("pipeline", "paper")),
+                      bn_eps=float(payload["bn_eps"]), state_dict=payload["state_dict"], config=payload.get("config"),
+                      calibration=payload.get("calibration"), ood=payload.get("ood"), meta=meta)
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The payload of a model checkpoint, read weights-only (tensors, numbers, strings and
     containers of them: a file that holds anything else is refused, since unpickling it could
     run code). ``path`` may also be a model package folder or ``hf://owner/name`` (see
-    :mod:`brain_tumor.package`). Every failure is a :class:`CheckpointError` with one line."""
+    :mod:`brain_tumor.package`). Every failure is a :class:`CheckpointError` with one line.
+    Commands use :func:`load_checkpoint`, which calls this once per file."""
     try:
         path = resolve_reference(path)
         if is_package(path):
@@ -124,20 +189,14 @@ def check_description(payload: dict[str, Any], source: str | Path) -> None:
 
 
 def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
-    """A checkpoint's self-description (everything but the weights)."""
-    return {k: v for k, v in read_checkpoint(path).items() if k != "state_dict"}
+    """A checkpoint's self-description (everything but the weights), as a dict of its own."""
+    return dict(load_checkpoint(path).meta)
 
 
 def load_model_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the network from a checkpoint alone; returns ``(network in eval mode, metadata)``."""
-    payload = read_checkpoint(path)
-    network = build_network(payload["architecture"], len(payload["class_names"]))
-    for m in network.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.eps = payload["bn_eps"]
-    network.load_state_dict(payload["state_dict"])
-    meta = {k: v for k, v in payload.items() if k != "state_dict"}
-    return network.eval(), meta
+    checkpoint = load_checkpoint(path)
+    return checkpoint.build(), dict(checkpoint.meta)
 
 
 OOD_COMPANION = "ood_bank.safetensors"
