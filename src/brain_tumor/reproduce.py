@@ -149,7 +149,9 @@ def write_report(runs: dict[int, dict[str, Any]], results_dir: Path, figures: li
 
 def rebuild_report(results_dir: Path) -> None:
     """Re-write comparison.md and report.html from the run folders on disk."""
-    runs = {int(d.name.split("-")[1]): json.loads((d / "metrics.json").read_text())
-            for d in sorted(results_dir.glob("freeze-*")) if (d / "metrics.json").is_file()}
+    finished = [d for d in sorted(results_dir.glob("freeze-*"))
+                if (d / "metrics.json").is_file() and (d / "config.yaml").is_file()]
+    runs = {int(yaml.safe_load((d / "config.yaml").read_text())["model"]["freeze_layers"]):  # the run's own config
+            json.loads((d / "metrics.json").read_text()) for d in finished}
     figures = [results_dir / "figures" / "resized_examples.png", results_dir / "figures" / "augmented_examples.png"]
     write_report(runs, results_dir, figures)
