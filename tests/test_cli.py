@@ -12,6 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from brain_tumor.cli import app
+from brain_tumor.inference import Predictor
 from brain_tumor.training.checkpoint import load_model_checkpoint
 
 runner = CliRunner()
@@ -155,10 +156,15 @@ def test_robust_recipe_trains_then_shift_test_and_ood(class_folder_dataset: Path
     rows = (out / "shift_predictions.csv").read_text().splitlines()
     assert len(rows) == 1 + report["n_test"] and "again/rotation/45deg" in rows[0]
     assert (out / "shift.png").is_file() and (out / "preprocessing_steps.png").is_file()
+    before = checkpoint.read_bytes()
     result = runner.invoke(app, ["ood", "--checkpoint", str(checkpoint), "--split", str(split),
                                  "--output", str(tmp_path / "ood")])
     assert result.exit_code == 0, result.output
-    assert "ood" in torch.load(checkpoint, weights_only=True)
+    assert checkpoint.read_bytes() == before  # the detector goes beside the checkpoint, never into it
+    assert "ood" not in torch.load(checkpoint, weights_only=True)
+    assert Predictor.from_checkpoint(checkpoint).ood is not None  # and is found there
+    names = [r.split(",")[0] for r in rows[1:]]
+    assert not any(Path(n).is_absolute() for n in names)  # slices named relative to the dataset root
     bad = runner.invoke(app, ["shift-test", "-m", "x=/no/such.pt", "--split", str(split)])
     assert bad.exit_code != 0 and "NAME=MODEL" in bad.output
 

@@ -242,6 +242,16 @@ class Predictor:
         return Prediction(source, {c: float(p) for c, p in zip(self.class_names, probs)}, predicted, confidence,
                           refer, self.refer_threshold is not None and predicted != NO_TUMOUR, extra=extra)
 
+    def logits_for(self, images: torch.Tensor, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """Logits ``[N, classes]`` of uint8 ``[N, 1, S, S]`` slices already prepared at this model's
+        size and pipeline (as the training cache holds them), in batches: how runs are evaluated."""
+        from tqdm import tqdm
+
+        starts = range(0, len(images), batch_size)
+        out = [self.logits(images[i:i + batch_size]).float() for i in tqdm(starts, desc="predicting",
+                                                                           disable=not progress)]
+        return torch.cat(out).numpy() if out else np.zeros((0, len(self.class_names)), np.float32)
+
     def predict(self, image: np.ndarray, source: str = "<array>") -> Prediction:
         """Predict one float [0, 1] grayscale slice."""
         return self.predict_batch(self.to_tensor(image)[None], [source])[0]

@@ -12,9 +12,8 @@ import torch
 from brain_tumor import atomic
 from brain_tumor.evaluation.metrics import classification_metrics, roc_curves
 from brain_tumor.evaluation.plots import plot_confusion_matrix, plot_history, plot_roc
-from brain_tumor.evaluation.predictions import predict_probabilities
-from brain_tumor.model.backbone import Preprocessing
-from brain_tumor.training.checkpoint import load_model_checkpoint
+from brain_tumor.inference import Predictor
+from brain_tumor.training.checkpoint import read_checkpoint_meta
 
 
 def write_json(data: dict[str, Any], path: Path) -> Path:
@@ -56,13 +55,12 @@ def read_history(metrics_csv: Path) -> dict[str, list[float]]:
 
 def evaluate_checkpoint(checkpoint: Path, images: torch.Tensor, labels: torch.Tensor,
                         positions: list[int]) -> tuple[dict[str, Any], np.ndarray, dict[str, Any]]:
-    """Metrics, probabilities and checkpoint metadata of a model on the given positions."""
-    network, meta = load_model_checkpoint(checkpoint)
-    pre = meta["preprocessing"]
-    preprocessing = Preprocessing(tuple(pre["mean"]), tuple(pre["std"]), pre["image_size"])
-    probs = predict_probabilities(network, preprocessing, images[positions])
-    metrics = classification_metrics(labels[positions].numpy(), probs, meta["class_names"])
-    return metrics, probs, meta
+    """Metrics, probabilities and checkpoint metadata of a model on the given positions, through the
+    one inference path (:class:`brain_tumor.inference.Predictor`, PyTorch fp32, raw probabilities)."""
+    predictor = Predictor.from_checkpoint(checkpoint)
+    probs = torch.from_numpy(predictor.logits_for(images[positions], progress=True)).softmax(1).numpy()
+    metrics = classification_metrics(labels[positions].numpy(), probs, predictor.class_names)
+    return metrics, probs, read_checkpoint_meta(checkpoint)
 
 
 def write_predictions(path: Path, paths: list[str], y_true: np.ndarray, probs: np.ndarray,
