@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from brain_tumor.cli import app
 from brain_tumor.inference import Predictor
 from brain_tumor.training.checkpoint import load_model_checkpoint
+from tests.conftest import tiny_run_settings
 
 runner = CliRunner()
 
@@ -30,12 +31,8 @@ class Lines(logging.Handler):
 @pytest.mark.slow
 def test_train_then_evaluate(class_folder_dataset: Path, tmp_path: Path) -> None:
     results, work = tmp_path / "results", tmp_path / "runs"
-    settings = [f"data.root={class_folder_dataset}", "data.image_size=32", "data.batch_size=8",
-                f"data.cache_dir={tmp_path / 'cache'}", "model.weights=none", "train.max_epochs=2",
-                "data.val_fraction=0.2"]
-    args = ["train", "--results-dir", str(results), "--work-dir", str(work)]
-    for s in settings:
-        args += ["--set", s]
+    args = ["train", "--results-dir", str(results), "--work-dir", str(work),
+            *tiny_run_settings(class_folder_dataset, tmp_path / "cache", epochs=2)]
     progress = Lines()  # on the logger itself: the CLI's logging.basicConfig(force=True) resets root's handlers
     logging.getLogger("brain_tumor.training").addHandler(progress)
     try:
@@ -100,11 +97,7 @@ def test_predict_reports_bad_files_and_exit_code(tiny_checkpoint: Path, tmp_path
 def test_cv_resumes_and_summarises(class_folder_dataset: Path, tmp_path: Path) -> None:
     results, work = tmp_path / "cv", tmp_path / "runs"
     args = ["cv", "--grouping", "slice", "--results-dir", str(results), "--work-dir", str(work),
-            "--fold", "1", "--fold", "2"]
-    for s in [f"data.root={class_folder_dataset}", "data.image_size=32", "data.batch_size=8",
-              f"data.cache_dir={tmp_path / 'cache'}", "model.weights=none", "train.max_epochs=1",
-              "data.val_fraction=0.2"]:
-        args += ["--set", s]
+            "--fold", "1", "--fold", "2", *tiny_run_settings(class_folder_dataset, tmp_path / "cache")]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads((results / "summary.json").read_text())

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from brain_tumor.cli import app
 from brain_tumor.config import RunConfig, portable, to_dict
 from brain_tumor.reference_check import check_against_reference, check_line, find_reference_runs
+from tests.conftest import tiny_run_settings
 
 runner = CliRunner()
 
@@ -57,11 +58,7 @@ def test_verdict_against_the_seed_spread() -> None:
 def test_reproduce_trains_fresh_refuses_to_overwrite_and_resumes(class_folder_dataset: Path, tmp_path: Path) -> None:
     results, work, reference = tmp_path / "report", tmp_path / "runs", tmp_path / "reference"
     args = ["reproduce", "--results-dir", str(results), "--work-dir", str(work), "--scenario", "15",
-            "--reference", str(reference), "--no-trust"]
-    for s in [f"data.root={class_folder_dataset}", "data.image_size=32", "data.batch_size=8",
-              f"data.cache_dir={tmp_path / 'cache'}", "model.weights=none", "train.max_epochs=1",
-              "data.val_fraction=0.2"]:
-        args += ["--set", s]
+            "--reference", str(reference), "--no-trust", *tiny_run_settings(class_folder_dataset, tmp_path / "cache")]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     assert "no committed reference run" in first.output

@@ -15,12 +15,17 @@ from brain_tumor.onnx_runtime import file_sha256
 from tests.conftest import synthetic_slice
 
 
+def _slices(seed: int, n: int = 24) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels and uint8 ``[n, 1, 64, 64]`` synthetic slices, the three classes in turn."""
+    rng = np.random.default_rng(seed)
+    labels = torch.tensor([i % 3 for i in range(n)])
+    return labels, torch.from_numpy(np.stack([synthetic_slice(rng, int(k), 64) for k in labels])).unsqueeze(1)
+
+
 @pytest.mark.slow
 def test_run_trust_writes_everything(tiny_checkpoint: Path, tmp_path: Path) -> None:
     ckpt = Path(shutil.copy(tiny_checkpoint, tmp_path / "model.pt"))
-    rng = np.random.default_rng(0)
-    labels = torch.tensor([i % 3 for i in range(24)])
-    images = torch.from_numpy(np.stack([synthetic_slice(rng, int(k), 64) for k in labels])).unsqueeze(1)
+    labels, images = _slices(seed=0)
     boxes = [(0.35, 0.35, 0.2, 0.2), (0.7, 0.5, 0.2, 0.2), (0.4, 0.7, 0.2, 0.2)] * 8
     run_dir = tmp_path / "run"
     classes = ("glioma", "meningioma", "pituitary")
@@ -46,9 +51,7 @@ def test_run_trust_writes_everything(tiny_checkpoint: Path, tmp_path: Path) -> N
 @pytest.mark.slow
 def test_trust_keeps_an_out_of_fold_calibration_beside_the_model(tiny_checkpoint: Path, tmp_path: Path) -> None:
     ckpt = Path(shutil.copy(tiny_checkpoint, tmp_path / "model.pt"))
-    rng = np.random.default_rng(1)
-    labels = torch.tensor([i % 3 for i in range(24)])
-    images = torch.from_numpy(np.stack([synthetic_slice(rng, int(k), 64) for k in labels])).unsqueeze(1)
+    labels, images = _slices(seed=1)
     run_trust(ckpt, tmp_path / "run", images, labels, [None] * 24, list(range(12)), list(range(12, 24)))
     beside = json.loads((tmp_path / "calibration.json").read_text())
     beside["fitted_on"] = {"source": "results/cv/some-recipe", "n_slices": 3064}
