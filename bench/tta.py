@@ -28,7 +28,7 @@ from brain_tumor.data.manifest import CLASS_NAMES
 from brain_tumor.data.splits import load_split
 from brain_tumor.environment import describe_environment
 from brain_tumor.evaluation import statistics as st
-from brain_tumor.evaluation.calibration import expected_calibration_error
+from brain_tumor.evaluation.calibration import expected_calibration_error, negative_log_likelihood
 from brain_tumor.evaluation.report import markdown_table
 from brain_tumor.model_loading import load_predictor, model_sha256
 from brain_tumor.training.fit import load_data
@@ -47,17 +47,13 @@ def fold_logits(checkpoint: Path, images: torch.Tensor, precision: str, batch_si
     return out
 
 
-def log_loss(y: np.ndarray, p: np.ndarray) -> float:
-    return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1.0))))
-
-
 def compare(y: np.ndarray, p_none: np.ndarray, p_flip: np.ndarray, groups: list[str]) -> dict[str, Any]:
     """TTA (A) against none (B) on the same slices."""
     meningioma = CLASS_NAMES.index("meningioma")
     out: dict[str, Any] = {"n": len(y), "n_patients": len(set(groups))}
     for name, p in (("none", p_none), ("flip", p_flip)):
         out[name] = {"accuracy": st.accuracy(y, p), "meningioma_recall": st.class_recall(meningioma)(y, p),
-                     "macro_f1": st.macro_f1(y, p), "log_loss": log_loss(y, p),
+                     "macro_f1": st.macro_f1(y, p), "log_loss": negative_log_likelihood(p, y),
                      "ece": expected_calibration_error(p, y)}
     for name, fn in (("accuracy", st.accuracy), ("meningioma_recall", st.class_recall(meningioma))):
         point, low, high = st.paired_bootstrap_difference(fn, y, p_flip, p_none, groups)

@@ -55,6 +55,11 @@ def reliability(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> Reli
     return Reliability(mean_conf, acc, count)
 
 
+def negative_log_likelihood(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log-probability of the true class (log-loss), probabilities clipped at 1e-12."""
+    return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1)).mean())
+
+
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
     """ECE: bin-weighted mean |accuracy - confidence| of the top-1 prediction."""
     r = reliability(probs, labels, n_bins)

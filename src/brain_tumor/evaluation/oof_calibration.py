@@ -122,7 +122,8 @@ def cross_fit_summary(oof: OutOfFold, result: CrossFitted, class_names: list[str
         "n_slices": int(len(y)), "n_patients": len(set(groups)), "folds": result.per_fold,
         "ece_before": _ci(bootstrap_ci(ece, y, oof.probs, groups, n_boot)),
         "ece_after": _ci(bootstrap_ci(ece, y, result.scaled, groups, n_boot)),
-        "nll_before": _nll(oof.probs, y), "nll_after": _nll(result.scaled, y),
+        "nll_before": cal.negative_log_likelihood(oof.probs, y),
+        "nll_after": cal.negative_log_likelihood(result.scaled, y),
         "ece_per_fold": {"mean_before": float(np.mean([f["ece_before"] for f in result.per_fold])),
                          "mean_after": float(np.mean([f["ece_after"] for f in result.per_fold])),
                          "worse_after": sum(f["ece_after"] > f["ece_before"] for f in result.per_fold)},
@@ -137,10 +138,6 @@ def cross_fit_summary(oof: OutOfFold, result: CrossFitted, class_names: list[str
                       "set_size_shares": {str(s): float((size == s).mean()) for s in range(len(class_names) + 1)},
                       "per_class": per_class},
     }
-
-
-def _nll(probs: np.ndarray, labels: np.ndarray) -> float:
-    return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1)).mean())
 
 
 def deployable(oof: OutOfFold, class_names: list[str], image_size: int, target_risk: float, confidence: float,

@@ -33,7 +33,8 @@ def calibration_report(val_logits: np.ndarray, val_labels: np.ndarray, test_logi
     plot_risk_coverage(coverage, risk, (float(answered.mean()), risk_answered), out_dir / "risk_coverage.png",
                        target_risk)
     return {"temperature": temperature, "ece_before": ece_before, "ece_after": ece_after,
-            "nll_before": _nll(before, test_labels), "nll_after": _nll(after, test_labels),
+            "nll_before": cal.negative_log_likelihood(before, test_labels),
+            "nll_after": cal.negative_log_likelihood(after, test_labels),
             "target_risk": target_risk, "refer_threshold": threshold,
             "test_referred_rate": float(1 - answered.mean()), "test_error_answered": risk_answered,
             "test_error_all": float(1 - correct.mean())}
@@ -42,10 +43,6 @@ def calibration_report(val_logits: np.ndarray, val_labels: np.ndarray, test_logi
 def _rel(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r = cal.reliability(probs, labels)
     return r.confidence, r.accuracy, r.count
-
-
-def _nll(probs: np.ndarray, labels: np.ndarray) -> float:
-    return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1)).mean())
 
 
 def localisation_report(predictor: Predictor, images: torch.Tensor, labels: np.ndarray,
