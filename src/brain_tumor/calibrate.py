@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from brain_tumor.comparison import patients_by_path, read_predictions
-from brain_tumor.config import recipe_fingerprint
+from brain_tumor.config import read_run_config, recipe_fingerprint
 from brain_tumor.data.manifest import CLASS_NAMES
 from brain_tumor.evaluation import calibration as cal
 from brain_tumor.evaluation.oof_calibration import OutOfFold, cross_fit, cross_fit_summary, deployable
@@ -64,10 +64,7 @@ def read_out_of_fold(cv_dir: Path) -> tuple[OutOfFold, int]:
 
 
 def _config(cv_dir: Path) -> dict[str, Any]:
-    import yaml
-
-    loaded = yaml.safe_load((cv_dir / "config.yaml").read_text())
-    return loaded if isinstance(loaded, dict) else {}
+    return read_run_config(cv_dir)
 
 
 def run_calibrate(cv_dir: Path, output: Path, confidence: float = 0.95, target_risk: float = 0.02,

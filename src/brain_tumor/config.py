@@ -208,6 +208,12 @@ def portable(config: dict[str, Any], base: Path | None = None) -> dict[str, Any]
     return out
 
 
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    """The ``config.yaml`` a run (or CV) folder was written with, as a plain dict ({} if empty)."""
+    loaded = yaml.safe_load((run_dir / "config.yaml").read_text())
+    return loaded if isinstance(loaded, dict) else {}
+
+
 def save_config(config: RunConfig, path: str | Path) -> None:
     """Write a config as YAML (atomically), paths relative to the working directory."""
     atomic.write_text(path, yaml.safe_dump(portable(to_dict(config)), sort_keys=False))

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from brain_tumor.config import recipe_fingerprint
+from brain_tumor.config import read_run_config, recipe_fingerprint
 
 
 def _split_key(config: dict[str, Any]) -> tuple[Any, ...]:
@@ -29,11 +29,6 @@ def _split_key(config: dict[str, Any]) -> tuple[Any, ...]:
 
 def _identity(config: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
     return json.dumps(recipe_fingerprint(config), sort_keys=True, default=str), _split_key(config)
-
-
-def _read_config(run_dir: Path) -> dict[str, Any]:
-    loaded = yaml.safe_load((run_dir / "config.yaml").read_text())
-    return loaded if isinstance(loaded, dict) else {}
 
 
 def find_reference_runs(tree: Path, config: dict[str, Any], exclude: Path | None = None) -> list[dict[str, Any]]:
@@ -47,7 +42,7 @@ def find_reference_runs(tree: Path, config: dict[str, Any], exclude: Path | None
         if not (run_dir / "config.yaml").is_file() or (exclude is not None and run_dir.resolve() == exclude.resolve()):
             continue
         try:
-            other = _read_config(run_dir)
+            other = read_run_config(run_dir)
             metrics = json.loads(metrics_file.read_text())
         except (OSError, ValueError, yaml.YAMLError):
             continue

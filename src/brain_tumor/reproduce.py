@@ -9,10 +9,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from brain_tumor.atomic import write_json, write_text
-from brain_tumor.config import RunConfig
+from brain_tumor.config import RunConfig, read_run_config
 from brain_tumor.evaluation.plots import plot_image_grid
 from brain_tumor.evaluation.report import comparison_html, comparison_markdown
 from brain_tumor.reference_check import check_against_reference, check_line, find_reference_runs
@@ -87,7 +86,7 @@ def reference_checks(runs: dict[int, dict[str, Any]], results_dir: Path,
     checks: dict[int, dict[str, Any]] = {}
     for n, metrics in runs.items():
         run_dir = results_dir / f"freeze-{n}"
-        found = (find_reference_runs(reference, yaml.safe_load((run_dir / "config.yaml").read_text()), run_dir)
+        found = (find_reference_runs(reference, read_run_config(run_dir), run_dir)
                  if reference is not None and reference.is_dir() and (run_dir / "config.yaml").is_file() else [])
         checks[n] = check_against_reference(float(metrics["accuracy"]), int(metrics["n_test"]), found)
     write_json({"reference": str(reference) if reference is not None else None,
@@ -151,7 +150,7 @@ def rebuild_report(results_dir: Path) -> None:
     """Re-write comparison.md and report.html from the run folders on disk."""
     finished = [d for d in sorted(results_dir.glob("freeze-*"))
                 if (d / "metrics.json").is_file() and (d / "config.yaml").is_file()]
-    runs = {int(yaml.safe_load((d / "config.yaml").read_text())["model"]["freeze_layers"]):  # the run's own config
+    runs = {int(read_run_config(d)["model"]["freeze_layers"]):  # the run's own config
             json.loads((d / "metrics.json").read_text()) for d in finished}
     figures = [results_dir / "figures" / "resized_examples.png", results_dir / "figures" / "augmented_examples.png"]
     write_report(runs, results_dir, figures)
