@@ -23,6 +23,10 @@ from brain_tumor.homes import CHECKOUT_SHARED, default_data_root, default_weight
 SHARED = Path(os.environ.get("BRAIN_TUMOR_SHARED") or CHECKOUT_SHARED)
 
 
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("plateau", "cosine")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Where the slices are and how they are split and fed."""
@@ -52,10 +56,16 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation: Adam + cross-entropy + ReduceLROnPlateau + early stopping."""
+    """Optimisation: the paper's Adam + cross-entropy + ReduceLROnPlateau + early stopping by
+    default; AdamW, warm-up + cosine, label smoothing and MixUp/CutMix as recipe options."""
 
     lr: float = 1e-4
     weight_decay: float = 0.0
+    optimizer: str = "adam"  # adam (weight decay as L2, the paper) | adamw (decoupled weight decay)
+    schedule: str = "plateau"  # plateau (ReduceLROnPlateau on val loss) | cosine (to 0 at max_epochs)
+    warmup_epochs: int = 0  # linear warm-up from lr/10, per step, before the schedule (cosine only)
+    label_smoothing: float = 0.0  # training loss only; validation loss (checkpoint choice) stays plain
+    mixup_alpha: float = 0.0  # > 0: each training batch mixed by MixUp or CutMix (one at random), Beta(alpha, alpha)
     max_epochs: int = 8
     plateau_factor: float = 0.2
     plateau_patience: int = 1
@@ -105,6 +115,21 @@ class RunConfig:
         normalise_precision(self.train.precision)
         if self.train.threads is not None and self.train.threads < 1:
             raise ValueError("train.threads must be >= 1 or none")
+        if self.train.optimizer not in OPTIMIZERS:
+            raise ValueError(f"train.optimizer: unknown {self.train.optimizer!r} ({' | '.join(OPTIMIZERS)})")
+        if self.train.schedule not in SCHEDULES:
+            raise ValueError(f"train.schedule: unknown {self.train.schedule!r} ({' | '.join(SCHEDULES)})")
+        if self.train.warmup_epochs and self.train.schedule != "cosine":
+            raise ValueError("train.warmup_epochs needs train.schedule=cosine")
+        if not 0 <= self.train.warmup_epochs < self.train.max_epochs:
+            raise ValueError("train.warmup_epochs must be in 0..max_epochs-1")
+        if not 0 <= self.train.label_smoothing < 1:
+            raise ValueError("train.label_smoothing must be in [0, 1)")
+        if self.train.mixup_alpha < 0:
+            raise ValueError("train.mixup_alpha must be >= 0 (0: off)")
+        if (self.train.mixup_alpha > 0 or self.train.label_smoothing > 0) and self.train.counterfactual > 0:
+            raise ValueError("train.counterfactual cannot be combined with train.mixup_alpha or train.label_smoothing "
+                             "(an erased slice's target is already uniform, and has no label to mix)")
         if self.train.lr <= 0 or self.train.max_epochs < 1:
             raise ValueError("train.lr must be > 0 and train.max_epochs >= 1")
         return self

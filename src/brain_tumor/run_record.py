@@ -32,6 +32,8 @@ def run_record(config: RunConfig, kind: str, split_name: str, split: dict[str, l
         "recipe": {"image_size": data.image_size, "preprocessing": data.preprocessing,
                    "augmentation": data.augmentation, "weights": model.weights, "freeze_layers": model.freeze_layers,
                    "max_epochs": train.max_epochs, "precision": train.precision, "lr": train.lr,
+                   "optimizer": train.optimizer, "schedule": train.schedule,
+                   "label_smoothing": train.label_smoothing, "mixup_alpha": train.mixup_alpha,
                    "ema_decay": train.ema_decay},
         "seed": train.seed,
         "data": {"dataset": Path(data.root).name, "split": split_name,

@@ -83,7 +83,10 @@ def build_module(config: RunConfig, class_names: list[str],
                              lr=config.train.lr, weight_decay=config.train.weight_decay,
                              plateau_factor=config.train.plateau_factor,
                              plateau_patience=config.train.plateau_patience,
-                             class_weights=weights, channels_last=config.train.channels_last)
+                             class_weights=weights, channels_last=config.train.channels_last,
+                             optimizer=config.train.optimizer, schedule=config.train.schedule,
+                             warmup_epochs=config.train.warmup_epochs,
+                             label_smoothing=config.train.label_smoothing, mixup_alpha=config.train.mixup_alpha)
     return module, report
 
 

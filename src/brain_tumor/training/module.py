@@ -8,6 +8,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.transforms import v2
 
 from brain_tumor.data.counterfactual import ERASED
 from brain_tumor.model import Preprocessing, forward_fp32_stem, set_frozen_batchnorm_eval
@@ -15,14 +16,20 @@ from brain_tumor.transforms import Normalize
 
 
 class SliceClassifier(L.LightningModule):
-    """Cross-entropy fine-tuning of a classifier with Adam and ReduceLROnPlateau.
+    """Cross-entropy fine-tuning of a classifier: the paper's Adam and ReduceLROnPlateau by default.
 
     Args:
         network: the classifier (its frozen parameters already have ``requires_grad=False``).
         preprocessing: normalisation of the network's weights.
-        lr, weight_decay: Adam settings.
-        plateau_factor, plateau_patience: ReduceLROnPlateau on validation loss.
+        lr, weight_decay: optimiser settings.
+        optimizer: ``adam`` (weight decay as an L2 term) or ``adamw`` (decoupled weight decay).
+        schedule: ``plateau`` (ReduceLROnPlateau on validation loss, ``plateau_factor`` and
+            ``plateau_patience``) or ``cosine`` (per step, to 0 at the last epoch, after a linear
+            warm-up from ``lr/10`` over ``warmup_epochs``).
         class_weights: optional per-class loss weights (class imbalance).
+        label_smoothing: smoothing of the training targets; validation loss, which chooses the
+            checkpoint, is always the plain cross-entropy.
+        mixup_alpha: > 0 mixes each training batch with MixUp or CutMix (torchvision), one at random.
         channels_last: run convolutions in channels-last memory format.
 
     A training slice labelled :data:`~brain_tumor.data.counterfactual.ERASED` (its tumour erased)
@@ -32,17 +39,25 @@ class SliceClassifier(L.LightningModule):
 
     def __init__(self, network: nn.Module, preprocessing: Preprocessing, lr: float = 1e-4,
                  weight_decay: float = 0.0, plateau_factor: float = 0.2, plateau_patience: int = 1,
-                 class_weights: torch.Tensor | None = None, channels_last: bool = True) -> None:
+                 class_weights: torch.Tensor | None = None, channels_last: bool = True,
+                 optimizer: str = "adam", schedule: str = "plateau", warmup_epochs: int = 0,
+                 label_smoothing: float = 0.0, mixup_alpha: float = 0.0) -> None:
         super().__init__()
         self.network = network.to(memory_format=torch.channels_last) if channels_last else network
         self.normalize = Normalize(preprocessing)
         self.lr, self.weight_decay = lr, weight_decay
+        self.optimizer_name, self.schedule, self.warmup_epochs = optimizer, schedule, warmup_epochs
         self.plateau_factor, self.plateau_patience = plateau_factor, plateau_patience
         self.channels_last = channels_last
         self.loss_fn = nn.CrossEntropyLoss(weight=class_weights)
+        self.label_smoothing = label_smoothing
+        self.mix = batch_mixer(mixup_alpha, num_classes(network)) if mixup_alpha > 0 else None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.normalize(images)
+        return self._classify(self.normalize(images))
+
+    def _classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of normalised images."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return forward_fp32_stem(self.network, x)  # same as network(x) in fp32; safe under bf16 autocast
@@ -53,8 +68,28 @@ class SliceClassifier(L.LightningModule):
             set_frozen_batchnorm_eval(self.network)
         return self
 
+    def _train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+        """Loss of a training batch when it is mixed or its targets smoothed, else ``None`` (the
+        shared path of :meth:`_step`). Mixing acts on normalised images (a linear map, so the same
+        as mixing the pixels); accuracy is then against the larger share of each mixed target."""
+        if self.mix is None and self.label_smoothing == 0:
+            return None
+        x = self.normalize(images)
+        targets: torch.Tensor = labels
+        if self.mix is not None:
+            x, targets = self.mix(x, labels)
+        logits = self._classify(x).float()
+        loss = F.cross_entropy(logits, targets, weight=self.loss_fn.weight, label_smoothing=self.label_smoothing)
+        hard = targets.argmax(1) if targets.ndim == 2 else targets
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        self.log("train_acc", (logits.argmax(1) == hard).float().mean(), on_step=False, on_epoch=True,
+                 prog_bar=True, batch_size=len(labels))
+        return loss
+
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         images, labels = batch
+        if stage == "train" and (mixed := self._train_step(images, labels)) is not None:
+            return mixed
         logits = self(images).float()  # loss and softmax in fp32 under mixed precision
         erased = labels == ERASED
         acc: torch.Tensor | None
@@ -85,11 +120,42 @@ class SliceClassifier(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        optimizer_class = torch.optim.AdamW if self.optimizer_name == "adamw" else torch.optim.Adam
+        optimizer = optimizer_class(params, lr=self.lr, weight_decay=self.weight_decay)
+        if self.schedule == "cosine":
+            total = int(self.trainer.estimated_stepping_batches)
+            warmup = round(total * self.warmup_epochs / max(self.trainer.max_epochs or 1, 1))
+            return {"optimizer": optimizer,
+                    "lr_scheduler": {"scheduler": warmup_cosine(optimizer, total, warmup), "interval": "step"}}
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=self.plateau_factor, patience=self.plateau_patience)
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss", "interval": "epoch"}}
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int,
+                  warmup_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Linear warm-up from a tenth of the learning rate over ``warmup_steps``, then cosine
+    annealing to 0 at ``total_steps`` (PyTorch's own schedulers, chained)."""
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps - warmup_steps, 1))
+    if warmup_steps <= 0:
+        return cosine
+    warm = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=warmup_steps)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warm, cosine], milestones=[warmup_steps])
+
+
+def num_classes(network: nn.Module) -> int:
+    """Outputs of the network's last linear layer."""
+    linear = [m for m in network.modules() if isinstance(m, nn.Linear)]
+    if not linear:
+        raise ValueError("the network has no linear classification layer")
+    return int(linear[-1].out_features)
+
+
+def batch_mixer(alpha: float, classes: int) -> Any:
+    """MixUp or CutMix, one chosen at random per batch (torchvision.transforms.v2): returns the
+    mixed images and soft targets (one row per image, summing to 1)."""
+    return v2.RandomChoice([v2.MixUp(alpha=alpha, num_classes=classes), v2.CutMix(alpha=alpha, num_classes=classes)])
 
 
 def counterfactual_loss(logits: torch.Tensor, labels: torch.Tensor,
