@@ -12,11 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from brain_tumor import atomic
 from brain_tumor.comparison import read_predictions
 from brain_tumor.config import RunConfig, resolve_precision_setting, save_config
 from brain_tumor.data.manifest import CLASS_NAMES
 from brain_tumor.data.splits import Split, cv_splits
 from brain_tumor.evaluation import statistics as st
+from brain_tumor.evaluation.calibration import expected_calibration_error
 from brain_tumor.evaluation.metrics import classification_metrics
 from brain_tumor.evaluation.plots import plot_confusion_matrix
 from brain_tumor.evaluation.run_eval import write_json
@@ -30,15 +32,14 @@ def load_or_make_cv_splits(path: Path, labels: list[str], patient_ids: list[str]
     if path.is_file():
         return [Split(**s) for s in json.loads(path.read_text())]
     splits = cv_splits(labels, patient_ids, folds, grouping, val_fraction=val_fraction, seed=seed)
-    write_json({"splits": [dataclasses.asdict(s) for s in splits]}, path.with_suffix(".tmp.json"))
-    path.write_text(json.dumps([dataclasses.asdict(s) for s in splits]))
-    path.with_suffix(".tmp.json").unlink()
+    atomic.write_text(path, json.dumps([dataclasses.asdict(s) for s in splits]))
     return splits
 
 
 def summarise(y: np.ndarray, probs: np.ndarray, groups: list[str], fold_metrics: list[dict[str, Any]],
               n_boot: int = 2000) -> dict[str, Any]:
-    """Pooled metrics, patient-bootstrap CIs, per-fold mean/std, patient-level accuracy."""
+    """Pooled metrics, patient-bootstrap CIs, pooled ECE, per-fold mean/std and wall time (training +
+    evaluation, seconds, as each fold's metrics.json records them), patient-level accuracy."""
     pooled = classification_metrics(y, probs, list(CLASS_NAMES))
     meningioma = CLASS_NAMES.index("meningioma")
     cis = {name: dict(zip(("value", "low", "high"), st.bootstrap_ci(fn, y, probs, groups, n_boot)))
@@ -49,7 +50,15 @@ def summarise(y: np.ndarray, probs: np.ndarray, groups: list[str], fold_metrics:
     return {"pooled": pooled, "bootstrap_95ci_by_patient": cis,
             "fold_accuracy": accs, "fold_accuracy_mean": float(np.mean(accs)), "fold_accuracy_std": float(np.std(accs)),
             "fold_macro_f1_mean": float(np.mean([m["macro_f1"] for m in fold_metrics])),
+            "ece": expected_calibration_error(probs, y),
+            "fold_seconds": [fold_seconds(m) for m in fold_metrics],
             "patient_level": {"n_patients": len(patient_y), "accuracy": st.accuracy(patient_y, patient_p)}}
+
+
+def fold_seconds(metrics: dict[str, Any]) -> float | None:
+    """Training plus evaluation wall time of one fold (``None`` where the fold did not record it)."""
+    parts = [metrics.get("train_seconds"), metrics.get("eval_seconds")]
+    return None if parts[0] is None else float(sum(p for p in parts if p is not None))
 
 
 def run_cv(config: RunConfig, grouping: str, results_dir: Path, work_dir: Path,
@@ -74,12 +83,25 @@ def run_cv(config: RunConfig, grouping: str, results_dir: Path, work_dir: Path,
     paths, y, probs = read_predictions(run_dirs)
     pid_of = {r.result_name: pid for r, pid in zip(records, pids)}
     summary = summarise(y, probs, [pid_of[p] for p in paths], fold_metrics)
-    summary.update({"grouping": grouping, "folds": len(run_dirs)})
+    summary.update({"grouping": grouping, "folds": len(run_dirs),
+                    "fold_numbers": [int(d.name.split("-")[1]) for d in run_dirs], "cpu": _fold_cpus(run_dirs)})
     write_json(summary, results_dir / "summary.json")
     plot_confusion_matrix(summary["pooled"]["confusion_matrix"], list(CLASS_NAMES),
                           results_dir / "confusion_matrix_summed.png", f"{grouping} CV: summed confusion")
-    (results_dir / "summary.md").write_text(summary_markdown(summary))
+    atomic.write_text(results_dir / "summary.md", summary_markdown(summary))
     return summary
+
+
+def _fold_cpus(run_dirs: list[Path]) -> list[str | None]:
+    """The CPU each fold ran on (its environment.json), so a wall time says where it holds."""
+    out: list[str | None] = []
+    for d in run_dirs:
+        try:
+            env = json.loads((d / "environment.json").read_text())
+            out.append(env.get("cpu_kind") or env.get("cpu"))
+        except (OSError, ValueError):
+            out.append(None)
+    return out
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
@@ -91,5 +113,10 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"Per-fold accuracy: {', '.join(f'{a:.4f}' for a in summary['fold_accuracy'])} "
         f"(mean {summary['fold_accuracy_mean']:.4f} ± {summary['fold_accuracy_std']:.4f}); "
         f"patient-level accuracy {summary['patient_level']['accuracy']:.4f} "
-        f"over {summary['patient_level']['n_patients']} patients.", "",
+        f"over {summary['patient_level']['n_patients']} patients; pooled ECE {summary['ece']:.4f}.",
+        f"Wall time per fold (training + evaluation): {_seconds_text(summary['fold_seconds'])}.", "",
         "| metric (pooled) | value | 95% CI, patients resampled |", "|---|---|---|", *rows, ""])
+
+
+def _seconds_text(seconds: list[float | None]) -> str:
+    return ", ".join("?" if s is None else f"{s / 60:.1f} min" for s in seconds)

@@ -20,7 +20,8 @@ def _ci_text(ci: dict[str, float], digits: int = 4) -> str:
 BUDGET = (("data", "image_size"), ("train", "max_epochs"), ("train", "precision"), ("train", "ema_decay"))
 PLAIN_RECIPE = {("model", "freeze_layers"): 15, ("data", "preprocessing"): "paper",
                 ("data", "augmentation"): "paper", ("train", "class_weighted_loss"): False,
-                ("data", "oversample"): False}
+                ("data", "oversample"): False, ("train", "optimizer"): "adam", ("train", "schedule"): "plateau",
+                ("train", "label_smoothing"): 0.0, ("train", "mixup_alpha"): 0.0, ("train", "counterfactual"): 0.0}
 
 
 def _with_defaults(config: dict[str, Any]) -> dict[str, Any]:
@@ -31,7 +32,8 @@ def _with_defaults(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _is_plain(config: dict[str, Any]) -> bool:
-    """The paper recipe: freeze 15, paper preprocessing and augmentation, no imbalance handling."""
+    """The paper recipe: freeze 15, paper preprocessing and augmentation, Adam + plateau, nothing
+    added (no imbalance handling, smoothing, mixing or counterfactual slices)."""
     return all(config[s][k] == v for (s, k), v in PLAIN_RECIPE.items())
 
 

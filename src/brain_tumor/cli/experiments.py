@@ -1,4 +1,4 @@
-"""Training runs and their reports: ``reproduce``, ``train``, ``cv``, ``compare``, ``report``."""
+"""Training runs and their reports: ``reproduce``, ``train``, ``cv``, ``compare``, ``leaderboard``, ``report``."""
 
 from __future__ import annotations
 
@@ -142,6 +142,32 @@ def compare(
     except (ValueError, OSError) as exc:
         _fail(str(exc))
     typer.echo(json.dumps(result, indent=2))
+
+
+def leaderboard(
+    cv_root: Annotated[Path, typer.Argument(help="The folder holding the CV folders.")] = Path("results/cv"),
+    output: Annotated[Path | None, typer.Option(
+        help="Write OUTPUT.md and OUTPUT.json [default: CV_ROOT/leaderboard].")] = None,
+) -> None:
+    """The recipe table: every patient-wise CV, sorted by pooled accuracy, with its paired
+    difference against the paper recipe at the same resolution (CIs resample patients), meningioma
+    recall, macro-F1, ECE, patient-level accuracy and minutes per fold.
+
+    Example: brain-tumor leaderboard results/cv
+    """
+    from brain_tumor import atomic
+    from brain_tumor import leaderboard as board
+
+    output = output or cv_root / "leaderboard"
+    try:
+        entries = board.leaderboard(cv_root)
+    except (ValueError, OSError) as exc:
+        _fail(str(exc))
+    atomic.write_text(output.with_suffix(".md"), board.markdown(entries))
+    atomic.write_json(board.to_json(entries), output.with_suffix(".json"))
+    for e in entries:
+        typer.echo(f"{100 * e.accuracy['value']:.2f}%  {len(e.folds)} folds  {e.name}")
+    typer.echo(f"table: {output.with_suffix('.md')}")
 
 
 def report(
