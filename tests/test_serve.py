@@ -43,11 +43,11 @@ def test_health_model_and_page(client: TestClient) -> None:
 
 def test_predict_png_and_dicom(client: TestClient, tmp_path: Path) -> None:
     image = synthetic_slice(np.random.default_rng(0), 2, 128)
-    r = client.post("/v1/predict", files={"file": ("../../etc/passwd", png_bytes(image), "image/png")})
+    r = client.post("/v1/predict?explain=true", files={"file": ("../../etc/passwd", png_bytes(image), "image/png")})
     assert r.status_code == 200, r.text
     body = r.json()
     assert abs(sum(body["probabilities"].values()) - 1) < 1e-5 and body["predicted"] in body["probabilities"]
-    assert {"confidence", "refer", "overlay_png", "image_png"} <= set(body)
+    assert body["confidence"] > 0 and body["overlay_png"] and body["image_png"]  # explained: the slice comes too
     dcm = _dicom(tmp_path / "a.dcm", image.astype(np.uint16) * 4)
     assert client.post("/v1/predict", files={"file": ("x.bin", dcm.read_bytes())}).status_code == 200
 
@@ -173,7 +173,8 @@ def test_micro_batcher_groups_concurrent_requests_and_keeps_their_order() -> Non
 def test_explain_on_demand_study_ready_and_metrics(client: TestClient) -> None:
     image = png_bytes(synthetic_slice(np.random.default_rng(1), 0, 96))
     plain = client.post("/v1/predict", files={"file": ("s.png", image)}).json()
-    assert plain["overlay_png"] is None and plain["cam_png"] is None and plain["image_png"]
+    assert plain["overlay_png"] is None and plain["cam_png"] is None and plain["image_png"] is None
+    assert client.post("/v1/predict?image=true", files={"file": ("s.png", image)}).json()["image_png"]
     explained = client.post("/v1/predict?explain=true", files={"file": ("s.png", image)}).json()
     assert explained["overlay_png"] and explained["cam_png"]
     assert explained["probabilities"] == pytest.approx(plain["probabilities"], abs=1e-4)

@@ -157,12 +157,15 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             description="One slice: JPG, PNG (8/16-bit), DICOM or figshare .mat; the type is read from the bytes, "
                         "never from the name.")],
             explain: Annotated[bool, Query(description="Also return the Grad-CAM overlay and map (slower).")] = False,
+            image: Annotated[bool, Query(description="Also return the slice as the model saw it (a base64 PNG).")]
+            = False,
     ) -> PredictionOut:
-        """Classify one slice (micro-batched with concurrent requests); Grad-CAM on request."""
+        """Classify one slice (micro-batched with concurrent requests); Grad-CAM and the model's view
+        of the slice on request."""
         tensor = await read_upload(file)
         prediction = await predict_tensor(tensor)
         images = await run_in_threadpool(service.explain, tensor) if explain else None
-        return service.answer(prediction, tensor, images)
+        return service.answer(prediction, tensor, images, with_image=image)
 
     @api.post("/study", response_model=StudyOut, responses=problem_responses(408, 413, 422, 503))
     async def study(files: Annotated[list[UploadFile], File(

@@ -46,7 +46,8 @@ class PredictionOut(BaseModel):
     set_confidence: float | None = Field(None, gt=0, lt=1, description="The stated coverage of `prediction_set`.")
     p_no_tumour: float | None = Field(None, ge=0, le=1, description="The no-tumour gate's probability that the "
                                                                     "slice holds no tumour (with a gate).")
-    image_png: str = Field(description="The slice as the model saw it, base64 PNG.")
+    image_png: str | None = Field(None, description="The slice as the model saw it, base64 PNG (with "
+                                                    "?image=true, or ?explain=true).")
     overlay_png: str | None = Field(None, description="Grad-CAM overlaid on the slice, base64 PNG "
                                                       "(with ?explain=true).")
     cam_png: str | None = Field(None, description="The Grad-CAM map alone, base64 8-bit PNG (with ?explain=true).")

@@ -100,7 +100,10 @@ class Service:
         return {"overlay_png": _png_base64(overlay(grey, cam)),
                 "cam_png": _png_base64((255 * np.clip(cam, 0, 1)).astype(np.uint8))}
 
-    def answer(self, prediction: Prediction, tensor: torch.Tensor, images: dict[str, str] | None) -> PredictionOut:
+    def answer(self, prediction: Prediction, tensor: torch.Tensor, images: dict[str, str] | None,
+               with_image: bool = False) -> PredictionOut:
+        """The response for one slice; the slice as a PNG only when asked for (or explained), since
+        encoding it costs more than the answer and makes the response ~100x larger."""
         result = prediction.row()
         if "prediction_set" in result:
             members = result["prediction_set"]
@@ -108,8 +111,8 @@ class Service:
             result["set_confidence"] = self.predictor.set_confidence
         for key in ("path", "error", *(f"p_{c}" for c in prediction.probabilities)):
             result.pop(key, None)
-        result.update(probabilities=prediction.probabilities, image_png=_png_base64(tensor[0].numpy()),
-                      notice=NOTICE, **(images or {}))
+        image = _png_base64(tensor[0].numpy()) if with_image or images else None
+        result.update(probabilities=prediction.probabilities, image_png=image, notice=NOTICE, **(images or {}))
         return PredictionOut.model_validate(result)
 
     def applied_calibration(self) -> dict[str, Any] | None:
