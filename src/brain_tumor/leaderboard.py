@@ -41,6 +41,7 @@ class Entry:
     ece: float
     patient_accuracy: float
     minutes_per_fold: float | None
+    cpu_hours: float | None  # all its folds: wall time x the threads each fold trained with
     cpu: list[str]
     baseline: str | None = None
     difference: dict[str, float] | None = None  # accuracy points against the baseline, on shared slices
@@ -61,14 +62,31 @@ def fold_dirs(cv_dir: Path) -> list[Path]:
     return sorted(found, key=lambda d: int(d.name.split("-")[1]))
 
 
-def _fold_minutes(folds: list[Path]) -> float | None:
+def _fold_seconds(folds: list[Path]) -> list[float] | None:
+    """Training + evaluation seconds of each fold (None if a fold did not record them)."""
     seconds = []
     for d in folds:
         metrics = json.loads((d / "metrics.json").read_text())
         if metrics.get("train_seconds") is None:
             return None
         seconds.append(metrics["train_seconds"] + (metrics.get("eval_seconds") or 0.0))
-    return float(np.mean(seconds)) / 60 if seconds else None
+    return seconds
+
+
+def _cpu_hours(folds: list[Path], seconds: list[float] | None) -> float | None:
+    """Core-hours: each fold's wall time times the threads it ran with (its environment.json)."""
+    if not seconds:
+        return None
+    total = 0.0
+    for d, s in zip(folds, seconds, strict=True):
+        try:
+            threads = json.loads((d / "environment.json").read_text()).get("torch_threads")
+        except (OSError, ValueError):
+            return None
+        if not threads:
+            return None
+        total += s * int(threads) / 3600
+    return total
 
 
 def _cpus(folds: list[Path]) -> list[str]:
@@ -94,13 +112,16 @@ def score(cv_dir: Path, patient_of: dict[str, str], n_boot: int = 2000) -> Entry
     groups = [patient_of.get(p, p) for p in paths]
     meningioma = CLASS_NAMES.index("meningioma")
     patient_y, patient_p = st.patient_level(y, probs, groups)
+    seconds = _fold_seconds(folds)
     return Entry(
         name=cv_dir.name, image_size=int(config["data"]["image_size"]), recipe=recipe_text(config),
         folds=[int(d.name.split("-")[1]) for d in folds], n_slices=len(paths),
         accuracy=_ci(st.bootstrap_ci(st.accuracy, y, probs, groups, n_boot)),
         meningioma_recall=_ci(st.bootstrap_ci(st.class_recall(meningioma), y, probs, groups, n_boot)),
         macro_f1=st.macro_f1(y, probs), ece=expected_calibration_error(probs, y),
-        patient_accuracy=st.accuracy(patient_y, patient_p), minutes_per_fold=_fold_minutes(folds), cpu=_cpus(folds))
+        patient_accuracy=st.accuracy(patient_y, patient_p),
+        minutes_per_fold=float(np.mean(seconds)) / 60 if seconds else None, cpu_hours=_cpu_hours(folds, seconds),
+        cpu=_cpus(folds))
 
 
 def choose_baseline(entry: Entry, config: dict[str, Any], candidates: dict[str, dict[str, Any]],
@@ -162,19 +183,21 @@ def markdown(entries: list[Entry]) -> str:
     """The table, with a note on how to read it."""
     header = ["CV folder", "px", "recipe (changed from the defaults)", "folds", "accuracy [95% CI]",
               "vs paper recipe, points [95% CI]", "meningioma recall [95% CI]", "macro-F1", "ECE",
-              "patient-level accuracy", "min per fold", "CPU"]
+              "patient-level accuracy", "min per fold", "core-hours, all folds", "CPU"]
     rows = [[f"`{e.name}`", str(e.image_size), e.recipe, ",".join(map(str, e.folds)),
              _ci_text({k: 100 * v for k, v in e.accuracy.items()}, 2),
              _difference_text(e, entries),
              _ci_text(e.meningioma_recall, 3), f"{e.macro_f1:.3f}", f"{e.ece:.4f}", f"{100 * e.patient_accuracy:.2f}",
-             "?" if e.minutes_per_fold is None else f"{e.minutes_per_fold:.0f}", "; ".join(e.cpu)] for e in entries]
+             "?" if e.minutes_per_fold is None else f"{e.minutes_per_fold:.0f}",
+             "?" if e.cpu_hours is None else f"{e.cpu_hours:.1f}", "; ".join(e.cpu)] for e in entries]
     return "\n".join([
         "# Recipes on new patients: the official patient-wise folds", "",
         "Written by `brain-tumor leaderboard`. Complete 5-fold CVs first, sorted by pooled accuracy; then partial ones "
         "(their accuracy is over their folds only). The difference is against the paper recipe (freeze 15, Adam + "
         "ReduceLROnPlateau, paper preprocessing and augmentation) trained at the same resolution, on the slices both "
-        "scored, with a 95% CI resampling patients. Minutes per fold are training + evaluation on the CPU named; "
-        "runs interrupted and resumed count only their last piece. Every recipe tried is listed, the losers too; "
+        "scored, with a 95% CI resampling patients. Minutes per fold are training + evaluation on the CPU named, "
+        "core-hours that wall time times the threads used, over all folds; runs interrupted and resumed count only "
+        "their last piece. Every recipe tried is listed, the losers too; "
         "picking the top row is itself a choice made on these test folds, so a winner's margin needs confirming on "
         "data it was not chosen on.", "",
         markdown_table(header, rows), ""])

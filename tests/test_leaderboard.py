@@ -1,0 +1,75 @@
+"""The recipe table (``brain-tumor leaderboard``) on synthetic CV folders."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from brain_tumor.cli import app
+from brain_tumor.data.manifest import load_records
+from brain_tumor.leaderboard import leaderboard, recipe_text
+
+
+def _cv(root: Path, name: str, dataset: Path, train: dict[str, object], right: float, folds: int = 5,
+        image_size: int = 224) -> None:
+    """A CV folder whose folds got a share ``right`` of the dataset's slices right (seeded)."""
+    cv = root / name
+    cv.mkdir(parents=True)
+    config = {"data": {"root": str(dataset), "image_size": image_size}, "model": {"freeze_layers": 15},
+              "train": {"max_epochs": 12, "precision": "bf16-mixed", **train}}
+    (cv / "config.yaml").write_text(yaml.safe_dump(config))
+    records = load_records(dataset)
+    rng = np.random.default_rng(len(name))
+    classes = ["glioma", "meningioma", "pituitary"]
+    for k in range(1, folds + 1):
+        fold = cv / f"fold-{k}"
+        fold.mkdir()
+        with (fold / "test_predictions.csv").open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "label", *(f"p_{c}" for c in classes)])
+            for r in records[k - 1::5]:
+                truth = classes.index(r.label)
+                answer = truth if rng.random() < right else (truth + 1) % 3
+                p = [0.1, 0.1, 0.1]
+                p[answer] = 0.8
+                writer.writerow([r.result_name, r.label, *p])
+        (fold / "metrics.json").write_text(json.dumps({"train_seconds": 600.0, "eval_seconds": 60.0}))
+        (fold / "environment.json").write_text(json.dumps({"cpu_kind": "test-cpu", "torch_threads": 2}))
+
+
+def test_sorted_by_accuracy_each_against_the_paper_recipe_at_its_size(class_folder_dataset: Path,
+                                                                      tmp_path: Path) -> None:
+    root = tmp_path / "cv"
+    _cv(root, "paper-224", class_folder_dataset, {}, right=0.7)
+    _cv(root, "adamw-224", class_folder_dataset, {"optimizer": "adamw", "schedule": "cosine"}, right=0.95)
+    _cv(root, "paper-128", class_folder_dataset, {}, right=0.5, image_size=128)
+    _cv(root, "partial-224", class_folder_dataset, {"label_smoothing": 0.1}, right=1.0, folds=2)
+    entries = leaderboard(root, n_boot=50)
+    assert [e.name for e in entries] == ["adamw-224", "paper-224", "paper-128", "partial-224"]
+    best, paper = entries[0], entries[1]
+    assert best.baseline == "paper-224" and paper.baseline is None and entries[2].baseline is None
+    assert best.difference is not None
+    assert best.difference["value"] == pytest.approx(100 * (best.accuracy["value"] - paper.accuracy["value"]))
+    assert best.recipe == "model.freeze_layers=15, train.optimizer=adamw, train.schedule=cosine, train.max_epochs=12"
+    assert best.minutes_per_fold == 11.0 and best.cpu_hours == 5 * 660 * 2 / 3600 and best.cpu == ["test-cpu"]
+    assert entries[3].folds == [1, 2] and entries[3].baseline == "paper-224"
+
+    out = CliRunner().invoke(app, ["leaderboard", str(root), "--output", str(tmp_path / "board")])
+    assert out.exit_code == 0, out.output
+    table = (tmp_path / "board.md").read_text()
+    assert "the baseline" in table and "vs `paper-224`" in table
+    assert [row["name"] for row in json.loads((tmp_path / "board.json").read_text())][0] == "adamw-224"
+
+
+def test_recipe_text_names_what_differs_from_the_defaults() -> None:
+    assert recipe_text({}) == "defaults"
+    assert recipe_text({"data": {"image_size": 128}, "train": {"label_smoothing": 0.1}}) == "train.label_smoothing=0.1"
+
+
+def test_no_cv_folders_is_one_clear_error(tmp_path: Path) -> None:
+    out = CliRunner().invoke(app, ["leaderboard", str(tmp_path)])
+    assert out.exit_code != 0 and "no cross-validation folders" in out.output
