@@ -148,3 +148,80 @@ def test_the_service_reports_the_gate(tmp_path: Path, tiny_checkpoint: Path) -> 
                                                  for i in range(2)]).json()
         assert study["study"]["predicted"] == "no_tumour" and study["study"]["confidence"] == 1.0
         assert client.get("/v1/health").json()["compute"]["gate"].endswith("gate.json")
+
+
+def _head(size: int, tumour: bool, rng: np.random.Generator) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    yy, xx = np.mgrid[:size, :size] / size
+    image = np.where((yy - 0.5) ** 2 + (xx - 0.5) ** 2 < 0.16, 0.3, 0.0) + rng.normal(0, 0.02, (size, size))
+    y, x = int(rng.integers(18, 34)), int(rng.integers(18, 34))
+    if tumour:
+        image[y:y + 10, x:x + 10] = 0.95
+    return np.clip(image, 0, 1), ((x + 5) / size, (y + 5) / size, 10 / size, 10 / size)
+
+
+def test_gate_learns_from_erased_tumours_when_asked(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    import torch
+
+    from brain_tumor.cli import app
+    from brain_tumor.data.manifest import FIELDS
+    from brain_tumor.no_tumour_gate import ERASED
+
+    rng = np.random.default_rng(0)
+    data, none = tmp_path / "tumours", tmp_path / "none"
+    data.mkdir()
+    none.mkdir()
+    rows = []
+    for i in range(30):
+        image, box = _head(64, True, rng)
+        Image.fromarray((255 * image).astype(np.uint8)).save(data / f"{i}.png")
+        rows.append([i + 1, ["glioma", "meningioma", "pituitary"][i % 3], f"{i}.png", f"p{i // 2}", "", *box])
+    (data / "manifest.csv").write_text(",".join(FIELDS) + "\n" + "\n".join(",".join(map(str, r)) for r in rows) + "\n")
+    with (none / "manifest.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "group"])
+        for i in range(20):
+            Image.fromarray((255 * _head(64, False, rng)[0]).astype(np.uint8)).save(none / f"n{i}.png")
+            writer.writerow([f"n{i}.png", "no_tumour", f"g{i // 2}"])
+    meta = torch.load(tiny_checkpoint, weights_only=True)
+    meta["config"]["data"]["root"] = str(data)
+    checkpoint = tmp_path / "model.pt"
+    torch.save(meta, checkpoint)
+    splits = tmp_path / "splits.json"
+    splits.write_text(json.dumps([{"name": "fold-1", "seed": 0, "train": list(range(18)), "val": [18, 19],
+                                   "test": list(range(20, 30))}]))
+    out = tmp_path / "gate"
+    result = CliRunner().invoke(app, ["no-tumour-gate", "-m", str(checkpoint), "--splits", str(splits), "--fold", "1",
+                                      "--data", str(data), "--no-tumour-data", str(none), "--output", str(out),
+                                      "--per-class", "10", "--erased-negatives"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "no_tumour.json").read_text())
+    assert summary["deployed"] == ERASED and list(summary["results"])[0] == ERASED
+    counts = summary["erased_negatives"]
+    assert 0 < counts["train_erased"] == counts["train_control"] <= 20 and counts["test_erased"] == 10
+    for variant in summary["results"].values():
+        shares = variant["tumour_erased_test_called_no_tumour"]
+        assert set(shares) == {"glioma", "meningioma", "pituitary"} and all(0 <= v <= 1 for v in shares.values())
+    assert "held-out eraser (inpaint)" in (out / "no_tumour.md").read_text()
+    assert load_gate(out / "gate.json").model_sha256 == file_sha256(checkpoint)
+
+
+def test_features_stay_aligned_with_their_paths_when_some_are_skipped(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    from brain_tumor.evaluation.no_tumour import features_of, style_renderer
+    from brain_tumor.inference import Predictor
+
+    rng = np.random.default_rng(3)
+    paths = []
+    for i in range(4):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(synthetic_slice(rng, i % 3)).save(path)
+        paths.append(path)
+    paths[1].write_bytes(b"\x89PNG\r\n\x1a\n broken")  # unreadable: logged and masked out
+    predictor = Predictor.from_checkpoint(tiny_checkpoint)
+
+    def skip_third(i: int, image: np.ndarray) -> np.ndarray | None:
+        return None if i == 2 else image
+
+    feats, probs, ok = features_of(predictor, paths, skip_third, "test")
+    assert ok.tolist() == [True, False, False, True] and len(feats) == len(probs) == 4
+    alone, _, _ = features_of(predictor, [paths[3]], style_renderer(None, 0), "test")
+    assert np.allclose(feats[3], alone[0], rtol=1e-3, atol=1e-3) and not feats[1].any()  # batch size moves the last digits

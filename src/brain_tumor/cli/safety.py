@@ -93,6 +93,9 @@ def no_tumour_gate(
     per_class: Annotated[int, typer.Option(min=10, help="Training slices per tumour class for the gate.")] = 200,
     threshold: Annotated[float, typer.Option(min=0.01, max=0.99, help="P(no tumour) that answers no tumour.")] = 0.5,
     seed: Annotated[int, typer.Option(help="Seed of the sampling, styles and group folds.")] = 0,
+    erased_negatives: Annotated[bool, typer.Option(
+        help="Also learn from the training slices with the tumour erased (as no tumour) and erased elsewhere (as "
+             "tumour), deploy that variant, and judge every variant on test slices erased by inpainting.")] = False,
 ) -> None:
     """Fit the model's "no tumour" gate and measure it, with the collection shortcut controlled.
 
@@ -107,7 +110,8 @@ def no_tumour_gate(
             _fail(f"{path}: no such file or folder")
     try:
         summary = run_no_tumour_gate(checkpoint, data or Path(RunConfig().data.root), splits, fold, no_tumour_data,
-                                     output, output / "cache", per_class, threshold=threshold, seed=seed)
+                                     output, output / "cache", per_class, threshold=threshold, seed=seed,
+                                     erased_negatives=erased_negatives)
     except (ValueError, OSError, IndexError) as exc:
         _fail(str(exc))
     typer.echo(Path(output / "no_tumour.md").read_text().strip())

@@ -129,6 +129,23 @@ def control_box(image: np.ndarray, box: Box, grow: float, rng: np.random.Generat
     return None
 
 
+def erased_copy(plain: np.ndarray, box: Box, rng: np.random.Generator, sites: Sequence[tuple[float, float]] = (),
+                control: bool = False) -> np.ndarray | None:
+    """``plain`` (float, [0, 1]) with the tumour's region erased or, with ``control``, a region of
+    the same size and shape away from it, by the training-time eraser (random shape, growth, fill
+    and feather from ``rng``); None where no control region fits (then neither is erased)."""
+    grow = float(rng.uniform(*GROW_RANGE))
+    ellipse = SHAPES[int(rng.integers(len(SHAPES)))] == "ellipse"
+    fill = FILLS[int(rng.integers(len(FILLS)))]
+    feather = float(rng.uniform(0.0, max(1.0, plain.shape[0] / 75)))
+    other = control_box(plain, box, grow, rng, sites, ellipse)
+    if other is None:  # no control region would fit: erase nothing, so size tells nothing
+        return None
+    tumour = region_mask(box, plain.shape, grow, ellipse)
+    region = region_mask(other, plain.shape, grow, ellipse) if control else tumour
+    return erase_region(plain, region, rng, tumour, fill, feather)
+
+
 def counterfactual(image: torch.Tensor, box: Box, label: int, share: float, rng: np.random.Generator,
                    sites: Sequence[tuple[float, float]] = ()) -> tuple[torch.Tensor, int]:
     """With probability ``share`` the tumour is erased (label :data:`ERASED`); with probability
@@ -139,18 +156,8 @@ def counterfactual(image: torch.Tensor, box: Box, label: int, share: float, rng:
     if u >= 2 * share:
         return image, label
     plain = image[0].numpy().astype(np.float32) / 255.0
-    grow = float(rng.uniform(*GROW_RANGE))
-    ellipse = SHAPES[int(rng.integers(len(SHAPES)))] == "ellipse"
-    fill = FILLS[int(rng.integers(len(FILLS)))]
-    feather = float(rng.uniform(0.0, max(1.0, plain.shape[0] / 75)))
-    control = control_box(plain, box, grow, rng, sites, ellipse)
-    if control is None:  # no control region would fit: erase nothing, so size tells nothing
+    erased = erased_copy(plain, box, rng, sites, control=u >= share)
+    if erased is None:
         return image, label
-    tumour = region_mask(box, plain.shape, grow, ellipse)
-    if u < share:
-        erased = erase_region(plain, tumour, rng, tumour, fill, feather)
-        new_label = ERASED
-    else:
-        erased = erase_region(plain, region_mask(control, plain.shape, grow, ellipse), rng, tumour, fill, feather)
-        new_label = label
+    new_label = label if u >= share else ERASED
     return torch.from_numpy(np.round(np.clip(erased, 0, 1) * 255).astype(np.uint8))[None], new_label

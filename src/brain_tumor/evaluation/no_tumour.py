@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from brain_tumor.data.counterfactual import erased_copy
+from brain_tumor.data.erasing import ERASERS, Box
 from brain_tumor.data.imageio import ImageReadError, read_slice
 from brain_tumor.evaluation import statistics as st
 from brain_tumor.gate import TumourGate, fit_gate
@@ -29,10 +31,15 @@ from brain_tumor.source_style import styled
 log = logging.getLogger(__name__)
 
 
-def features_of(predictor: Predictor, paths: Sequence[str | Path], render: Callable[[int, np.ndarray], np.ndarray],
+Render = Callable[[int, np.ndarray], np.ndarray | None]  # (item index, image) -> image to score, or None: skip
+
+
+def features_of(predictor: Predictor, paths: Sequence[str | Path], render: Render,
                 desc: str, batch: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(features [n, D], tumour-class probabilities [n, K], readable mask [n])``: each file read,
-    passed through ``render(i, image)`` and the model; an unreadable file is logged and masked out."""
+    """``(features [n, D], tumour-class probabilities [n, K], kept mask [n])``, one row per path:
+    each file read, passed through ``render(i, image)`` and the model; an unreadable file is logged
+    and masked out, and so is one ``render`` returns None for (e.g. no control region fits for an
+    erasure). Masked-out rows are zeros: select with the mask (``features[ok]``)."""
     feats: list[np.ndarray] = []
     probs: list[np.ndarray] = []
     ok = np.ones(len(paths), dtype=bool)
@@ -47,14 +54,24 @@ def features_of(predictor: Predictor, paths: Sequence[str | Path], render: Calla
 
     for i, path in enumerate(tqdm(paths, desc=desc, mininterval=10)):
         try:
-            pending.append(predictor.to_tensor(render(i, read_slice(path))))
+            rendered = render(i, read_slice(path))
         except ImageReadError as exc:
             log.warning("skipped: %s", exc)
+            rendered = None
+        if rendered is None:
             ok[i] = False
+        else:
+            pending.append(predictor.to_tensor(rendered))
         if len(pending) >= batch:
             flush()
     flush()
-    return np.concatenate(feats), np.concatenate(probs), ok
+    if not feats:
+        raise ValueError(f"{desc}: not one of {len(paths)} slices could be scored")
+    kept_feats, kept_probs = np.concatenate(feats), np.concatenate(probs)
+    all_feats = np.zeros((len(paths), kept_feats.shape[1]), dtype=kept_feats.dtype)
+    all_probs = np.zeros((len(paths), kept_probs.shape[1]), dtype=kept_probs.dtype)
+    all_feats[ok], all_probs[ok] = kept_feats, kept_probs
+    return all_feats, all_probs, ok
 
 
 def group_folds(groups: Sequence[str], n_folds: int, seed: int) -> np.ndarray:
@@ -69,22 +86,23 @@ def group_folds(groups: Sequence[str], n_folds: int, seed: int) -> np.ndarray:
 
 
 def cross_fit_no_tumour(tumour_train: np.ndarray, none_features: np.ndarray, none_folds: np.ndarray,
-                        model_sha256: str, threshold: float) -> np.ndarray:
-    """``P(no tumour)`` of every no-tumour slice from a gate fitted without its group fold."""
+                        model_sha256: str, threshold: float, extra_none: np.ndarray | None = None) -> np.ndarray:
+    """``P(no tumour)`` of every no-tumour slice from a gate fitted without its group fold;
+    ``extra_none`` (e.g. tumour-erased training slices) is on the no-tumour side of every fit."""
     p = np.zeros(len(none_features))
     for fold in np.unique(none_folds):
         held = none_folds == fold
-        gate = fit_gate(np.concatenate([tumour_train, none_features[~held]]),
-                        np.r_[np.zeros(len(tumour_train)), np.ones(int((~held).sum()))], model_sha256, threshold)
+        gate = gate_with(tumour_train, none_features[~held], model_sha256, threshold, extra_none)
         p[held] = gate.p_no_tumour(none_features[held])
     return p
 
 
 def gate_with(tumour_train: np.ndarray, none_features: np.ndarray, model_sha256: str,
-              threshold: float) -> TumourGate:
-    """The gate fitted on all the given tumour and no-tumour features."""
-    return fit_gate(np.concatenate([tumour_train, none_features]),
-                    np.r_[np.zeros(len(tumour_train)), np.ones(len(none_features))], model_sha256, threshold)
+              threshold: float, extra_none: np.ndarray | None = None) -> TumourGate:
+    """The gate fitted on all the given tumour and no-tumour features (``extra_none`` too)."""
+    none = none_features if extra_none is None else np.concatenate([none_features, extra_none])
+    return fit_gate(np.concatenate([tumour_train, none]),
+                    np.r_[np.zeros(len(tumour_train)), np.ones(len(none))], model_sha256, threshold)
 
 
 def tumour_accuracy_with_gate(labels: np.ndarray, probs: np.ndarray, p_none: np.ndarray, threshold: float,
@@ -105,8 +123,23 @@ def tumour_accuracy_with_gate(labels: np.ndarray, probs: np.ndarray, p_none: np.
             "called_no_tumour": float((p_none >= threshold).mean())}
 
 
-def style_renderer(style: str | None, seed: int) -> Callable[[int, np.ndarray], np.ndarray]:
+def style_renderer(style: str | None, seed: int) -> Render:
     """``render(i, image)`` for :func:`features_of`: the image as is, or in ``style``."""
     if style is None:
         return lambda i, image: image
     return lambda i, image: styled(image, style, seed + i)
+
+
+def erasure_renderer(boxes: Sequence[Box], sites: Sequence[tuple[float, float]], seed: int,
+                     control: bool) -> Render:
+    """``render(i, image)``: item ``i``'s tumour (or, with ``control``, a same-size region away from
+    it) erased by the training-time eraser (:func:`brain_tumor.data.counterfactual.erased_copy`),
+    seeded per item so the tumour and control copies are drawn alike; None where none fits."""
+    return lambda i, image: erased_copy(image, boxes[i], np.random.default_rng(seed + i), sites, control)
+
+
+def eraser_renderer(eraser: str, boxes: Sequence[Box]) -> Render:
+    """``render(i, image)``: item ``i``'s tumour erased by one of the benchmark's erasers
+    (:data:`brain_tumor.data.erasing.ERASERS`)."""
+    erase = ERASERS[eraser]
+    return lambda i, image: erase(image, boxes[i])
