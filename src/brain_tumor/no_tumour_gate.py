@@ -83,7 +83,8 @@ def run_no_tumour_gate(checkpoint: Path, tumour_data: Path, splits: Path, fold: 
     none_items = [item for item in read_collection(no_tumour_data) if item.label == "no_tumour"]
     none_paths = [str(item.path) for item in none_items]
     none_groups = [item.group for item in none_items]
-    inputs = json.dumps([fold, seed, per_class, [str(p) for p in test_paths], none_paths, picked.tolist()])
+    inputs = json.dumps(["rows-per-path", fold, seed, per_class, [str(p) for p in test_paths], none_paths,
+                         picked.tolist()])  # the format first: caches of an earlier layout are not reused
     block = cache_dir / f"{sha[:16]}-{hashlib.sha256(inputs.encode()).hexdigest()[:16]}"  # new inputs, new cache
 
     train_paths = [records[i].path for i in picked]
@@ -101,6 +102,9 @@ def run_no_tumour_gate(checkpoint: Path, tumour_data: Path, splits: Path, fold: 
     erased_train: tuple[np.ndarray, np.ndarray] | None = None
     erased_test: tuple[np.ndarray, np.ndarray] | None = None
     if erased_negatives:
+        if predictor.preprocessing.pipeline != "paper":
+            raise ValueError("--erased-negatives needs a model of the paper pipeline (the others crop and pad, which "
+                             "moves the tumour boxes), as counterfactual training does")
         erased_train, erased_test = _erased_blocks(predictor, records, picked, train_pool, test, block, seed)
 
     none_feat, none_probs = none_feat[none_ok], none_probs[none_ok]
@@ -173,7 +177,7 @@ def _erased_blocks(predictor: Predictor, records: list[Record], picked: np.ndarr
     erased: list[np.ndarray] = []
     for control in (False, True):
         kind = "erased elsewhere" if control else "tumour erased"
-        render = erasure_renderer(boxes, sites, seed + 20_000, control)
+        render = erasure_renderer(boxes, sites, seed + 20_000, control, predictor.preprocessing.image_size)
         feat, _, ok = _cached(block / f"train-{kind.replace(' ', '-')}.npz",
                               partial(features_of, predictor, paths, render, f"tumour train, {kind}"))
         erased.append(feat[ok])

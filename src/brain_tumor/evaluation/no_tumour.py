@@ -23,6 +23,7 @@ from tqdm import tqdm
 from brain_tumor.data.counterfactual import erased_copy
 from brain_tumor.data.erasing import ERASERS, Box
 from brain_tumor.data.imageio import ImageReadError, read_slice
+from brain_tumor.data.preprocess import prepare_slice
 from brain_tumor.evaluation import statistics as st
 from brain_tumor.gate import TumourGate, fit_gate
 from brain_tumor.inference import Predictor
@@ -130,12 +131,18 @@ def style_renderer(style: str | None, seed: int) -> Render:
     return lambda i, image: styled(image, style, seed + i)
 
 
-def erasure_renderer(boxes: Sequence[Box], sites: Sequence[tuple[float, float]], seed: int,
-                     control: bool) -> Render:
-    """``render(i, image)``: item ``i``'s tumour (or, with ``control``, a same-size region away from
-    it) erased by the training-time eraser (:func:`brain_tumor.data.counterfactual.erased_copy`),
-    seeded per item so the tumour and control copies are drawn alike; None where none fits."""
-    return lambda i, image: erased_copy(image, boxes[i], np.random.default_rng(seed + i), sites, control)
+def erasure_renderer(boxes: Sequence[Box], sites: Sequence[tuple[float, float]], seed: int, control: bool,
+                     image_size: int) -> Render:
+    """``render(i, image)``: item ``i`` resized to the model's ``image_size`` (the paper pipeline, a
+    plain resize, as counterfactual training sees it), then its tumour (or, with ``control``, a
+    same-size region away from it) erased by the training-time eraser
+    (:func:`brain_tumor.data.counterfactual.erased_copy`), seeded per item so the tumour and
+    control copies are drawn alike; None where no control region fits."""
+    def render(i: int, image: np.ndarray) -> np.ndarray | None:
+        grid = prepare_slice(image, image_size, "paper").astype(np.float32) / 255.0
+        return erased_copy(grid, boxes[i], np.random.default_rng(seed + i), sites, control)
+
+    return render
 
 
 def eraser_renderer(eraser: str, boxes: Sequence[Box]) -> Render:
