@@ -48,15 +48,23 @@ def test_sorted_by_accuracy_each_against_the_paper_recipe_at_its_size(class_fold
     _cv(root, "adamw-224", class_folder_dataset, {"optimizer": "adamw", "schedule": "cosine"}, right=0.95)
     _cv(root, "paper-128", class_folder_dataset, {}, right=0.5, image_size=128)
     _cv(root, "partial-224", class_folder_dataset, {"label_smoothing": 0.1}, right=1.0, folds=2)
+    _cv(root, "paper-224-e6", class_folder_dataset, {"max_epochs": 6}, right=0.6)  # the paper recipe, shorter
+    _cv(root, "decay-224", class_folder_dataset, {"weight_decay": 0.05}, right=0.55)  # another recipe
     entries = leaderboard(root, n_boot=50)
-    assert [e.name for e in entries] == ["adamw-224", "paper-224", "paper-128", "partial-224"]
-    best, paper = entries[0], entries[1]
-    assert best.baseline == "paper-224" and paper.baseline is None and entries[2].baseline is None
+    assert entries[0].name == "adamw-224" and entries[-1].name == "partial-224"  # partial CVs last
+    complete = [e.accuracy["value"] for e in entries[:-1]]
+    assert complete == sorted(complete, reverse=True)
+    by_name = {e.name: e for e in entries}
+    best, paper = by_name["adamw-224"], by_name["paper-224"]
+    assert best.baseline == "paper-224"  # the paper recipe at the same size and the closest budget (12 epochs)
+    assert by_name["decay-224"].baseline == "paper-224"
+    assert [by_name[n].baseline for n in ("paper-224", "paper-224-e6", "paper-128")] == [None, None, None]
     assert best.difference is not None
     assert best.difference["value"] == pytest.approx(100 * (best.accuracy["value"] - paper.accuracy["value"]))
     assert best.recipe == "model.freeze_layers=15, train.optimizer=adamw, train.schedule=cosine, train.max_epochs=12"
-    assert best.minutes_per_fold == 11.0 and best.cpu_hours == 5 * 660 * 2 / 3600 and best.cpu == ["test-cpu"]
-    assert entries[3].folds == [1, 2] and entries[3].baseline == "paper-224"
+    assert best.minutes_per_fold == pytest.approx(11.0) and best.cpu_hours == pytest.approx(5 * 660 * 2 / 3600)
+    assert best.cpu == ["test-cpu"]
+    assert by_name["partial-224"].folds == [1, 2] and by_name["partial-224"].baseline == "paper-224"
 
     out = CliRunner().invoke(app, ["leaderboard", str(root), "--output", str(tmp_path / "board")])
     assert out.exit_code == 0, out.output
@@ -68,6 +76,15 @@ def test_sorted_by_accuracy_each_against_the_paper_recipe_at_its_size(class_fold
 def test_recipe_text_names_what_differs_from_the_defaults() -> None:
     assert recipe_text({}) == "defaults"
     assert recipe_text({"data": {"image_size": 128}, "train": {"label_smoothing": 0.1}}) == "train.label_smoothing=0.1"
+
+
+def test_slices_missing_from_the_dataset_are_refused(class_folder_dataset: Path, tmp_path: Path) -> None:
+    root = tmp_path / "cv"
+    _cv(root, "paper-224", class_folder_dataset, {}, right=0.7)
+    csv_path = root / "paper-224" / "fold-1" / "test_predictions.csv"
+    csv_path.write_text(csv_path.read_text() + "elsewhere/x.png,glioma,0.8,0.1,0.1\n")
+    with pytest.raises(ValueError, match="not in the dataset's manifest"):
+        leaderboard(root, n_boot=10)
 
 
 def test_no_cv_folders_is_one_clear_error(tmp_path: Path) -> None:

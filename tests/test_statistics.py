@@ -136,9 +136,9 @@ def test_variants_are_compared_with_the_plain_recipe_of_the_same_budget() -> Non
 
 
 def test_old_configs_get_the_defaults_of_settings_they_predate() -> None:
-    from brain_tumor.cv_report import _with_defaults
+    from brain_tumor.cv_report import with_defaults
 
-    old = _with_defaults({"data": {"image_size": 128}, "train": {"max_epochs": 6}})
+    old = with_defaults({"data": {"image_size": 128}, "train": {"max_epochs": 6}})
     assert old["data"]["image_size"] == 128 and old["data"]["preprocessing"] == "paper"
     assert old["train"]["precision"] == "32-true" and old["model"]["freeze_layers"] == 30
     assert old["train"]["ema_decay"] is None

@@ -15,6 +15,7 @@ import numpy as np
 from brain_tumor import atomic
 from brain_tumor.comparison import read_predictions
 from brain_tumor.config import RunConfig, resolve_precision_setting, save_config
+from brain_tumor.cv_report import fold_cpus, fold_number, fold_seconds
 from brain_tumor.data.manifest import CLASS_NAMES
 from brain_tumor.data.splits import Split, cv_splits
 from brain_tumor.evaluation import statistics as st
@@ -55,12 +56,6 @@ def summarise(y: np.ndarray, probs: np.ndarray, groups: list[str], fold_metrics:
             "patient_level": {"n_patients": len(patient_y), "accuracy": st.accuracy(patient_y, patient_p)}}
 
 
-def fold_seconds(metrics: dict[str, Any]) -> float | None:
-    """Training plus evaluation wall time of one fold (``None`` where the fold did not record it)."""
-    parts = [metrics.get("train_seconds"), metrics.get("eval_seconds")]
-    return None if parts[0] is None else float(sum(p for p in parts if p is not None))
-
-
 def run_cv(config: RunConfig, grouping: str, results_dir: Path, work_dir: Path,
            only_folds: list[int] | None = None) -> dict[str, Any]:
     """Train/evaluate every fold (finished folds are skipped) and write summary.json/.md."""
@@ -84,24 +79,12 @@ def run_cv(config: RunConfig, grouping: str, results_dir: Path, work_dir: Path,
     pid_of = {r.result_name: pid for r, pid in zip(records, pids)}
     summary = summarise(y, probs, [pid_of[p] for p in paths], fold_metrics)
     summary.update({"grouping": grouping, "folds": len(run_dirs),
-                    "fold_numbers": [int(d.name.split("-")[1]) for d in run_dirs], "cpu": _fold_cpus(run_dirs)})
+                    "fold_numbers": [fold_number(d) for d in run_dirs], "cpu": fold_cpus(run_dirs)})
     write_json(summary, results_dir / "summary.json")
     plot_confusion_matrix(summary["pooled"]["confusion_matrix"], list(CLASS_NAMES),
                           results_dir / "confusion_matrix_summed.png", f"{grouping} CV: summed confusion")
     atomic.write_text(results_dir / "summary.md", summary_markdown(summary))
     return summary
-
-
-def _fold_cpus(run_dirs: list[Path]) -> list[str | None]:
-    """The CPU each fold ran on (its environment.json), so a wall time says where it holds."""
-    out: list[str | None] = []
-    for d in run_dirs:
-        try:
-            env = json.loads((d / "environment.json").read_text())
-            out.append(env.get("cpu_kind") or env.get("cpu"))
-        except (OSError, ValueError):
-            out.append(None)
-    return out
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:

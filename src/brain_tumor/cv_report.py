@@ -8,33 +8,65 @@ from pathlib import Path
 from typing import Any
 
 from brain_tumor.comparison import compare, compare_repeats, patients_by_path
-from brain_tumor.config import RunConfig, to_dict
+from brain_tumor.config import RunConfig, recipe_fingerprint, to_dict
 from brain_tumor.evaluation import statistics as st
 from brain_tumor.evaluation.report import _html_table, markdown_table
 
 
-def _ci_text(ci: dict[str, float], digits: int = 4) -> str:
-    return f"{ci['value']:.{digits}f} [{ci['low']:.{digits}f}, {ci['high']:.{digits}f}]"
+def ci_text(ci: dict[str, float] | None, digits: int = 4, signed: bool = False) -> str:
+    """``value [low, high]`` of a CI dict (``—`` for none)."""
+    if ci is None:
+        return "—"
+    f = f"{{:{'+' if signed else ''}.{digits}f}}"
+    return f"{f.format(ci['value'])} [{f.format(ci['low'])}, {f.format(ci['high'])}]"
 
 
 BUDGET = (("data", "image_size"), ("train", "max_epochs"), ("train", "precision"), ("train", "ema_decay"))
-PLAIN_RECIPE = {("model", "freeze_layers"): 15, ("data", "preprocessing"): "paper",
-                ("data", "augmentation"): "paper", ("train", "class_weighted_loss"): False,
-                ("data", "oversample"): False, ("train", "optimizer"): "adam", ("train", "schedule"): "plateau",
-                ("train", "label_smoothing"): 0.0, ("train", "mixup_alpha"): 0.0, ("train", "counterfactual"): 0.0}
+# what a recipe may spend without becoming another recipe: resolution, epochs and their stopping, averaging
+BUDGET_SETTINGS = frozenset({"data.image_size", "train.max_epochs", "train.early_stop_patience", "train.ema_decay"})
+PAPER_RECIPE = recipe_fingerprint({"model": {"freeze_layers": 15}})  # the paper's better scenario
 
 
-def _with_defaults(config: dict[str, Any]) -> dict[str, Any]:
+def with_defaults(config: dict[str, Any]) -> dict[str, Any]:
     """A saved config with the settings it predates filled in with their defaults."""
     defaults = to_dict(RunConfig())
     defaults["train"]["precision"] = "32-true"  # what runs trained at before the setting existed (now "auto")
     return {section: {**values, **(config.get(section) or {})} for section, values in defaults.items()}
 
 
-def _is_plain(config: dict[str, Any]) -> bool:
-    """The paper recipe: freeze 15, paper preprocessing and augmentation, Adam + plateau, nothing
-    added (no imbalance handling, smoothing, mixing or counterfactual slices)."""
-    return all(config[s][k] == v for (s, k), v in PLAIN_RECIPE.items())
+def is_plain_recipe(config: dict[str, Any]) -> bool:
+    """The paper recipe (freeze 15; Adam + ReduceLROnPlateau at the paper's rate; paper
+    preprocessing and augmentation; nothing added): every recipe setting but the budget
+    (:data:`BUDGET_SETTINGS`) as :data:`PAPER_RECIPE` has it."""
+    ours = recipe_fingerprint(config)
+    return all(ours[k] == v for k, v in PAPER_RECIPE.items() if k not in BUDGET_SETTINGS)
+
+
+def fold_number(fold_dir: Path) -> int:
+    """``fold-3`` -> 3."""
+    return int(fold_dir.name.split("-")[1])
+
+
+def fold_seconds(metrics: dict[str, Any]) -> float | None:
+    """Training plus evaluation wall time of one fold (``None`` where the fold did not record it)."""
+    parts = [metrics.get("train_seconds"), metrics.get("eval_seconds")]
+    return None if parts[0] is None else float(sum(p for p in parts if p is not None))
+
+
+def fold_environments(fold_dirs: list[Path]) -> list[dict[str, Any]]:
+    """Each fold's environment.json ({} where missing or unreadable)."""
+    out = []
+    for d in fold_dirs:
+        try:
+            out.append(json.loads((d / "environment.json").read_text()))
+        except (OSError, ValueError):
+            out.append({})
+    return out
+
+
+def fold_cpus(fold_dirs: list[Path]) -> list[str | None]:
+    """The CPU each fold ran on, so a wall time says where it holds."""
+    return [env.get("cpu_kind") or env.get("cpu") for env in fold_environments(fold_dirs)]
 
 
 def _budget(config: dict[str, Any] | None) -> tuple[Any, ...] | None:
@@ -47,7 +79,7 @@ def baselines(configs: dict[str, dict[str, Any] | None]) -> dict[str, str]:
     trained at the same resolution, epochs, precision and weight averaging. Without a config, a folder counts as the
     plain recipe when it is named ``official-freeze-15``."""
     def plain(name: str, config: dict[str, Any] | None) -> bool:
-        return name == "official-freeze-15" if config is None else _is_plain(config)
+        return name == "official-freeze-15" if config is None else is_plain_recipe(config)
 
     patient_wise = {n: c for n, c in configs.items() if not n.startswith("slice-")}
     plain_by_budget: dict[Any, str] = {}
@@ -80,13 +112,13 @@ def cv_overview(cv_root: Path) -> tuple[str, str]:
                  for d in sorted(cv_root.glob("*")) if (d / "summary.json").is_file()}
     if not summaries:
         return "", ""
-    configs = {n: _with_defaults(yaml.safe_load((cv_root / n / "config.yaml").read_text()))
+    configs = {n: with_defaults(yaml.safe_load((cv_root / n / "config.yaml").read_text()))
                if (cv_root / n / "config.yaml").is_file() else None for n in summaries}
     for name, s in summaries.items():
         ci = s["bootstrap_95ci_by_patient"]
         rows.append([name, _recipe_text(configs[name]), str(s["folds"]),
                      f"{s['fold_accuracy_mean']:.4f} ± {s['fold_accuracy_std']:.4f}",
-                     *[_ci_text(ci[k]) for k in ("accuracy", "macro_f1", "meningioma_recall", "macro_auc")],
+                     *[ci_text(ci[k]) for k in ("accuracy", "macro_f1", "meningioma_recall", "macro_auc")],
                      f"{s['patient_level']['accuracy']:.4f}"])
     header = ["protocol", "training", "folds", "fold accuracy mean ± sd", "accuracy [95% CI]", "macro F1 [95% CI]",
               "meningioma recall [95% CI]", "macro AUC [95% CI]", "patient-level accuracy"]
@@ -107,7 +139,7 @@ def cv_overview(cv_root: Path) -> tuple[str, str]:
         t = compare(cv_root / name, cv_root / baseline, patient_of)
         a, b = summaries[name]["fold_accuracy"], summaries[baseline]["fold_accuracy"]
         paired = f"{st.paired_fold_test(a, b):.3g}" if len(a) == len(b) > 1 else "n/a"
-        diffs = [_ci_text({k: 100 * v for k, v in t[f"{m}_difference_95ci_by_patient"].items()}, digits=2)
+        diffs = [ci_text({k: 100 * v for k, v in t[f"{m}_difference_95ci_by_patient"].items()}, digits=2)
                  if f"{m}_difference_95ci_by_patient" in t else "n/a" for m in ("accuracy", "meningioma_recall")]
         comparison_rows.append([name, baseline, str(t["n"]), f"{t['accuracy_a']:.4f} vs {t['accuracy_b']:.4f}", *diffs,
                                 f"{t['a_right_b_wrong']} / {t['a_wrong_b_right']}", f"{t['p_value']:.3g}", paired])
@@ -149,14 +181,14 @@ def paper_split_overview(results_root: Path) -> tuple[str, str]:
             if (d / "metrics.json").is_file() and (d / "config.yaml").is_file()}
     if not runs:
         return "", ""
-    configs = {n: _with_defaults(yaml.safe_load((d / "config.yaml").read_text())) for n, d in runs.items()}
+    configs = {n: with_defaults(yaml.safe_load((d / "config.yaml").read_text())) for n, d in runs.items()}
     rows = []
     for name, d in runs.items():
         m, c = json.loads((d / "metrics.json").read_text()), configs[name]
         rows.append([name, _recipe_name(c), _recipe_text(c), str(c["train"]["seed"]), f"{m['accuracy']:.4f}",
                      f"{m['macro_f1']:.4f}", f"{m['recall']['meningioma']:.4f}"])
     header = ["run", "recipe", "training", "seed", "test accuracy", "macro F1", "meningioma recall"]
-    plain = {(_budget(c), c["train"]["seed"]): n for n, c in configs.items() if _is_plain(c)}
+    plain = {(_budget(c), c["train"]["seed"]): n for n, c in configs.items() if is_plain_recipe(c)}
     groups: dict[tuple[str, tuple[Any, ...] | None], list[tuple[str, str]]] = {}
     for name, c in configs.items():
         baseline = plain.get((_budget(c), c["train"]["seed"]))
@@ -169,7 +201,7 @@ def paper_split_overview(results_root: Path) -> tuple[str, str]:
     comparison_rows = []
     for (recipe, _), pairs in groups.items():
         t = compare_repeats([(runs[a], runs[b]) for a, b in pairs], patient_of)
-        diffs = [_ci_text({k: round(100 * v, 2) + 0.0 for k, v in t[f"mean_{m}_difference_95ci_by_patient"].items()},
+        diffs = [ci_text({k: round(100 * v, 2) + 0.0 for k, v in t[f"mean_{m}_difference_95ci_by_patient"].items()},
                           digits=2) for m in ("accuracy", "meningioma_recall")]
         per_seed = "; ".join(f"{p['a_right_b_wrong']} / {p['a_wrong_b_right']}, p = {p['p_value']:.3g}"
                              for p in t["pairs"])

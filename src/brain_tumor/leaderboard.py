@@ -17,7 +17,15 @@ import numpy as np
 
 from brain_tumor.comparison import compare, patients_by_path, read_predictions
 from brain_tumor.config import read_run_config, recipe_fingerprint
-from brain_tumor.cv_report import _is_plain, _with_defaults
+from brain_tumor.cv_report import (
+    ci_text,
+    fold_cpus,
+    fold_environments,
+    fold_number,
+    fold_seconds,
+    is_plain_recipe,
+    with_defaults,
+)
 from brain_tumor.data.manifest import CLASS_NAMES
 from brain_tumor.evaluation import statistics as st
 from brain_tumor.evaluation.calibration import expected_calibration_error
@@ -58,18 +66,20 @@ def recipe_text(config: dict[str, Any]) -> str:
 
 def fold_dirs(cv_dir: Path) -> list[Path]:
     """The finished folds (those with test predictions) of a CV folder, in fold order."""
-    found = [d for d in cv_dir.glob("fold-*") if (d / "test_predictions.csv").is_file()]
-    return sorted(found, key=lambda d: int(d.name.split("-")[1]))
+    return sorted((d for d in cv_dir.glob("fold-*") if (d / "test_predictions.csv").is_file()), key=fold_number)
 
 
 def _fold_seconds(folds: list[Path]) -> list[float] | None:
-    """Training + evaluation seconds of each fold (None if a fold did not record them)."""
+    """Training + evaluation seconds of each fold (None if any fold did not record them)."""
     seconds = []
     for d in folds:
-        metrics = json.loads((d / "metrics.json").read_text())
-        if metrics.get("train_seconds") is None:
+        try:
+            value = fold_seconds(json.loads((d / "metrics.json").read_text()))
+        except (OSError, ValueError):
+            value = None
+        if value is None:
             return None
-        seconds.append(metrics["train_seconds"] + (metrics.get("eval_seconds") or 0.0))
+        seconds.append(value)
     return seconds
 
 
@@ -77,59 +87,52 @@ def _cpu_hours(folds: list[Path], seconds: list[float] | None) -> float | None:
     """Core-hours: each fold's wall time times the threads it ran with (its environment.json)."""
     if not seconds:
         return None
-    total = 0.0
-    for d, s in zip(folds, seconds, strict=True):
-        try:
-            threads = json.loads((d / "environment.json").read_text()).get("torch_threads")
-        except (OSError, ValueError):
-            return None
-        if not threads:
-            return None
-        total += s * int(threads) / 3600
-    return total
-
-
-def _cpus(folds: list[Path]) -> list[str]:
-    kinds = set()
-    for d in folds:
-        try:
-            env = json.loads((d / "environment.json").read_text())
-        except (OSError, ValueError):
-            continue
-        kinds.add(str(env.get("cpu_kind") or env.get("cpu") or "?"))
-    return sorted(kinds)
+    threads = [int(env.get("torch_threads") or 0) for env in fold_environments(folds)]
+    if not all(threads):
+        return None
+    return sum(s * t for s, t in zip(seconds, threads, strict=True)) / 3600
 
 
 def _ci(values: tuple[float, float, float], scale: float = 1.0) -> dict[str, float]:
     return {k: float(v) * scale for k, v in zip(("value", "low", "high"), values)}
 
 
+def _patients(paths: list[str], patient_of: dict[str, str], cv_dir: Path) -> list[str]:
+    missing = [p for p in paths if p not in patient_of]
+    if missing:
+        raise ValueError(f"{cv_dir}: {len(missing)} predicted slices are not in the dataset's manifest "
+                         f"(e.g. {missing[0]}): cannot resample patients")
+    return [patient_of[p] for p in paths]
+
+
 def score(cv_dir: Path, patient_of: dict[str, str], n_boot: int = 2000) -> Entry:
     """The row of one CV folder, from its folds' files."""
-    config = _with_defaults(read_run_config(cv_dir))
+    config = with_defaults(read_run_config(cv_dir))
     folds = fold_dirs(cv_dir)
     paths, y, probs = read_predictions(folds)
-    groups = [patient_of.get(p, p) for p in paths]
+    groups = _patients(paths, patient_of, cv_dir)
     meningioma = CLASS_NAMES.index("meningioma")
     patient_y, patient_p = st.patient_level(y, probs, groups)
     seconds = _fold_seconds(folds)
     return Entry(
         name=cv_dir.name, image_size=int(config["data"]["image_size"]), recipe=recipe_text(config),
-        folds=[int(d.name.split("-")[1]) for d in folds], n_slices=len(paths),
+        folds=[fold_number(d) for d in folds], n_slices=len(paths),
         accuracy=_ci(st.bootstrap_ci(st.accuracy, y, probs, groups, n_boot)),
         meningioma_recall=_ci(st.bootstrap_ci(st.class_recall(meningioma), y, probs, groups, n_boot)),
         macro_f1=st.macro_f1(y, probs), ece=expected_calibration_error(probs, y),
         patient_accuracy=st.accuracy(patient_y, patient_p),
         minutes_per_fold=float(np.mean(seconds)) / 60 if seconds else None, cpu_hours=_cpu_hours(folds, seconds),
-        cpu=_cpus(folds))
+        cpu=sorted({c or "?" for c in fold_cpus(folds)}))
 
 
 def choose_baseline(entry: Entry, config: dict[str, Any], candidates: dict[str, dict[str, Any]],
                     complete: set[str]) -> str | None:
-    """The paper recipe (freeze 15, paper preprocessing and augmentation, Adam + plateau, nothing
-    added) at the entry's resolution, on all folds; among several, the one trained at the most
-    similar budget (epochs, precision, weight averaging)."""
-    same_size = [n for n, c in candidates.items() if n != entry.name and n in complete and _is_plain(c)
+    """For a recipe other than the paper's: the paper recipe (:func:`is_plain_recipe`) at the
+    entry's resolution, on all folds; among several, the one trained at the most similar budget
+    (epochs, precision, weight averaging). None for the paper recipe itself, and where none fits."""
+    if is_plain_recipe(config):
+        return None
+    same_size = [n for n, c in candidates.items() if n in complete and is_plain_recipe(c)
                  and c["data"]["image_size"] == entry.image_size]
     if not same_size:
         return None
@@ -142,14 +145,23 @@ def choose_baseline(entry: Entry, config: dict[str, Any], candidates: dict[str, 
     return min(same_size, key=closeness)
 
 
+def _grouping(cv_dir: Path) -> str | None:
+    try:
+        return str(json.loads((cv_dir / "summary.json").read_text()).get("grouping"))
+    except (OSError, ValueError):
+        return None  # a CV whose first fold is still running has no summary yet
+
+
 def leaderboard(cv_root: Path, n_boot: int = 2000) -> list[Entry]:
-    """Every patient-wise (official folds) CV under ``cv_root``: complete CVs sorted by pooled
-    accuracy, then partial ones; each with its difference against :func:`choose_baseline`."""
+    """Every CV on the official patient-wise folds under ``cv_root`` (those whose summary names
+    another grouping, or named ``slice-*``, are left out): complete CVs sorted by pooled accuracy,
+    then partial ones; each recipe other than the paper's with its difference against
+    :func:`choose_baseline`."""
     dirs = [d for d in sorted(cv_root.iterdir()) if (d / "config.yaml").is_file() and fold_dirs(d)
-            and not d.name.startswith("slice-")]
+            and not d.name.startswith("slice-") and _grouping(d) in ("official", None)]
     if not dirs:
         raise ValueError(f"{cv_root}: no cross-validation folders with finished folds")
-    configs = {d.name: _with_defaults(read_run_config(d)) for d in dirs}
+    configs = {d.name: with_defaults(read_run_config(d)) for d in dirs}
     patient_of = patients_by_path(dirs[0])
     entries = {d.name: score(d, patient_of, n_boot) for d in dirs}
     complete = {n for n, e in entries.items() if len(e.folds) == FOLDS}
@@ -166,16 +178,9 @@ def leaderboard(cv_root: Path, n_boot: int = 2000) -> list[Entry]:
     return sorted(rows, key=lambda e: (len(e.folds) != FOLDS, -e.accuracy["value"]))
 
 
-def _ci_text(ci: dict[str, float] | None, digits: int, signed: bool = False) -> str:
-    if ci is None:
-        return "—"
-    f = f"{{:{'+' if signed else ''}.{digits}f}}"
-    return f"{f.format(ci['value'])} [{f.format(ci['low'])}, {f.format(ci['high'])}]"
-
-
 def _difference_text(entry: Entry, entries: list[Entry]) -> str:
     if entry.baseline is not None:
-        return f"{_ci_text(entry.difference, 2, signed=True)} vs `{entry.baseline}`"
+        return f"{ci_text(entry.difference, 2, signed=True)} vs `{entry.baseline}`"
     return "the baseline" if any(e.baseline == entry.name for e in entries) else "—"
 
 
@@ -185,9 +190,9 @@ def markdown(entries: list[Entry]) -> str:
               "vs paper recipe, points [95% CI]", "meningioma recall [95% CI]", "macro-F1", "ECE",
               "patient-level accuracy", "min per fold", "core-hours, all folds", "CPU"]
     rows = [[f"`{e.name}`", str(e.image_size), e.recipe, ",".join(map(str, e.folds)),
-             _ci_text({k: 100 * v for k, v in e.accuracy.items()}, 2),
+             ci_text({k: 100 * v for k, v in e.accuracy.items()}, 2),
              _difference_text(e, entries),
-             _ci_text(e.meningioma_recall, 3), f"{e.macro_f1:.3f}", f"{e.ece:.4f}", f"{100 * e.patient_accuracy:.2f}",
+             ci_text(e.meningioma_recall, 3), f"{e.macro_f1:.3f}", f"{e.ece:.4f}", f"{100 * e.patient_accuracy:.2f}",
              "?" if e.minutes_per_fold is None else f"{e.minutes_per_fold:.0f}",
              "?" if e.cpu_hours is None else f"{e.cpu_hours:.1f}", "; ".join(e.cpu)] for e in entries]
     return "\n".join([
