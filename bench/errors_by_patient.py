@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from brain_tumor.atomic import write_json, write_text
-from brain_tumor.comparison import read_predictions
+from brain_tumor.comparison import patients_by_path, read_predictions
 from brain_tumor.config import portable_path, read_run_config
 from brain_tumor.data.imageio import read_slice
 from brain_tumor.data.manifest import CLASS_NAMES, load_records
@@ -58,8 +58,9 @@ def main() -> None:
 
     records = load_records(read_run_config(args.cv_dir)["data"]["root"])
     by_name = {r.result_name: r for r in records}
+    patient_of = patients_by_path(args.cv_dir)
     paths, y, probs = read_predictions(fold_dirs(args.cv_dir))
-    groups = [by_name[p].patient_id or p for p in paths]
+    groups = [patient_of[p] for p in paths]
     patients = errors_by_patient(y, probs, groups, CLASS_NAMES)
     summary = concentration(patients)
     predicted = probs.argmax(1)
@@ -67,7 +68,7 @@ def main() -> None:
     confidence = probs.max(1)
     wrong = predicted != y
     result = {"cv": portable_path(args.cv_dir), **summary, "wrong_by_true_and_predicted": dict(pairs.most_common()),
-              "median_confidence": {"right": float(np.median(confidence[~wrong])),
+              "median_confidence": {"right": float(np.median(confidence[~wrong])) if (~wrong).any() else None,
                                     "wrong": float(np.median(confidence[wrong])) if wrong.any() else None},
               "wrong_with_confidence_over_0.9": int((confidence[wrong] > 0.9).sum()),
               "patients": [{k: v for k, v in vars(p).items() if k != "wrong_indices"} | {"share_wrong": p.share_wrong}
@@ -87,10 +88,15 @@ def main() -> None:
     print(markdown(result))
 
 
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def markdown(result: dict[str, Any]) -> str:
     top = [[p["patient"], p["label"], str(p["n_slices"]), str(p["n_wrong"]),
             ", ".join(f"{k} {v}" for k, v in p["wrong_as"].items()), f"{p['mean_confidence_wrong']:.2f}",
-            p["patient_answer"]] for p in result["patients"][:12]]
+            p["patient_answer"]] for p in result["patients"][:12]]  # patients with an error: confidence known
+    median = result["median_confidence"]
     return "\n".join([
         f"# Errors by patient: `{result['cv']}`", "",
         f"{result['n_wrong_slices']} wrong of {result['n_slices']} held-out slices, in "
@@ -98,8 +104,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['patients_holding_half_the_errors']} patients hold half of them and "
         f"{result['patients_holding_80pct_of_errors']} hold 80%. {result['patients_mostly_wrong']} patients have "
         f"most of their slices wrong; {result['patients_answered_wrongly']} are answered wrongly when their slices' "
-        f"probabilities are pooled. Median confidence {result['median_confidence']['right']:.3f} when right, "
-        f"{result['median_confidence']['wrong']:.3f} when wrong; {result['wrong_with_confidence_over_0.9']} wrong "
+        f"probabilities are pooled. Median confidence {_number(median['right'])} when right, "
+        f"{_number(median['wrong'])} when wrong; {result['wrong_with_confidence_over_0.9']} wrong "
         "slices above 0.9. Written by `bench/errors_by_patient.py`; gallery in `errors_by_patient.jpg`.", "",
         "| true -> predicted | wrong slices |", "|---|---|",
         *[f"| {k} | {v} |" for k, v in result["wrong_by_true_and_predicted"].items()], "",

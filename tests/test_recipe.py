@@ -9,7 +9,7 @@ from torch import nn
 from brain_tumor.config import load_config
 from brain_tumor.model import build_classifier, freeze_first_keras_layers
 from brain_tumor.model.backbone import preprocessing_for
-from brain_tumor.training.module import SliceClassifier, batch_mixer, num_classes, warmup_cosine
+from brain_tumor.training.module import SliceClassifier, batch_mixer, warmup_cosine
 
 
 def _module(**options: object) -> SliceClassifier:
@@ -60,10 +60,13 @@ def test_mixup_trains_on_soft_targets() -> None:
     assert targets.shape == (6, 3) and torch.allclose(targets.sum(1), torch.ones(6))
     assert ((targets > 0) & (targets < 1)).any()  # at least one target is a mixture
     module = _module(mixup_alpha=0.4).train()
+    seen: list[torch.Tensor] = []
+    assert isinstance(module.mix, nn.Module)  # torchvision's transforms are modules: watch its output
+    module.mix.register_forward_hook(lambda m, inputs, out: seen.append(out[1]))
     loss = module.training_step(_batch(), 0)
     loss.backward()
+    assert len(seen) == 1 and seen[0].shape == (6, 3)  # the step trained on the mixer's soft targets
     assert torch.isfinite(loss) and module.network.fc.weight.grad is not None
-    assert num_classes(module.network) == 3
 
 
 def test_adamw_and_cosine_are_chosen_from_the_settings() -> None:
@@ -78,7 +81,9 @@ def test_adamw_and_cosine_are_chosen_from_the_settings() -> None:
     assert isinstance(config["optimizer"], torch.optim.AdamW)
     assert config["optimizer"].param_groups[0]["weight_decay"] == 0.05
     assert config["lr_scheduler"]["interval"] == "step"
-    assert isinstance(config["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.SequentialLR)
+    scheduler = config["lr_scheduler"]["scheduler"]
+    assert isinstance(scheduler, torch.optim.lr_scheduler.SequentialLR)
+    assert scheduler._milestones == [10]  # one of four epochs of 40 steps: 10 warm-up steps
     paper = _module().configure_optimizers()
     assert type(paper["optimizer"]) is torch.optim.Adam
     assert isinstance(paper["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau)
@@ -89,7 +94,8 @@ def test_adamw_and_cosine_are_chosen_from_the_settings() -> None:
     (["train.warmup_epochs=1"], "needs train.schedule=cosine"),
     (["train.schedule=cosine", "train.max_epochs=2", "train.warmup_epochs=2"], "warmup_epochs"),
     (["train.label_smoothing=1.0"], "label_smoothing"), (["train.mixup_alpha=-1"], "mixup_alpha"),
-    (["train.mixup_alpha=0.2", "train.counterfactual=0.2"], "cannot be combined")])
+    (["train.mixup_alpha=0.2", "train.counterfactual=0.2"], "cannot be combined"),
+    (["train.mixup_alpha=0.2", "train.class_weighted_loss=true"], "class_weighted_loss")])
 def test_bad_recipe_settings_are_refused(override: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         load_config(overrides=override)

@@ -130,6 +130,9 @@ class RunConfig:
         if (self.train.mixup_alpha > 0 or self.train.label_smoothing > 0) and self.train.counterfactual > 0:
             raise ValueError("train.counterfactual cannot be combined with train.mixup_alpha or train.label_smoothing "
                              "(an erased slice's target is already uniform, and has no label to mix)")
+        if self.train.mixup_alpha > 0 and self.train.class_weighted_loss:
+            raise ValueError("train.mixup_alpha cannot be combined with train.class_weighted_loss (with mixed targets "
+                             "the weighted loss is scaled differently from batch to batch)")
         if self.train.lr <= 0 or self.train.max_epochs < 1:
             raise ValueError("train.lr must be > 0 and train.max_epochs >= 1")
         return self

@@ -86,7 +86,8 @@ def build_module(config: RunConfig, class_names: list[str],
                              class_weights=weights, channels_last=config.train.channels_last,
                              optimizer=config.train.optimizer, schedule=config.train.schedule,
                              warmup_epochs=config.train.warmup_epochs,
-                             label_smoothing=config.train.label_smoothing, mixup_alpha=config.train.mixup_alpha)
+                             label_smoothing=config.train.label_smoothing, mixup_alpha=config.train.mixup_alpha,
+                             num_classes=len(class_names))
     return module, report
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -30,6 +31,7 @@ class SliceClassifier(L.LightningModule):
         label_smoothing: smoothing of the training targets; validation loss, which chooses the
             checkpoint, is always the plain cross-entropy.
         mixup_alpha: > 0 mixes each training batch with MixUp or CutMix (torchvision), one at random.
+        num_classes: the classifier's outputs (the width of the mixed targets).
         channels_last: run convolutions in channels-last memory format.
 
     A training slice labelled :data:`~brain_tumor.data.counterfactual.ERASED` (its tumour erased)
@@ -41,7 +43,7 @@ class SliceClassifier(L.LightningModule):
                  weight_decay: float = 0.0, plateau_factor: float = 0.2, plateau_patience: int = 1,
                  class_weights: torch.Tensor | None = None, channels_last: bool = True,
                  optimizer: str = "adam", schedule: str = "plateau", warmup_epochs: int = 0,
-                 label_smoothing: float = 0.0, mixup_alpha: float = 0.0) -> None:
+                 label_smoothing: float = 0.0, mixup_alpha: float = 0.0, num_classes: int = 3) -> None:
         super().__init__()
         self.network = network.to(memory_format=torch.channels_last) if channels_last else network
         self.normalize = Normalize(preprocessing)
@@ -51,7 +53,7 @@ class SliceClassifier(L.LightningModule):
         self.channels_last = channels_last
         self.loss_fn = nn.CrossEntropyLoss(weight=class_weights)
         self.label_smoothing = label_smoothing
-        self.mix = batch_mixer(mixup_alpha, num_classes(network)) if mixup_alpha > 0 else None
+        self.mix = batch_mixer(mixup_alpha, num_classes) if mixup_alpha > 0 else None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self._classify(self.normalize(images))
@@ -144,18 +146,15 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int,
     return torch.optim.lr_scheduler.SequentialLR(optimizer, [warm, cosine], milestones=[warmup_steps])
 
 
-def num_classes(network: nn.Module) -> int:
-    """Outputs of the network's last linear layer."""
-    linear = [m for m in network.modules() if isinstance(m, nn.Linear)]
-    if not linear:
-        raise ValueError("the network has no linear classification layer")
-    return int(linear[-1].out_features)
+Mixer = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def batch_mixer(alpha: float, classes: int) -> Any:
+def batch_mixer(alpha: float, classes: int) -> Mixer:
     """MixUp or CutMix, one chosen at random per batch (torchvision.transforms.v2): returns the
     mixed images and soft targets (one row per image, summing to 1)."""
-    return v2.RandomChoice([v2.MixUp(alpha=alpha, num_classes=classes), v2.CutMix(alpha=alpha, num_classes=classes)])
+    choices = [v2.MixUp(alpha=alpha, num_classes=classes), v2.CutMix(alpha=alpha, num_classes=classes)]
+    mixer: Mixer = v2.RandomChoice(choices)
+    return mixer
 
 
 def counterfactual_loss(logits: torch.Tensor, labels: torch.Tensor,
