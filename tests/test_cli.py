@@ -82,12 +82,14 @@ def test_predict_reports_bad_files_and_exit_code(tiny_checkpoint: Path, tmp_path
     bad = bad_files(tmp_path)
     result = runner.invoke(app, ["predict", str(tmp_path / "good.jpg"), str(bad["truncated"]), str(bad["text"]),
                                  "--checkpoint", str(tiny_checkpoint), "--csv", str(tmp_path / "p.csv"),
+                                 "--no-scope-check",  # good.jpg is a gradient, not an MRI slice (see test_scope)
                                  "--cam-dir", str(tmp_path / "cams")])
     assert result.exit_code == 1
-    assert "1 predicted, 2 failed" in result.output
+    assert "1 predicted, 0 refused as out of scope, 2 failed" in result.output
     assert (tmp_path / "p.csv").read_text().count("\n") == 4
     assert (tmp_path / "cams" / "good_gradcam.png").is_file()
-    ok = runner.invoke(app, ["predict", str(tmp_path / "good.jpg"), "--checkpoint", str(tiny_checkpoint)])
+    ok = runner.invoke(app, ["predict", str(tmp_path / "good.jpg"), "--checkpoint", str(tiny_checkpoint),
+                             "--no-scope-check"])
     assert ok.exit_code == 0
     missing = runner.invoke(app, ["predict", "x.png", "--checkpoint", str(tmp_path / "nope.pt")])
     assert missing.exit_code == 2 and "nope.pt: no such checkpoint" in missing.output
@@ -239,10 +241,10 @@ def test_predict_overlays_never_collide_and_skips_are_reported(tiny_checkpoint: 
     ds.save_as(dcm)
     cams = tmp_path / "cams"
     result = CliRunner().invoke(app, ["predict", str(tmp_path / "in"), "-m", str(tiny_checkpoint),
-                                      "--cam-dir", str(cams)])
+                                      "--cam-dir", str(cams), "--no-scope-check"])  # the frames are ramps
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output
     assert sorted(p.name for p in cams.iterdir()) == [
         "0_gradcam-2.png", "0_gradcam.png", "multi_frame0_gradcam.png", "multi_frame1_gradcam.png"]
     assert "skipped:" in result.output and "notes.txt" in result.output
-    assert "4 predicted, 0 failed, 1 skipped" in result.output
+    assert "4 predicted, 0 refused as out of scope, 0 failed, 1 skipped" in result.output

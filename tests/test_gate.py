@@ -74,8 +74,8 @@ def test_styles_keep_the_slice_and_change_its_look() -> None:
 
 
 def test_predict_answers_no_tumour_with_a_gate_beside_the_model(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    from brain_tumor.answers import NO_TUMOUR
     from brain_tumor.cli import app
-    from brain_tumor.inference import NO_TUMOUR
     from brain_tumor.model_loading import load_predictor
 
     model_dir = tmp_path / "model"

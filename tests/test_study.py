@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from brain_tumor.answers import Prediction, failed
 from brain_tumor.cli import app
-from brain_tumor.inference import Prediction, failed
 from brain_tumor.study import aggregate, group_key
 from tests.conftest import synthetic_slice
 
@@ -93,7 +93,7 @@ def test_predict_group_by_folder_writes_one_row_per_patient(tiny_checkpoint: Pat
 def test_gated_slices_make_a_no_tumour_group_or_a_referred_one() -> None:
     from dataclasses import replace
 
-    from brain_tumor.inference import NO_TUMOUR
+    from brain_tumor.answers import NO_TUMOUR
 
     none = replace(answer("a/1.png", [0.8, 0.1, 0.1]), predicted=NO_TUMOUR, confidence=0.9)
     preds = [none, replace(none, source="a/2.png"), answer("a/3.png", [0.1, 0.8, 0.1]),

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from brain_tumor.answers import NO_TUMOUR, Prediction
 from brain_tumor.atomic import atomic_path
 from brain_tumor.config import portable_path
 from brain_tumor.data.erasing import ERASERS, ISOLATORS, Box
@@ -19,7 +20,7 @@ from brain_tumor.evaluation.report import markdown_table
 from brain_tumor.evaluation.run_eval import write_json
 from brain_tumor.evaluation.shortcut import answer_kinds
 from brain_tumor.evaluation.statistics import bootstrap_mean
-from brain_tumor.inference import NO_TUMOUR, Prediction, Predictor
+from brain_tumor.inference import Predictor
 from brain_tumor.model_loading import load_predictor, model_sha256
 
 METHODS = ("clean", *ERASERS, *ISOLATORS)

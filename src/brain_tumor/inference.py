@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from brain_tumor.answers import NO_TUMOUR, Prediction, failed, out_of_scope
 from brain_tumor.config import recipe_fingerprint
 from brain_tumor.data.imageio import ImageReadError, dicom_frame_count, expand_inputs, read_slice
 from brain_tumor.data.preprocess import prepare_slice
@@ -22,39 +22,11 @@ from brain_tumor.hardware import (
 )
 from brain_tumor.model.backbone import Preprocessing, forward_fp32_stem
 from brain_tumor.onnx_runtime import OnnxPredictor
+from brain_tumor.scope import check_file_scope
 from brain_tumor.training.checkpoint import load_checkpoint
 from brain_tumor.transforms import Normalize
 
-NO_TUMOUR = "no_tumour"  # the answer when a loaded gate finds no tumour in the slice
 TTA_MODES = ("none", "flip")  # test-time augmentation: "flip" averages the logits of the slice and its mirror
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One answer: probabilities, the class, calibrated confidence and whether to refer."""
-
-    source: str
-    probabilities: dict[str, float]
-    predicted: str
-    confidence: float
-    refer: bool
-    calibrated: bool
-    error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def row(self) -> dict[str, Any]:
-        """Flat dict for CSV/JSON output."""
-        out: dict[str, Any] = {"path": self.source, "predicted": self.predicted,
-                               "confidence": round(self.confidence, 6), "refer": self.refer,
-                               "calibrated": self.calibrated, "error": self.error or ""}
-        out.update({f"p_{k}": round(v, 6) for k, v in self.probabilities.items()})
-        out.update(self.extra)
-        return out
-
-
-def failed(source: str, message: str) -> Prediction:
-    """A prediction slot for a file that could not be read."""
-    return Prediction(source, {}, "", 0.0, True, False, error=message)
 
 
 class Predictor:
@@ -79,6 +51,7 @@ class Predictor:
         self.gate: TumourGate | None = None  # the "no tumour" gate (see use_gate)
         self.recipe: dict[str, Any] | None = None  # the training config stored in the checkpoint
         self.tta = "none"  # see use_tta
+        self.scope_check = True  # refuse images that are plainly not MRI slices (brain_tumor.scope)
 
     def use_tta(self, mode: str) -> Predictor:
         """``flip``: answer from the mean of the logits of each slice and its left-right mirror (the
@@ -271,13 +244,18 @@ class Predictor:
 
     def predict_files(self, paths: Iterable[str | Path], batch_size: int = 16,
                       skipped: list[Path] | None = None) -> Iterator[Prediction]:
-        """Predict every file; unreadable ones yield a failed prediction and the batch goes on;
-        unsupported files inside folders go to ``skipped``."""
+        """Predict every file; unreadable ones yield a failed prediction, and images that are plainly
+        not MRI slices an :func:`out_of_scope` one (with :attr:`scope_check`), and the batch goes
+        on; unsupported files inside folders go to ``skipped``."""
         pending: list[tuple[str, torch.Tensor]] = []
         for path in expand_inputs(paths, skipped):
             try:
                 for source, image in self.read(path):
-                    pending.append((source, self.to_tensor(image)))
+                    scope = check_file_scope(path, image) if self.scope_check else None
+                    if scope is not None and scope.reason is not None:
+                        yield out_of_scope(source, scope.reason)
+                    else:
+                        pending.append((source, self.to_tensor(image)))
             except ImageReadError as exc:
                 yield failed(str(path), str(exc))
             if len(pending) >= batch_size:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from brain_tumor.inference import NO_TUMOUR, Prediction
+from brain_tumor.answers import NO_TUMOUR, Prediction
 
 GROUP_BY = ("none", "folder", "study")
 

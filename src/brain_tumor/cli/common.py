@@ -27,6 +27,9 @@ GateOpt = Annotated[Path | None, typer.Option(
 TtaOpt = Annotated[str, typer.Option(
     help="Test-time augmentation: none | flip (mean of the logits of each slice and its mirror; two forward "
          "passes a slice).")]
+ScopeOpt = Annotated[bool, typer.Option(
+    help="Refuse, with a reason, images that are plainly not MRI slices of a head (colour, blank, noise, bright "
+         "edges, no head) before the model; --no-scope-check classifies them anyway.")]
 SplitOpt = Annotated[Path, typer.Option(help="A paper split.json or a CV splits.json (then --fold).")]
 FoldOpt = Annotated[int | None, typer.Option(help="CV fold (1-based) when --split holds folds.")]
 ModelsOpt = Annotated[list[str], typer.Option(

@@ -15,6 +15,7 @@ from brain_tumor.cli.common import (
     GateOpt,
     OnnxOpt,
     PrecisionOpt,
+    ScopeOpt,
     ThreadsOpt,
     TtaOpt,
     _fail,
@@ -105,6 +106,7 @@ def serve(
     calibration: CalibrationOpt = None,
     gate: GateOpt = None,
     tta: TtaOpt = "none",
+    scope_check: ScopeOpt = True,
 ) -> None:
     """Serve the model over HTTP with a web page at /.
 
@@ -117,7 +119,7 @@ def serve(
     _load_fast_predictor(checkpoint, precision, engine, onnx, threads, calibration, gate, tta)  # fail early, one line
     settings = ServiceSettings(checkpoint, max_upload_mb * 1024 * 1024, tuple(cors_origin or ()), model_card,
                                precision=precision, engine=engine, onnx=onnx, threads=threads, calibration=calibration,
-                               gate=gate, tta=tta,
+                               gate=gate, tta=tta, scope_check=scope_check,
                                body_timeout_s=body_timeout, upload_deadline_s=upload_deadline,
                                max_concurrent_decodes=max_concurrent_decodes,
                                api_key=api_key, max_batch=max_batch, max_wait_ms=max_wait_ms,

@@ -7,12 +7,14 @@ from typing import Annotated
 
 import typer
 
+from brain_tumor import atomic
 from brain_tumor.cli.common import (
     CalibrationOpt,
     CheckpointOpt,
     FoldOpt,
     GateOpt,
     ModelsOpt,
+    ScopeOpt,
     SplitOpt,
     TtaOpt,
     _fail,
@@ -33,6 +35,7 @@ def evaluate(
     calibration: CalibrationOpt = None,
     gate: GateOpt = None,
     tta: TtaOpt = "none",
+    scope_check: ScopeOpt = True,
 ) -> None:
     """Evaluate a checkpoint on the test part of a saved split, or on any labelled collection
     (with --data: as `predict` answers, calibration.json and gate.json included).
@@ -40,7 +43,7 @@ def evaluate(
     Example: brain-tumor evaluate -m runs/train/model.pt --data ../shared/data/br35h-no-tumour --output runs/evaluate
     """
     if data is not None:
-        _evaluate_collection(checkpoint, data, output, calibration, gate, tta)
+        _evaluate_collection(checkpoint, data, output, calibration, gate, tta, scope_check)
         return
     if calibration is not None or gate is not None or tta != "none":
         _fail("--calibration, --gate and --tta apply with --data (a split's test part is scored as the model alone)")
@@ -58,7 +61,7 @@ def evaluate(
 
 
 def _evaluate_collection(checkpoint: Path, data: Path, output: Path, calibration: Path | None,
-                         gate: Path | None, tta: str = "none") -> None:
+                         gate: Path | None, tta: str = "none", scope_check: bool = True) -> None:
     import csv
 
     from brain_tumor.config import portable_path
@@ -78,6 +81,7 @@ def _evaluate_collection(checkpoint: Path, data: Path, output: Path, calibration
     except (CollectionError, OSError) as exc:
         _fail(str(exc))
     predictor = _load_fast_predictor(checkpoint, "auto", "auto", None, None, calibration, gate, tta)
+    predictor.scope_check = scope_check
     answers = predict_items(predictor, items)
     summary = summarise_collection(items, answers, predictor.class_names)
     output.mkdir(parents=True, exist_ok=True)
@@ -89,7 +93,7 @@ def _evaluate_collection(checkpoint: Path, data: Path, output: Path, calibration
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    (output / "summary.md").write_text(collection_markdown(summary))
+    atomic.write_text(output / "summary.md", collection_markdown(summary))
     draw_collection_figures(items, answers, summary, output)
     typer.echo(collection_markdown(summary).strip())
     typer.echo(f"-> {output / 'summary.md'}")

@@ -15,6 +15,7 @@ from brain_tumor.cli.common import (
     GateOpt,
     OnnxOpt,
     PrecisionOpt,
+    ScopeOpt,
     ThreadsOpt,
     TtaOpt,
     _fail,
@@ -41,8 +42,10 @@ def predict(
     calibration: CalibrationOpt = None,
     gate: GateOpt = None,
     tta: TtaOpt = "none",
+    scope_check: ScopeOpt = True,
 ) -> None:
     """Predict slices; bad files get one error line each, the rest go on. Exit 1 if any failed.
+    Images that are plainly not MRI slices of a head are refused with a reason (not a failure).
 
     Rows are written to --csv/--json as they come (flushed), so Ctrl-C or a failing file never
     loses finished rows; unsupported files found in folders are reported, never silently skipped.
@@ -55,6 +58,7 @@ def predict(
     if group_by not in GROUP_BY:
         _fail(f"--group-by: unknown {group_by!r} ({' | '.join(GROUP_BY)})")
     predictor = _load_fast_predictor(checkpoint, precision, engine, onnx, threads, calibration, gate, tta)
+    predictor.scope_check = scope_check
     try:
         sinks = PredictionSinks(csv_out, json_out, prediction_fields(predictor.class_names, predictor.ood is not None,
                                                                      predictor.conformal is not None,
@@ -63,10 +67,13 @@ def predict(
         _fail(f"cannot write predictions: {exc.strerror or exc} ({exc.filename})")
     overlays = OverlayNames(cam_dir) if cam_dir is not None else None
     skipped: list[Path]
-    n_failed, answered, skipped = 0, [], []
+    n_failed, n_refused, answered, skipped = 0, 0, [], []
     try:
         for p in predictor.predict_files(paths, batch_size=batch_size, skipped=skipped):
-            if p.error:
+            if "out_of_scope" in p.extra:
+                n_refused += 1
+                typer.secho(f"refused: {p.source}: {p.error}", fg=typer.colors.YELLOW, err=True)
+            elif p.error:
                 n_failed += 1
                 typer.secho(f"error: {p.error}", fg=typer.colors.RED, err=True)
             else:
@@ -90,7 +97,8 @@ def predict(
         typer.secho(f"skipped: {path} ({why})", fg=typer.colors.YELLOW, err=True)
     if group_by != "none" and answered:
         _report_groups(aggregate(answered, [group_key(p.source, group_by) for p in answered]), group_by, group_csv)
-    typer.echo(f"{len(answered)} predicted, {n_failed} failed, {len(skipped)} skipped")
+    typer.echo(f"{len(answered)} predicted, {n_refused} refused as out of scope, {n_failed} failed, "
+               f"{len(skipped)} skipped")
     raise typer.Exit(1 if n_failed else 0)
 
 

@@ -163,6 +163,29 @@ def read_slice(path: str | Path, frame: int | None = None) -> np.ndarray:
     return array
 
 
+def colour_share(path: str | Path, chroma: float = 40.0) -> float:
+    """Share of a JPG/PNG/...'s pixels that are clearly coloured (max - min of R, G, B above
+    ``chroma`` on the 0-255 scale): about 0 for a grey image, even one stored as RGB or carrying a
+    small coloured banner or label; most of a colour photo. 0 for grey modes, DICOM, MATLAB and
+    files that do not open (:func:`read_slice` reports those)."""
+    path = Path(path)
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return 0.0
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.mode not in ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr") or img.width * img.height > MAX_PIXELS:
+                    return 0.0
+                img.draft("RGB", (256, 256))  # JPEG: decode at a reduced scale, enough for a statistic
+                rgb = img.convert("RGB")
+                rgb.thumbnail((256, 256))
+                x = np.asarray(rgb, dtype=np.int16)
+    except Exception:  # noqa: BLE001 - unreadable files are read_slice's to report
+        return 0.0
+    return float(((x.max(axis=2) - x.min(axis=2)) > chroma).mean())
+
+
 def expand_inputs(paths: Iterable[str | Path], skipped: list[Path] | None = None) -> list[Path]:
     """Files as given plus supported files inside given folders (sorted); other files found in the
     folders are appended to ``skipped`` so that the caller can report them."""

@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from brain_tumor.answers import Prediction
 from brain_tumor.data.manifest import canonical_label
 from brain_tumor.evaluation import statistics as st
 from brain_tumor.evaluation.calibration import risk_coverage
 from brain_tumor.evaluation.metrics import classification_metrics
-from brain_tumor.inference import Prediction
 
 NO_TUMOUR = "no_tumour"
 NO_TUMOUR_NAMES = {"no_tumour", "no_tumor", "notumour", "notumor", "no tumour", "no tumor", "normal", "healthy",
@@ -87,8 +87,12 @@ def summarise_collection(items: list[Item], answers: list[Prediction], class_nam
                          n_boot: int = 1000) -> dict[str, Any]:
     """Metrics on tumour images (CIs resampling groups), risk-coverage, and what happened to each
     image without a tumour."""
-    out: dict[str, Any] = {"n_images": len(items), "n_unreadable": sum(bool(a.error) for a in answers)}
+    refused_scope = [("out_of_scope" in a.extra) for a in answers]
+    out: dict[str, Any] = {"n_images": len(items),
+                           "n_unreadable": sum(bool(a.error) and not r for a, r in zip(answers, refused_scope)),
+                           "n_out_of_scope": sum(refused_scope)}
     tumour = [(i, a) for i, a in zip(items, answers) if i.label != NO_TUMOUR and not a.error]
+    out["tumour_refused_as_out_of_scope"] = sum(r for i, r in zip(items, refused_scope) if i.label != NO_TUMOUR)
     if tumour:
         y = np.array([class_names.index(i.label) for i, _ in tumour])
         probs = np.array([[a.probabilities[c] for c in class_names] for _, a in tumour])
@@ -105,7 +109,8 @@ def summarise_collection(items: list[Item], answers: list[Prediction], class_nam
         out["tumour"]["accuracy_among_answered"] = float(correct[answered].mean()) if answered.any() else None
         _, coverage, risk = risk_coverage(confidence, correct)
         out["risk_coverage"] = {"coverage": coverage.tolist(), "risk": risk.tolist()}
-    healthy = [(i, a) for i, a in zip(items, answers) if i.label == NO_TUMOUR and not a.error]
+    # a healthy brain refused as out of scope was refused: what an image without a tumour may get
+    healthy = [(i, a) for i, a, r in zip(items, answers, refused_scope) if i.label == NO_TUMOUR and (not a.error or r)]
     if healthy:
         refused = np.array([a.refer for _, a in healthy])
         none = np.array([a.predicted == NO_TUMOUR for _, a in healthy]) & ~refused
@@ -126,7 +131,9 @@ def outcome_rows(items: list[Item], answers: list[Prediction]) -> list[dict[str,
     """One row per image: label, answer, confidence, and its outcome."""
     rows = []
     for item, a in zip(items, answers):
-        if a.error:
+        if "out_of_scope" in a.extra:
+            outcome = "refused: out of scope"
+        elif a.error:
             outcome = "unreadable"
         elif a.refer:
             outcome = "refused"
@@ -142,7 +149,9 @@ def outcome_rows(items: list[Item], answers: list[Prediction]) -> list[dict[str,
 
 
 def collection_markdown(summary: dict[str, Any]) -> str:
-    lines = [f"# External evaluation\n\n{summary['n_images']} images, {summary['n_unreadable']} unreadable.\n"]
+    lines = [f"# External evaluation\n\n{summary['n_images']} images, {summary['n_unreadable']} unreadable, "
+             f"{summary.get('n_out_of_scope', 0)} refused as out of scope (not MRI slices of a head, by "
+             "`brain_tumor.scope`).\n"]
     t = summary.get("tumour")
     if t:
         point, low, high = t["accuracy_95ci"]
@@ -165,11 +174,13 @@ def collection_markdown(summary: dict[str, Any]) -> str:
 
 
 def predict_items(predictor: Any, items: list[Item], batch: int = 32) -> list[Prediction]:
-    """One answer per item, in order; an unreadable file is a failed answer, not a stop."""
+    """One answer per item, in order; an unreadable file is a failed answer, not a stop, and an
+    image that is plainly not an MRI slice an out-of-scope one (with ``predictor.scope_check``)."""
     import torch
 
+    from brain_tumor.answers import failed, out_of_scope
     from brain_tumor.data.imageio import ImageReadError, read_slice
-    from brain_tumor.inference import failed
+    from brain_tumor.scope import check_file_scope
 
     answers: list[Prediction | None] = [None] * len(items)
     pending: list[tuple[int, torch.Tensor]] = []
@@ -184,9 +195,15 @@ def predict_items(predictor: Any, items: list[Item], batch: int = 32) -> list[Pr
 
     for k, item in enumerate(items):
         try:
-            pending.append((k, predictor.to_tensor(read_slice(item.path))))
+            image = read_slice(item.path)
         except ImageReadError as exc:
             answers[k] = failed(str(item.path), str(exc))
+            continue
+        scope = check_file_scope(item.path, image) if predictor.scope_check else None
+        if scope is not None and scope.reason is not None:
+            answers[k] = out_of_scope(str(item.path), scope.reason)
+        else:
+            pending.append((k, predictor.to_tensor(image)))
         if len(pending) >= batch:
             flush()
     flush()

@@ -23,8 +23,8 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import APIKeyHeader
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from brain_tumor.answers import Prediction
 from brain_tumor.hardware import detect_cpu
-from brain_tumor.inference import Prediction
 from brain_tumor.serve.problems import _problem, _validation_detail
 from brain_tumor.serve.schemas import (
     ComputeOut,

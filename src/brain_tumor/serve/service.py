@@ -16,10 +16,11 @@ import torch
 from fastapi import HTTPException
 from PIL import Image
 
+from brain_tumor.answers import Prediction
 from brain_tumor.data.imageio import ImageReadError, read_slice
 from brain_tumor.explain.gradcam import grad_cam, overlay
-from brain_tumor.inference import Prediction
 from brain_tumor.model_loading import load_predictor
+from brain_tumor.scope import check_file_scope
 from brain_tumor.serve.batching import MicroBatcher
 from brain_tumor.serve.schemas import PredictionOut
 from brain_tumor.serve.settings import ServiceSettings
@@ -74,13 +75,18 @@ class Service:
         self.ready = True
 
     def decode(self, data: bytes, suffix: str) -> torch.Tensor:
-        """The upload as the model's uint8 ``[1, S, S]`` input; 422 with a reason if unreadable."""
+        """The upload as the model's uint8 ``[1, S, S]`` input; 422 with a reason if unreadable or
+        plainly not an MRI slice of a head (:mod:`brain_tumor.scope`)."""
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"upload{suffix}"
             path.write_bytes(data)
             try:
                 with self.decodes:  # the full-size image lives only inside the cap
-                    return self.predictor.to_tensor(read_slice(path))
+                    image = read_slice(path)
+                    scope = check_file_scope(path, image) if self.settings.scope_check else None
+                    if scope is not None and scope.reason is not None:
+                        raise HTTPException(422, f"out of scope: {scope.reason}; send an MRI slice of the head")
+                    return self.predictor.to_tensor(image)
             except ImageReadError as exc:
                 raise HTTPException(422, client_message(str(exc), path)) from exc
 

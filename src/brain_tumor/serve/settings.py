@@ -21,6 +21,7 @@ class ServiceSettings:
     calibration: Path | None = None  # calibration.json (default: one beside the model)
     gate: Path | None = None  # the no-tumour gate.json (default: one beside the model)
     tta: str = "none"  # test-time augmentation: none | flip (brain_tumor.inference.TTA_MODES)
+    scope_check: bool = True  # refuse (422, with the reason) images that are plainly not MRI slices
     body_timeout_s: float = 30.0  # a stalled upload (no bytes for this long) gets 408
     upload_deadline_s: float = 300.0  # and so does one whose whole body takes longer than this
     max_concurrent_decodes: int = 2  # images decoded at once: bounds the memory uploads can take
