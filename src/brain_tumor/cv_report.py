@@ -3,9 +3,12 @@ variant against the plain freeze-15 recipe trained at the same budget (markdown 
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from brain_tumor.comparison import compare, compare_repeats, patients_by_path
 from brain_tumor.config import RunConfig, recipe_fingerprint, to_dict
@@ -103,10 +106,6 @@ def cv_overview(cv_root: Path) -> tuple[str, str]:
     leakage inflation (slice-level minus patient-wise) and each patient-wise variant (freeze 30,
     class weighting, oversampling, robust recipe) against the plain freeze-15 recipe trained at the
     same resolution, epochs, precision and weight averaging (:func:`baselines`)."""
-    import html
-
-    import yaml
-
     rows = []
     summaries = {d.name: json.loads((d / "summary.json").read_text())
                  for d in sorted(cv_root.glob("*")) if (d / "summary.json").is_file()}
@@ -173,10 +172,6 @@ def paper_split_overview(results_root: Path) -> tuple[str, str]:
     one row each, and each recipe against the plain freeze-15 recipe trained at the same budget
     with the same seed: McNemar per seed and, over all the seeds both have, the mean paired
     difference with a CI resampling patients (:func:`compare_repeats`)."""
-    import html
-
-    import yaml
-
     runs = {f"{d.parent.name}/{d.name}": d for d in sorted(results_root.glob("paper-split*/freeze-*"))
             if (d / "metrics.json").is_file() and (d / "config.yaml").is_file()}
     if not runs:

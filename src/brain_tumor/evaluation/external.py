@@ -11,11 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from brain_tumor.answers import Prediction
+from brain_tumor.answers import Prediction, failed, out_of_scope
+from brain_tumor.data.imageio import SUPPORTED_SUFFIXES, ImageReadError, read_slice
 from brain_tumor.data.manifest import canonical_label
 from brain_tumor.evaluation import statistics as st
 from brain_tumor.evaluation.calibration import risk_coverage
 from brain_tumor.evaluation.metrics import classification_metrics
+from brain_tumor.evaluation.plots import plot_image_grid
+from brain_tumor.scope import check_file_scope
 
 NO_TUMOUR = "no_tumour"
 NO_TUMOUR_NAMES = {"no_tumour", "no_tumor", "notumour", "notumor", "no tumour", "no tumor", "normal", "healthy",
@@ -54,7 +57,6 @@ def _from_rows(rows: list[dict[str, str]], base: Path, source: Path) -> list[Ite
 def read_collection(source: str | Path) -> list[Item]:
     """A CSV of ``path,label`` (paths relative to it), a folder with ``manifest.csv``, or a
     class-per-folder tree (``glioma_tumor/``, ``no_tumor/``, ``normal/``, ...)."""
-    from brain_tumor.data.imageio import SUPPORTED_SUFFIXES
 
     source = Path(source)
     if source.is_file():
@@ -178,9 +180,6 @@ def predict_items(predictor: Any, items: list[Item], batch: int = 32) -> list[Pr
     image that is plainly not an MRI slice an out-of-scope one (with ``predictor.scope_check``)."""
     import torch
 
-    from brain_tumor.answers import failed, out_of_scope
-    from brain_tumor.data.imageio import ImageReadError, read_slice
-    from brain_tumor.scope import check_file_scope
 
     answers: list[Prediction | None] = [None] * len(items)
     pending: list[tuple[int, torch.Tensor]] = []
@@ -219,8 +218,6 @@ def draw_collection_figures(items: list[Item], answers: list[Prediction], summar
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from brain_tumor.data.imageio import read_slice
-    from brain_tumor.evaluation.plots import plot_image_grid
 
     if "risk_coverage" in summary:
         fig, ax = plt.subplots(figsize=(4.8, 3.8))
