@@ -15,6 +15,7 @@ import argparse
 import gzip
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +53,23 @@ def matplotlib_mri() -> np.ndarray:
     return image / image.max()
 
 
-def refusals(paths: list[Path]) -> dict[str, Any]:
+def centre_crop(share: float) -> Callable[[np.ndarray], np.ndarray]:
+    """The central ``share`` of each side: a slice zoomed into the head (its edges cut through it)."""
+    def crop(image: np.ndarray) -> np.ndarray:
+        h, w = image.shape
+        dy, dx = int(h * (1 - share) / 2), int(w * (1 - share) / 2)
+        return image[dy:h - dy, dx:w - dx]
+
+    return crop
+
+
+def refusals(paths: list[Path], transform: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, Any]:
     reasons: Counter[str] = Counter()
     unreadable = 0
     for path in paths:
         try:
-            check = check_scope(read_slice(path), colour_share(path))
+            image = read_slice(path)
+            check = check_scope(transform(image) if transform else image, colour_share(path))
         except ImageReadError:
             unreadable += 1
             continue
@@ -75,7 +87,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/external/scope"))
     args = parser.parse_args()
 
-    in_scope = {"Figshare tumour slices (T1-CE)": refusals([Path(r.path) for r in load_records(args.figshare)]),
+    figshare = [Path(r.path) for r in load_records(args.figshare)]
+    in_scope = {"Figshare tumour slices (T1-CE)": refusals(figshare),
+                "every 10th Figshare slice, central 80% (zoomed in)": refusals(figshare[::10], centre_crop(0.8)),
+                "every 10th Figshare slice, central 60% (edges cut through the head)":
+                    refusals(figshare[::10], centre_crop(0.6)),
                 "no-tumour brain MRI of other collections": refusals([i.path for i in read_collection(args.no_tumour)])}
     mri = check_scope(matplotlib_mri())
     in_scope["matplotlib's sample head MRI (s1045)"] = {"n": 1, "unreadable": 0, "refused": int(not mri.in_scope),
@@ -111,7 +127,8 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join([
         "# Out-of-scope checks: what they refuse", "",
         "Written by `bench/scope_check.py`; the checks and their a-priori thresholds are in "
-        "`src/brain_tumor/scope.py`. In-scope images should all pass:", "",
+        "`src/brain_tumor/scope.py`. In-scope images should all pass (slices cropped inside the head are the "
+        "known weakness: their edges are tissue, not air):", "",
         markdown_table(["in-scope images", "n", "refused", "reasons"], rows), "",
         f"Out-of-scope sample images bundled with scikit-image, scikit-learn and matplotlib: {out['refused']} of "
         f"{out['n']} refused ({100 * out['refused_share']:.0f}%). Those accepted go on to the model, where the "

@@ -50,6 +50,28 @@ def test_a_head_slice_passes_and_each_kind_of_non_mri_is_refused_with_its_reason
     assert "colour" in str(check_scope(head(), colour=0.6).reason)
 
 
+def test_a_16_bit_file_holding_few_bits_is_not_blank(tmp_path: Path) -> None:
+    path = tmp_path / "eight-bits-in-sixteen.png"
+    Image.fromarray((255 * head()).astype(np.uint16)).save(path)  # values up to 255 of 65535
+    image = read_slice(path)
+    assert image.max() < 0.01 and check_file_scope(path, image).in_scope
+
+
+def test_elongated_and_tiny_images_are_judged_without_warnings() -> None:
+    with np.errstate(all="raise"):
+        strip = np.tile(head(64)[32:40], (1, 32))  # 8 x 2048
+        assert np.isfinite(check_scope(strip).noise)  # the 1-pixel-high shrink gave NaN and skipped the check
+        check_scope(head(8))
+
+
+def test_colour_hidden_under_transparent_pixels_does_not_count(tmp_path: Path) -> None:
+    grey = (255 * head()).astype(np.uint8)
+    rgba = np.stack([grey, grey, grey, np.full_like(grey, 255)], axis=-1)
+    rgba[:64, :, 0], rgba[:64, :, 3] = 255, 0  # red, but fully transparent: read_slice sees black
+    path = save(rgba, tmp_path / "rgba.png")
+    assert colour_share(path) == 0.0
+
+
 @pytest.mark.parametrize("name, reason", [("text.png", "edges are bright"), ("page.png", "edges are bright"),
                                           ("astronaut.png", "colour"), ("chelsea.png", "colour")])
 def test_bundled_photos_and_documents_are_refused(name: str, reason: str) -> None:

@@ -21,7 +21,7 @@ from scipy import ndimage
 
 from brain_tumor.data.imageio import colour_share
 
-BLANK_SPREAD = 0.02  # p99 - p1 of a blank image (intensities in [0, 1])
+BLANK_SPREAD = 0.02  # (p99 - p1) / p99 of a blank image: relative, so a 16-bit file holding 8 bits is not blank
 BRIGHT_EDGE = 0.35  # median of the image's edge band, as a share of its p99: air around a head is dark
 NOISE = 0.25  # mean neighbour difference as a share of p99 - p1: anatomy is smooth at this scale
 MIN_HEAD = 0.05  # the largest bright region, as a share of the image
@@ -46,9 +46,10 @@ class ScopeCheck:
         return self.reason is None
 
 
-def _shrink(image: np.ndarray, side: int = SIDE) -> np.ndarray:
-    """Every ``k``-th pixel so the longer side is at most ``side`` (enough for these statistics)."""
-    step = max(1, int(np.ceil(max(image.shape) / side)))
+def _shrink(image: np.ndarray, side: int = SIDE, keep: int = 16) -> np.ndarray:
+    """Every ``k``-th pixel so the longer side is at most ``side`` (enough for these statistics),
+    the shorter one at least ``keep`` where the image has that many."""
+    step = max(1, min(int(np.ceil(max(image.shape) / side)), min(image.shape) // keep))
     return np.asarray(image[::step, ::step], dtype=np.float32)
 
 
@@ -58,14 +59,14 @@ def check_scope(image: np.ndarray, colour: float = 0.0) -> ScopeCheck:
     (:func:`brain_tumor.data.imageio.colour_share`)."""
     x = _shrink(image)
     low, high = (float(v) for v in np.percentile(x, [1, 99]))
-    spread = high - low
+    spread = (high - low) / high if high > 0 else 0.0  # contrast relative to the image's own range
     band = max(1, int(round(EDGE_BAND * min(x.shape))))
     edges = np.concatenate([x[:band].ravel(), x[-band:].ravel(), x[band:-band, :band].ravel(),
                             x[band:-band, -band:].ravel()])
     edge = float(np.median(edges)) / high if high > 0 else 0.0
     steps = np.abs(np.diff(x, axis=0)).mean() + np.abs(np.diff(x, axis=1)).mean()
-    noise = float(steps / 2 / spread) if spread > 0 else 0.0
-    bright = x > low + 0.2 * spread
+    noise = float(steps / 2 / (high - low)) if high > low else 0.0
+    bright = x > low + 0.2 * (high - low)
     labels, count = ndimage.label(bright)
     head = float(np.bincount(labels.ravel())[1:].max() / x.size) if count else 0.0
     reason = None

@@ -178,7 +178,8 @@ def colour_share(path: str | Path, chroma: float = 40.0) -> float:
                 if img.mode not in ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr") or img.width * img.height > MAX_PIXELS:
                     return 0.0
                 img.draft("RGB", (256, 256))  # JPEG: decode at a reduced scale, enough for a statistic
-                rgb = img.convert("RGB")
+                rgba = img.convert("RGBA")  # transparent pixels count as black, as read_slice composites them
+                rgb = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba).convert("RGB")
                 rgb.thumbnail((256, 256))
                 x = np.asarray(rgb, dtype=np.int16)
     except Exception:  # noqa: BLE001 - unreadable files are read_slice's to report

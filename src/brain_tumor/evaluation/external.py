@@ -94,7 +94,8 @@ def summarise_collection(items: list[Item], answers: list[Prediction], class_nam
                            "n_unreadable": sum(bool(a.error) and not r for a, r in zip(answers, refused_scope)),
                            "n_out_of_scope": sum(refused_scope)}
     tumour = [(i, a) for i, a in zip(items, answers) if i.label != NO_TUMOUR and not a.error]
-    out["tumour_refused_as_out_of_scope"] = sum(r for i, r in zip(items, refused_scope) if i.label != NO_TUMOUR)
+    tumour_refused = sum(r for i, r in zip(items, refused_scope) if i.label != NO_TUMOUR)
+    out["tumour_refused_as_out_of_scope"] = tumour_refused
     if tumour:
         y = np.array([class_names.index(i.label) for i, _ in tumour])
         probs = np.array([[a.probabilities[c] for c in class_names] for _, a in tumour])
@@ -107,7 +108,8 @@ def summarise_collection(items: list[Item], answers: list[Prediction], class_nam
         out["tumour"]["called_no_tumour"] = float(gated_out.mean())
         out["tumour"]["accuracy_with_no_tumour_answers"] = float(correct.mean())
         answered = ~np.array([a.refer for _, a in tumour])
-        out["tumour"]["answered_share"] = float(answered.mean())
+        # a tumour image refused as out of scope was not answered either
+        out["tumour"]["answered_share"] = float(answered.sum() / (len(tumour) + tumour_refused))
         out["tumour"]["accuracy_among_answered"] = float(correct[answered].mean()) if answered.any() else None
         _, coverage, risk = risk_coverage(confidence, correct)
         out["risk_coverage"] = {"coverage": coverage.tolist(), "risk": risk.tolist()}
@@ -120,6 +122,7 @@ def summarise_collection(items: list[Item], answers: list[Prediction], class_nam
         sure = tumour_called & (np.array([a.confidence for _, a in healthy]) > 0.9)
         gated = any("p_no_tumour" in a.extra for _, a in healthy)
         out["no_tumour"] = {"n": len(healthy), "refused": float(refused.mean()),
+                            "refused_as_out_of_scope": float(np.mean(["out_of_scope" in a.extra for _, a in healthy])),
                             "called_no_tumour": float(none.mean()),
                             "called_a_tumour": float(tumour_called.mean()),
                             "called_a_tumour_with_confidence_over_0.9": float(sure.mean()),
@@ -153,7 +156,8 @@ def outcome_rows(items: list[Item], answers: list[Prediction]) -> list[dict[str,
 def collection_markdown(summary: dict[str, Any]) -> str:
     lines = [f"# External evaluation\n\n{summary['n_images']} images, {summary['n_unreadable']} unreadable, "
              f"{summary.get('n_out_of_scope', 0)} refused as out of scope (not MRI slices of a head, by "
-             "`brain_tumor.scope`).\n"]
+             f"`brain_tumor.scope`; {summary.get('tumour_refused_as_out_of_scope', 0)} of them tumour images, counted "
+             "as not answered).\n"]
     t = summary.get("tumour")
     if t:
         point, low, high = t["accuracy_95ci"]
@@ -168,7 +172,8 @@ def collection_markdown(summary: dict[str, Any]) -> str:
     h = summary.get("no_tumour")
     if h:
         called = ", ".join(f"{c} {100 * v:.1f}%" for c, v in h["called"].items())
-        lines.append(f"Images without a tumour: {h['n']}; refused {100 * h['refused']:.1f}%, called no tumour "
+        lines.append(f"Images without a tumour: {h['n']}; refused {100 * h['refused']:.1f}% (of which out of scope "
+                     f"{100 * h.get('refused_as_out_of_scope', 0.0):.1f}%), called no tumour "
                      f"{100 * h.get('called_no_tumour', 0.0):.1f}%, called a tumour "
                      f"{100 * h['called_a_tumour']:.1f}% ({100 * h['called_a_tumour_with_confidence_over_0.9']:.1f}% "
                      f"with confidence over 0.9; {called}). {h['no_tumour_answer']}.\n")
