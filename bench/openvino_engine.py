@@ -16,10 +16,8 @@ default and `INFERENCE_PRECISION_HINT=f32` are measured.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from speed import median_time  # noqa: E402  (bench/speed.py: this script's folder is on the path)
+
 from brain_tumor.atomic import write_json  # noqa: E402
 from brain_tumor.config import portable_path  # noqa: E402
 from brain_tumor.cpu_capabilities import detect_cpu  # noqa: E402
@@ -39,17 +39,6 @@ from brain_tumor.training.checkpoint import load_checkpoint  # noqa: E402
 from brain_tumor.training.fit import load_data  # noqa: E402
 
 Logits = Callable[[np.ndarray], np.ndarray]  # uint8 [B, 1, S, S] -> logits
-
-
-def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def openvino_engine(onnx_path: Path, threads: int, precision_hint: str | None) -> Logits:
@@ -107,8 +96,8 @@ def main() -> None:
         models = {"fp32": fp32, "int8": quantize_int8(fp32, Path(tmp) / "model.int8.onnx", calibration)}
         throughput, accuracy, latency_ms = {}, {}, {}
         for name, fn in engines(models, args.threads).items():
-            throughput[name] = len(batch64) / median_seconds(lambda fn=fn: fn(batch64), args.repeats)
-            latency_ms[name] = 1000 * median_seconds(lambda fn=fn: fn(x[:1]), 5 * args.repeats)
+            throughput[name] = len(batch64) / median_time(lambda fn=fn: fn(batch64), args.repeats, warmup=2)
+            latency_ms[name] = 1000 * median_time(lambda fn=fn: fn(x[:1]), 5 * args.repeats, warmup=2)
             predicted = np.concatenate([fn(x[i:i + 64]).argmax(1) for i in range(0, len(x), 64)])
             accuracy[name] = float((predicted == y).mean())
             print(f"{name}: {throughput[name]:.1f} img/s, {latency_ms[name]:.1f} ms, accuracy {accuracy[name]:.4f}",
