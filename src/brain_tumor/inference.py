@@ -251,9 +251,8 @@ class Predictor:
         for path in expand_inputs(paths, skipped):
             try:
                 for source, image in self.read(path):
-                    scope = check_file_scope(path, image) if self.scope_check else None
-                    if scope is not None and scope.reason is not None:
-                        yield out_of_scope(source, scope.reason)
+                    if (reason := self.out_of_scope_reason(path, image)) is not None:
+                        yield out_of_scope(source, reason)
                     else:
                         pending.append((source, self.to_tensor(image)))
             except ImageReadError as exc:
@@ -262,6 +261,11 @@ class Predictor:
                 yield from self._flush(pending)
                 pending = []
         yield from self._flush(pending)
+
+    def out_of_scope_reason(self, path: str | Path, image: np.ndarray) -> str | None:
+        """Why the file's decoded slice is plainly not an MRI slice of a head, or None (always None
+        with :attr:`scope_check` off): the one scope check of predict, evaluate --data and serve."""
+        return check_file_scope(path, image).reason if self.scope_check else None
 
     def predict_batch(self, batch: torch.Tensor, sources: list[str]) -> list[Prediction]:
         """Answers for uint8 ``[B, 1, S, S]`` slices already prepared with :meth:`to_tensor`."""

@@ -18,7 +18,6 @@ from brain_tumor.evaluation import statistics as st
 from brain_tumor.evaluation.calibration import risk_coverage
 from brain_tumor.evaluation.metrics import classification_metrics
 from brain_tumor.evaluation.plots import plot_image_grid
-from brain_tumor.scope import check_file_scope
 
 NO_TUMOUR = "no_tumour"
 NO_TUMOUR_NAMES = {"no_tumour", "no_tumor", "notumour", "notumor", "no tumour", "no tumor", "normal", "healthy",
@@ -203,9 +202,8 @@ def predict_items(predictor: Any, items: list[Item], batch: int = 32) -> list[Pr
         except ImageReadError as exc:
             answers[k] = failed(str(item.path), str(exc))
             continue
-        scope = check_file_scope(item.path, image) if predictor.scope_check else None
-        if scope is not None and scope.reason is not None:
-            answers[k] = out_of_scope(str(item.path), scope.reason)
+        if (reason := predictor.out_of_scope_reason(item.path, image)) is not None:
+            answers[k] = out_of_scope(str(item.path), reason)
         else:
             pending.append((k, predictor.to_tensor(image)))
         if len(pending) >= batch:

@@ -20,7 +20,6 @@ from brain_tumor.answers import Prediction
 from brain_tumor.data.imageio import ImageReadError, read_slice
 from brain_tumor.explain.gradcam import grad_cam, overlay
 from brain_tumor.model_loading import load_predictor
-from brain_tumor.scope import check_file_scope
 from brain_tumor.serve.batching import MicroBatcher
 from brain_tumor.serve.schemas import PredictionOut
 from brain_tumor.serve.settings import ServiceSettings
@@ -62,6 +61,7 @@ class Service:
         self.settings = settings
         self.predictor = load_predictor(settings.checkpoint, settings.precision, settings.engine, settings.onnx,
                                         settings.threads, settings.calibration, settings.gate, settings.tta)
+        self.predictor.scope_check = settings.scope_check
         engine = self.predictor.compute["engine"]
         log.info("serving %s on %s %s (%s)", settings.checkpoint, engine["engine"], engine["precision"],
                  engine["reason"])
@@ -83,9 +83,8 @@ class Service:
             try:
                 with self.decodes:  # the full-size image lives only inside the cap
                     image = read_slice(path)
-                    scope = check_file_scope(path, image) if self.settings.scope_check else None
-                    if scope is not None and scope.reason is not None:
-                        raise HTTPException(422, f"out of scope: {scope.reason}; send an MRI slice of the head")
+                    if (reason := self.predictor.out_of_scope_reason(path, image)) is not None:
+                        raise HTTPException(422, f"out of scope: {reason}; send an MRI slice of the head")
                     return self.predictor.to_tensor(image)
             except ImageReadError as exc:
                 raise HTTPException(422, client_message(str(exc), path)) from exc
