@@ -104,7 +104,8 @@ def test_a_checkpoint_is_read_once_until_it_changes(tiny_checkpoint: Path, tmp_p
     assert ck.load_checkpoint(path) is first and len(reads) == 1  # check, describe, load: one read
     assert first.class_names == ["glioma", "meningioma", "pituitary"] and first.preprocessing.image_size == 64
     assert isinstance(first.build(), torch.nn.Module) and "state_dict" not in first.meta
-    ck.write_ood_companion(path, torch.ones(4, 8), method="knn-cosine", k=2, threshold=0.5, flag_rate_on_val=0.05)
+    ck.write_ood_companion(path, torch.ones(4, 8), method="knn-cosine", k=2, threshold=0.5, flag_rate=0.05,
+                        fitted_on="validation slices")
     with_ood = ck.load_checkpoint(path)  # a detector written beside it is a new version
     assert len(reads) == 2 and with_ood.ood is not None and with_ood.ood["k"] == 2
     stat = path.stat()

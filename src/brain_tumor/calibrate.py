@@ -1,8 +1,10 @@
-"""``brain-tumor calibrate``: fit and judge calibration, referral and conformal sets on the
-out-of-fold predictions of a patient-wise CV, and write the deployable ``calibration.json``."""
+"""``brain-tumor calibrate``: fit and judge calibration, referral, conformal sets and (with the
+fold models) the out-of-distribution threshold on the out-of-fold predictions of a patient-wise
+CV, and write the deployable ``calibration.json``."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -11,8 +13,10 @@ import numpy as np
 
 from brain_tumor.comparison import patients_by_path, read_predictions
 from brain_tumor.config import read_run_config, recipe_fingerprint
+from brain_tumor.cv_report import fold_number
 from brain_tumor.data.manifest import CLASS_NAMES
 from brain_tumor.evaluation import calibration as cal
+from brain_tumor.evaluation.ood_transfer import cross_fit_threshold, transfer_markdown
 from brain_tumor.evaluation.oof_calibration import OutOfFold, cross_fit, cross_fit_summary, deployable
 from brain_tumor.evaluation.plots import plot_reliability, plot_risk_coverage
 from brain_tumor.evaluation.run_eval import write_json
@@ -67,10 +71,65 @@ def _config(cv_dir: Path) -> dict[str, Any]:
     return read_run_config(cv_dir)
 
 
+def fold_checkpoint(fold_dir: Path, work_dir: Path) -> Path:
+    """The checkpoint that made a CV fold's predictions: ``work_dir/fold-N/`` named by the fold's
+    ``run.json``, and checked against the SHA-256 recorded there."""
+    from brain_tumor.onnx_runtime import file_sha256
+
+    try:
+        recorded = json.loads((fold_dir / "run.json").read_text())["checkpoint"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CalibrationInputError(f"{fold_dir}: no run.json naming its checkpoint ({exc})") from exc
+    checkpoint = work_dir / fold_dir.name / str(recorded["file"])
+    if not checkpoint.is_file():
+        raise CalibrationInputError(f"{checkpoint}: missing (--work-dir is the folder `brain-tumor cv` wrote the "
+                                    "fold models to)")
+    if file_sha256(checkpoint) != recorded["sha256"]:
+        raise CalibrationInputError(f"{checkpoint}: not the model that made {fold_dir.name}'s predictions "
+                                    "(its SHA-256 differs from run.json's)")
+    return checkpoint
+
+
+def out_of_fold_ood_scores(cv_dir: Path, work_dir: Path, output: Path, k: int) -> dict[int, dict[str, np.ndarray]]:
+    """kNN OOD scores of each fold's model (bank: its training slices) on its validation and test
+    slices and on the refuse set; each fold's are kept under ``output/ood_scores/`` for its model's
+    hash, so an interrupted run continues where it stopped."""
+    from brain_tumor.data.splits import load_split
+    from brain_tumor.inference import Predictor
+    from brain_tumor.onnx_runtime import file_sha256
+    from brain_tumor.robustness import ood_scores
+    from brain_tumor.training.checkpoint import load_checkpoint
+    from brain_tumor.training.fit import load_data
+
+    scores: dict[int, dict[str, np.ndarray]] = {}
+    images = None
+    for fold_dir in sorted(p.parent for p in cv_dir.glob("fold-*/test_predictions.csv")):
+        checkpoint = fold_checkpoint(fold_dir, work_dir)
+        key = {"model_sha256": file_sha256(checkpoint), "k": k}
+        cache = output / "ood_scores" / f"{fold_dir.name}.json"
+        cached = json.loads(cache.read_text()) if cache.is_file() else {}
+        if {n: cached.get(n) for n in key} != key:
+            model = load_checkpoint(checkpoint)
+            if images is None:
+                data = (model.config or {}).get("data", {})
+                _, images, _ = load_data(str(data["root"]), model.preprocessing.image_size, data.get("cache_dir"),
+                                         model.preprocessing.pipeline)
+            split = load_split(cv_dir / "splits.json", fold_number(fold_dir))
+            log.info("%s: OOD scores of its validation, test and must-refuse images", fold_dir.name)
+            _, fold_scores = ood_scores(Predictor.from_checkpoint(checkpoint), images, split.train,
+                                        {"val": split.val, "test": split.test}, k)
+            cached = {**key, "scores": {name: s["knn"].tolist() for name, s in fold_scores.items()}}
+            write_json(cached, cache)
+        scores[fold_number(fold_dir)] = {name: np.asarray(v) for name, v in cached["scores"].items()}
+    return scores
+
+
 def run_calibrate(cv_dir: Path, output: Path, confidence: float = 0.95, target_risk: float = 0.02,
-                  class_conditional: bool = True, n_boot: int = 2000) -> dict[str, Any]:
+                  class_conditional: bool = True, n_boot: int = 2000, work_dir: Path | None = None,
+                  ood_flag_rate: float = 0.05, k: int = 10) -> dict[str, Any]:
     """Cross-fitted judgement (``calibration_cv.json``, figures) and the deployable
-    ``calibration.json`` fitted on every OOF slice, both under ``output``."""
+    ``calibration.json`` fitted on every OOF slice, both under ``output``. With ``work_dir`` (the
+    fold models), also the OOD threshold, fitted on the out-of-fold scores of new patients."""
     oof, image_size = read_out_of_fold(cv_dir)
     config = _config(cv_dir)
     n_folds = len(np.unique(oof.folds))
@@ -79,12 +138,20 @@ def run_calibrate(cv_dir: Path, output: Path, confidence: float = 0.95, target_r
     summary = cross_fit_summary(oof, result, list(CLASS_NAMES), confidence, target_risk, n_boot)
     summary.update({"cv": _relative(cv_dir), "class_conditional": class_conditional, "n_folds": n_folds})
     output.mkdir(parents=True, exist_ok=True)
+    ood = None
+    if work_dir is not None:
+        ood = cross_fit_threshold(out_of_fold_ood_scores(cv_dir, work_dir, output, k), ood_flag_rate)
+        summary["ood"] = {**ood, "method": "knn-cosine", "k": k}
     write_json(summary, output / "calibration_cv.json")
-    (output / "calibration_cv.md").write_text(summary_markdown(summary))
+    (output / "calibration_cv.md").write_text(summary_markdown(summary)
+                                              + ("\n" + transfer_markdown(ood, k) if ood else ""))
     _figures(oof, result.scaled, result.answered, summary, output)
     calibration = deployable(oof, list(CLASS_NAMES), image_size, target_risk, confidence, _relative(cv_dir),
                              class_conditional)
     calibration["recipe"] = recipe_fingerprint(config)  # a model of another recipe is refused
+    if ood is not None:
+        calibration["ood"] = {"method": "knn-cosine", "k": k, "threshold": ood["threshold"], "flag_rate": ood_flag_rate,
+                              "fitted_on": f"{ood['n_out_of_fold']} out-of-fold slices of new patients"}
     write_json(calibration, output / "calibration.json")
     return summary
 

@@ -1,5 +1,6 @@
-"""``calibration.json``: a temperature, a referral threshold and conformal sets for the models of
-one recipe, fitted by ``brain-tumor calibrate`` on a patient-wise CV's out-of-fold predictions."""
+"""``calibration.json``: a temperature, a referral threshold, conformal sets and optionally an
+out-of-distribution threshold for the models of one recipe, fitted by ``brain-tumor calibrate``
+on a patient-wise CV's out-of-fold predictions."""
 
 from __future__ import annotations
 
@@ -32,4 +33,8 @@ def load_calibration(path: str | Path) -> dict[str, Any]:
         ConformalSets.from_dict(data.get("conformal") or {})
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
+    ood = data.get("ood")
+    if ood is not None and not (isinstance(ood, dict) and isinstance(ood.get("k"), int)
+                                and isinstance(ood.get("threshold"), int | float) and ood.get("method")):
+        raise ValueError(f"{path}: ood must hold method, k and threshold")
     return data

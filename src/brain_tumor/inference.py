@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from brain_tumor.onnx_runtime import OnnxPredictor
 from brain_tumor.scope import check_file_scope
 from brain_tumor.training.checkpoint import load_checkpoint
 from brain_tumor.transforms import Normalize
+
+log = logging.getLogger(__name__)
 
 TTA_MODES = ("none", "flip")  # test-time augmentation: "flip" averages the logits of the slice and its mirror
 
@@ -99,6 +102,17 @@ class Predictor:
         self.conformal = ConformalSets.from_dict(calibration["conformal"])
         self.set_confidence = float(calibration["confidence"])
         self.calibration_source = source
+        ood = calibration.get("ood")
+        if ood and self.ood is not None:
+            if (ood["method"], int(ood["k"])) != (self.ood["method"], int(self.ood["k"])):
+                log.warning("%s: OOD threshold for %s k=%s, the model's detector is %s k=%s: kept the model's",
+                            source, ood["method"], ood["k"], self.ood["method"], self.ood["k"])
+            else:
+                self.ood = {**self.ood, "threshold": float(ood["threshold"]), "flag_rate": ood.get("flag_rate"),
+                            "fitted_on": ood.get("fitted_on")}
+        elif ood:
+            log.warning("%s: holds an OOD threshold, but the model has no OOD detector beside it "
+                        "(brain-tumor ood): no OOD flag", source)
         return self
 
     def use_engine(self, engine: EngineChoice, threads: ThreadChoice | None = None) -> Predictor:

@@ -156,23 +156,32 @@ def embed_all(predictor: Predictor, images: torch.Tensor, batch: int = 64) -> tu
     return torch.cat(feats), torch.cat(logits)
 
 
+def ood_scores(predictor: Predictor, images: torch.Tensor, train: list[int], parts: dict[str, list[int]],
+               k: int = 10) -> tuple[torch.Tensor, dict[str, dict[str, np.ndarray]]]:
+    """The kNN bank of the training slices' features, and the kNN and energy scores of each named
+    part of ``images`` and of each kind of image in the refuse set."""
+    from brain_tumor.evaluation.ood import energy_scores, knn_scores, make_bank, refuse_set
+
+    bank = make_bank(embed_all(predictor, images[train])[0])
+    batches = {name: images[idx] for name, idx in parts.items()}
+    batches.update({kind: torch.stack([predictor.to_tensor(p) for p in pictures])
+                    for kind, pictures in refuse_set().items()})
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    for name, batch in batches.items():
+        f, z = embed_all(predictor, batch)
+        scores[name] = {"knn": knn_scores(bank, f, k).numpy(), "energy": energy_scores(z).numpy()}
+    return bank, scores
+
+
 def fit_ood(checkpoint: Path, images: torch.Tensor, train: list[int], val: list[int], test: list[int],
             out_dir: Path, flag_rate: float = 0.05, k: int = 10) -> dict[str, Any]:
     """Fit the kNN OOD detector on training features, set its threshold on validation, store it
     beside the checkpoint (``ood_bank.safetensors``; the checkpoint is not rewritten), and measure
     flag rates on the test slices and on images it must refuse."""
-    from brain_tumor.evaluation.ood import energy_scores, knn_scores, make_bank, refuse_set, threshold_for_rate
+    from brain_tumor.evaluation.ood import threshold_for_rate
     from brain_tumor.training.checkpoint import write_ood_companion
 
-    predictor = Predictor.from_checkpoint(checkpoint)
-    bank = make_bank(embed_all(predictor, images[train])[0])
-    scores: dict[str, dict[str, np.ndarray]] = {}
-    for name, idx in (("val", val), ("test", test)):
-        f, z = embed_all(predictor, images[idx])
-        scores[name] = {"knn": knn_scores(bank, f, k).numpy(), "energy": energy_scores(z).numpy()}
-    for kind, pictures in refuse_set().items():
-        f, z = embed_all(predictor, torch.stack([predictor.to_tensor(p) for p in pictures]))
-        scores[kind] = {"knn": knn_scores(bank, f, k).numpy(), "energy": energy_scores(z).numpy()}
+    bank, scores = ood_scores(Predictor.from_checkpoint(checkpoint), images, train, {"val": val, "test": test}, k)
     thresholds = {m: threshold_for_rate(scores["val"][m], flag_rate) for m in ("knn", "energy")}
     rates = {m: {name: float((s[m] > thresholds[m]).mean()) for name, s in scores.items()} for m in thresholds}
     refuse_kinds = [n for n in scores if n not in ("val", "test")]
@@ -180,7 +189,7 @@ def fit_ood(checkpoint: Path, images: torch.Tensor, train: list[int], val: list[
         refused = np.concatenate([scores[n][m] for n in refuse_kinds])
         rates[m]["all_must_refuse"] = float((refused > thresholds[m]).mean())
     write_ood_companion(checkpoint, bank, method="knn-cosine", k=k, threshold=thresholds["knn"],
-                        flag_rate_on_val=flag_rate)
+                        flag_rate=flag_rate, fitted_on="validation slices")
     result = {"checkpoint": portable_path(checkpoint), "k": k, "bank_size": len(bank),
               "target_flag_rate_val": flag_rate,
               "thresholds": thresholds, "flag_rates": rates,

@@ -62,16 +62,23 @@ def calibrate(
         min=0.001, max=0.5, help="Error rate allowed among answered slices.")] = 0.02,
     class_conditional: Annotated[bool, typer.Option(
         help="Coverage per true class (Mondrian), not only on average over classes.")] = True,
+    work_dir: Annotated[Path | None, typer.Option(
+        help="The CV's fold models (its --work-dir): also fit the OOD threshold on out-of-fold scores.")] = None,
+    flag_rate: Annotated[float, typer.Option(
+        min=0.001, max=0.5, help="Share of new patients' slices the OOD threshold flags.")] = 0.05,
+    k: Annotated[int, typer.Option(min=1, help="Neighbour whose distance is the OOD score.")] = 10,
 ) -> None:
     """Fit temperature, referral threshold and conformal prediction sets on a patient-wise CV's
-    out-of-fold predictions; judge them by cross-fitting over the folds; write calibration.json.
+    out-of-fold predictions (with --work-dir also the OOD threshold, on the fold models' scores of
+    their test patients); judge them by cross-fitting over the folds; write calibration.json.
 
     Example: brain-tumor calibrate results/cv/official-freeze-15-bf16-e12 --output runs/calibrate
     then: brain-tumor predict scan.jpg -m model.pt --calibration runs/calibrate/calibration.json"""
     from brain_tumor.calibrate import CalibrationInputError, run_calibrate
 
     try:
-        summary = run_calibrate(cv_dir, output, confidence, target_risk, class_conditional)
+        summary = run_calibrate(cv_dir, output, confidence, target_risk, class_conditional,
+                                work_dir=work_dir, ood_flag_rate=flag_rate, k=k)
     except (CalibrationInputError, OSError, ValueError, KeyError) as exc:
         _fail(str(exc))
     c, e = summary["conformal"], summary
@@ -79,6 +86,11 @@ def calibrate(
                f"sets at {confidence:.0%}: coverage {100 * c['coverage']['value']:.2f}%, "
                f"mean size {c['mean_set_size']:.3f}; answered {100 * e['referral']['answered']['value']:.1f}% "
                f"-> {output / 'calibration_cv.md'}, {output / 'calibration.json'}")
+    if "ood" in summary:
+        o = summary["ood"]["summary"]["oof"]
+        typer.echo(f"OOD threshold {summary['ood']['threshold']:.4f}: cross-fitted, "
+                   f"{100 * o['test_flagged_pooled']:.1f}% of new patients' slices flagged "
+                   f"(target {100 * flag_rate:.1f}%)")
 
 
 def no_tumour_gate(

@@ -204,10 +204,11 @@ OOD_FORMAT = "brain-tumor-ood/1"
 
 
 def write_ood_companion(checkpoint: str | Path, bank: torch.Tensor, *, method: str, k: int, threshold: float,
-                        flag_rate_on_val: float) -> Path:
+                        flag_rate: float, fitted_on: str) -> Path:
     """Store an OOD detector beside a checkpoint (``ood_bank.safetensors``: the bank, and its
     settings and the checkpoint's SHA-256 as metadata); the checkpoint itself is never rewritten,
-    so its hash, and every file matched to it (ONNX exports, gate, shortcut figures), stays valid."""
+    so its hash, and every file matched to it (ONNX exports, gate, shortcut figures), stays valid.
+    ``threshold`` flags ``flag_rate`` of the in-distribution slices named by ``fitted_on``."""
     from safetensors.torch import save_file
 
     from brain_tumor.onnx_runtime import file_sha256
@@ -216,7 +217,7 @@ def write_ood_companion(checkpoint: str | Path, bank: torch.Tensor, *, method: s
     if path.is_dir():
         raise CheckpointError(f"{path}: a model package is read-only; run this on its checkpoint and export again")
     metadata = {"format": OOD_FORMAT, "model_sha256": file_sha256(path), "method": method, "k": str(k),
-                "threshold": repr(float(threshold)), "flag_rate_on_val": repr(float(flag_rate_on_val))}
+                "threshold": repr(float(threshold)), "flag_rate": repr(float(flag_rate)), "fitted_on": fitted_on}
     target = path.parent / OOD_COMPANION
     with atomic_path(target, suffix=".safetensors") as tmp:
         save_file({"bank": bank.detach().cpu().contiguous()}, str(tmp), metadata=metadata)
@@ -239,7 +240,8 @@ def read_ood_companion(checkpoint: Path) -> dict[str, Any] | None:
         if meta.get("format") != OOD_FORMAT:
             raise ValueError(f"format {meta.get('format')!r}")
         ood = {"method": meta["method"], "bank": bank, "k": int(meta["k"]), "threshold": float(meta["threshold"]),
-               "flag_rate_on_val": float(meta["flag_rate_on_val"])}
+               "flag_rate": float(meta.get("flag_rate", meta.get("flag_rate_on_val", "nan"))),  # the older key
+               "fitted_on": meta.get("fitted_on", "validation slices")}
     except Exception as exc:  # noqa: BLE001  (safetensors raises its own types)
         log.warning("%s: unreadable OOD detector, ignored (%s)", path, str(exc).splitlines()[0] if str(exc) else exc)
         return None
