@@ -144,6 +144,35 @@ class LightShiftPreset:
         return geometry_then_intensity(self.geometry, self.intensity, image)
 
 
+class TorchIOPreset:
+    """The paper's augmentation, then MR acquisition artefacts simulated by TorchIO (Perez-Garcia
+    et al. 2021) on a minority of images: bias field, gamma, one of ghosting / motion / spike
+    (k-space artefacts), blur and noise. A slice is TorchIO's ``[C, W, H, D]`` with ``D = 1``, so
+    motion and ghosting stay in plane. uint8 ``[1, H, W]`` in and out; TorchIO draws from torch's
+    random generator, so a seeded run repeats."""
+
+    def __init__(self) -> None:
+        import torchio as tio  # SimpleITK and nibabel come with it: load only when this preset is used
+
+        self.geometry = PaperTrainPreset()
+        self.artefacts = tio.Compose([
+            tio.RandomBiasField(coefficients=0.3, p=0.3),
+            tio.RandomGamma(log_gamma=(-0.4, 0.4), p=0.3),
+            tio.OneOf({tio.RandomGhosting(axes=(0, 1), intensity=(0.2, 0.6)): 1.0,
+                       tio.RandomMotion(degrees=5, translation=5, num_transforms=2): 1.0,
+                       tio.RandomSpike(intensity=(0.1, 0.4)): 1.0}, p=0.2),
+            tio.RandomBlur(std=(0, 1, 0, 1, 0, 0), p=0.2),  # type: ignore[arg-type]  # per-axis ranges (documented): none across the one-slice depth
+            tio.RandomNoise(std=(0, 0.03), p=0.2),
+        ])
+
+    def _artefacts(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.artefacts(x.unsqueeze(-1))[..., 0]
+        return out
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return geometry_then_intensity(self.geometry, self._artefacts, image)
+
+
 class EvalPreset:
     """No change: resizing happened when the dataset was decoded."""
 
@@ -151,12 +180,13 @@ class EvalPreset:
         return image
 
 
-TrainPreset: TypeAlias = PaperTrainPreset | RobustTrainPreset | LightShiftPreset | EvalPreset
+TrainPreset: TypeAlias = PaperTrainPreset | RobustTrainPreset | LightShiftPreset | TorchIOPreset | EvalPreset
 
 PRESETS: dict[str, Callable[[], TrainPreset]] = {
     "paper": PaperTrainPreset, "robust": RobustTrainPreset, "robust-light": LightShiftPreset,
     # more resolution loss and blur than robust-light, still the paper's geometry
     "robust-mid": functools.partial(LightShiftPreset, p_downup=0.4, p_blur=0.2),
+    "torchio": TorchIOPreset,  # the paper's geometry + MR artefacts from TorchIO
     "none": EvalPreset}
 
 
