@@ -77,6 +77,9 @@ class TrainConfig:
     # share of training slices whose tumour box is erased, target "no class" (uniform); as many get a
     # same-size box erased away from the tumour, label kept (brain_tumor.data.counterfactual)
     counterfactual: float = 0.0
+    # share of training slices (with a tumour box) shown in another training slice's context, whose own
+    # tumour is erased; label kept (brain_tumor.data.context_mix)
+    context_mix: float = 0.0
     channels_last: bool = True
     threads: int | None = None  # intra-op threads; default one per usable core
     accelerator: str = "auto"
@@ -109,6 +112,11 @@ class RunConfig:
             raise ValueError("train.ema_decay must be in (0, 1) or none")
         if not 0 <= self.train.counterfactual <= 0.5:
             raise ValueError("train.counterfactual must be in [0, 0.5] (a share of the training slices)")
+        if not 0 <= self.train.context_mix < 1:
+            raise ValueError("train.context_mix must be in [0, 1) (a share of the training slices)")
+        if self.train.context_mix > 0 and self.data.preprocessing != "paper":
+            raise ValueError("train.context_mix needs data.preprocessing=paper (the other pipelines crop and pad, "
+                             "which moves the tumour boxes)")
         if self.train.counterfactual > 0 and self.data.preprocessing != "paper":
             raise ValueError("train.counterfactual needs data.preprocessing=paper (the other pipelines crop and pad, "
                              "which moves the tumour boxes)")

@@ -35,6 +35,7 @@ def run_record(config: RunConfig, kind: str, split_name: str, split: dict[str, l
                    "weight_decay": train.weight_decay, "optimizer": train.optimizer, "schedule": train.schedule,
                    "warmup_epochs": train.warmup_epochs,
                    "label_smoothing": train.label_smoothing, "mixup_alpha": train.mixup_alpha,
+                   "counterfactual": train.counterfactual, "context_mix": train.context_mix,
                    "ema_decay": train.ema_decay},
         "seed": train.seed,
         "data": {"dataset": Path(data.root).name, "split": split_name,

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from brain_tumor.data.context_mix import context_mixed
 from brain_tumor.data.counterfactual import counterfactual
 from brain_tumor.data.erasing import Box
 from brain_tumor.data.splits import Split
@@ -19,15 +20,20 @@ class SliceDataset(Dataset[tuple[torch.Tensor, int]]):
 
     With ``counterfactual`` > 0 and tumour ``boxes`` (one per image, None where unknown), that share
     of the slices has its tumour erased and the label :data:`~brain_tumor.data.counterfactual.ERASED`,
-    and the same share a same-size box erased away from the tumour, before the transform."""
+    and the same share a same-size box erased away from the tumour, before the transform. With
+    ``context_mix`` > 0, that share of the slices with a box shows its tumour in the context of
+    another of these slices (:mod:`brain_tumor.data.context_mix`), label kept; a slice mixed is not
+    also erased."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, positions: list[int],
                  transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 boxes: Sequence[Box | None] | None = None, counterfactual: float = 0.0) -> None:
+                 boxes: Sequence[Box | None] | None = None, counterfactual: float = 0.0,
+                 context_mix: float = 0.0) -> None:
         self.images, self.labels, self.positions, self.transform = images, labels, positions, transform
-        self.boxes, self.counterfactual = boxes, counterfactual
+        self.boxes, self.counterfactual, self.context_mix = boxes, counterfactual, context_mix
         # where tumours sit in these slices: control regions are drawn around such places
         self.sites = [(b[0], b[1]) for b in (boxes[k] for k in positions) if b is not None] if boxes else []
+        self.boxed = [k for k in positions if boxes[k] is not None] if boxes else []  # contexts to mix into
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -36,13 +42,36 @@ class SliceDataset(Dataset[tuple[torch.Tensor, int]]):
         k = self.positions[i]
         image, label = self.images[k], int(self.labels[k])
         box = self.boxes[k] if self.boxes is not None else None
-        if self.counterfactual > 0 and box is not None:
+        if (self.counterfactual > 0 or self.context_mix > 0) and box is not None:
             # torch's generator is seeded per run and per loader worker; numpy's is drawn from it
             rng = np.random.default_rng(int(torch.randint(2**31 - 1, (1,))))
-            image, label = counterfactual(image, box, label, self.counterfactual, rng, self.sites)
+            # no draw without mixing: counterfactual runs repeat as they did before mixing existed
+            mix = self.context_mix > 0 and rng.random() < self.context_mix
+            mixed = self._mixed(image, box, k, rng) if mix else None
+            if mixed is not None:
+                image = mixed
+            elif self.counterfactual > 0:
+                image, label = counterfactual(image, box, label, self.counterfactual, rng, self.sites)
         if self.transform is not None:
             image = self.transform(image)
         return image, label
+
+
+    def _mixed(self, image: torch.Tensor, box: Box, k: int, rng: np.random.Generator,
+               tries: int = 3) -> torch.Tensor | None:
+        """``image``'s tumour in the context of another boxed slice (a few donors tried); None where
+        none has tissue where the tumour goes."""
+        assert self.boxes is not None
+        plain = image[0].numpy().astype(np.float32) / 255.0
+        for _ in range(tries):
+            donor = self.boxed[int(rng.integers(len(self.boxed)))]
+            donor_box = self.boxes[donor]
+            if donor == k or donor_box is None:
+                continue
+            mixed = context_mixed(plain, box, self.images[donor][0].numpy().astype(np.float32) / 255.0, donor_box, rng)
+            if mixed is not None:
+                return torch.from_numpy(np.round(np.clip(mixed, 0, 1) * 255).astype(np.uint8))[None]
+        return None
 
 
 def balanced_sampler(labels: torch.Tensor, seed: int) -> WeightedRandomSampler:
@@ -61,17 +90,19 @@ class SliceDataModule(L.LightningDataModule):
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, split: Split,
                  train_transform: Callable[[torch.Tensor], torch.Tensor],
                  batch_size: int = 32, num_workers: int = 0, oversample: bool = False,
-                 seed: int = 0, boxes: Sequence[Box | None] | None = None, counterfactual: float = 0.0) -> None:
+                 seed: int = 0, boxes: Sequence[Box | None] | None = None, counterfactual: float = 0.0,
+                 context_mix: float = 0.0) -> None:
         super().__init__()
         self.images, self.labels, self.split = images, labels, split
         self.train_transform, self.batch_size, self.num_workers = train_transform, batch_size, num_workers
         self.oversample, self.seed = oversample, seed
-        self.boxes, self.counterfactual = boxes, counterfactual
+        self.boxes, self.counterfactual, self.context_mix = boxes, counterfactual, context_mix
 
     def _loader(self, positions: list[int], train: bool) -> DataLoader[tuple[torch.Tensor, int]]:
         dataset = SliceDataset(self.images, self.labels, positions,
                                self.train_transform if train else None,
-                               self.boxes, self.counterfactual if train else 0.0)
+                               self.boxes, self.counterfactual if train else 0.0,
+                               self.context_mix if train else 0.0)
         sampler = balanced_sampler(self.labels[positions], self.seed) if train and self.oversample else None
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=train and sampler is None,
                           sampler=sampler, num_workers=self.num_workers, drop_last=train,

@@ -153,9 +153,11 @@ def fit(config: RunConfig, data: PreparedData, run_dir: Path, work_dir: Path,
     datamodule = SliceDataModule(data.images, data.labels, data.split, train_preset(config.data.augmentation),
                                  config.data.batch_size, config.data.num_workers,
                                  config.data.oversample, config.train.seed,
-                                 boxes=[r.box for r in data.records], counterfactual=config.train.counterfactual)
-    if config.train.counterfactual > 0 and not any(data.records[i].box for i in data.split.train):
-        raise ValueError("train.counterfactual needs tumour boxes (the manifest's box_* columns); this data has none")
+                                 boxes=[r.box for r in data.records], counterfactual=config.train.counterfactual,
+                                 context_mix=config.train.context_mix)
+    for name, share in (("counterfactual", config.train.counterfactual), ("context_mix", config.train.context_mix)):
+        if share > 0 and not any(data.records[i].box for i in data.split.train):
+            raise ValueError(f"train.{name} needs tumour boxes (the manifest's box_* columns); this data has none")
     last = work_dir / "last.ckpt"
     if last.is_file():
         check_resumable(last)
