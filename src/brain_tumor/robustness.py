@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,28 +54,46 @@ def shift_statistics(predictions: dict[str, dict[str, np.ndarray]], labels: np.n
     return out
 
 
+def predict_adapted(predictor: Predictor, images: list[np.ndarray], prior: float) -> np.ndarray:
+    """Predicted classes after the network's BatchNorm statistics are re-estimated on ``images``
+    themselves (test-time adaptation to their source; no labels used)."""
+    from brain_tumor.bn_adaptation import adapted_predictor
+
+    tensors = torch.stack([predictor.to_tensor(im) for im in images])
+    return predict_on(adapted_predictor(predictor, tensors, prior), images)
+
+
 def run_shift_test(checkpoints: dict[str, Path], paths: list[str], labels: np.ndarray, groups: list[str],
-                   out_dir: Path, seed: int = 0, names: list[str] | None = None) -> dict[str, Any]:
+                   out_dir: Path, seed: int = 0, names: list[str] | None = None,
+                   bn_prior: float | None = None) -> dict[str, Any]:
     """Accuracy of each checkpoint on the slices at ``paths`` under every shift and severity, the
     per-slice predictions (``shift_predictions.csv``, slices named by ``names``, default their
-    paths) and patient-bootstrap CIs of each loss."""
+    paths) and patient-bootstrap CIs of each loss. With ``bn_prior`` set, each checkpoint is also
+    scored with its BatchNorm statistics adapted to each set of slices (``NAME+bn-adapted``),
+    keeping that share of the training statistics."""
     originals = [read_slice(p) for p in tqdm(paths, desc="reading test slices", unit="img")]
     results: dict[str, Any] = {}
     predictions: dict[str, dict[str, np.ndarray]] = {}
     for name, checkpoint in checkpoints.items():
-        predictor = Predictor.from_checkpoint(checkpoint)
-        columns = {"clean": predict_on(predictor, originals)}
-        entry: dict[str, Any] = {"checkpoint": portable_path(checkpoint), "pipeline": predictor.preprocessing.pipeline,
-                                 "clean": float((columns["clean"] == labels).mean()), "shifts": {}}
-        for family, levels in tqdm(SHIFTS.items(), desc=f"shifts ({name})", unit="family"):
-            entry["shifts"][family] = []
-            for k, (label, _) in enumerate(levels):
-                images = [shifted(im, family, k, seed + i) for i, im in enumerate(originals)]
-                columns[f"{family}/{label}"] = predict_on(predictor, images)
-                entry["shifts"][family].append((label, float((columns[f"{family}/{label}"] == labels).mean())))
-        entry["mean_drop"] = {f: entry["clean"] - float(np.mean([a for _, a in lv]))
-                              for f, lv in entry["shifts"].items()}
-        results[name], predictions[name] = entry, columns
+        base = Predictor.from_checkpoint(checkpoint)
+        variants = [(name, None)] + ([(f"{name}+bn-adapted", bn_prior)] if bn_prior is not None else [])
+        for variant, prior in variants:
+            predict: Callable[[list[np.ndarray]], np.ndarray] = (
+                functools.partial(predict_on, base) if prior is None
+                else functools.partial(predict_adapted, base, prior=prior))
+            columns = {"clean": predict(originals)}
+            entry: dict[str, Any] = {"checkpoint": portable_path(checkpoint), "pipeline": base.preprocessing.pipeline,
+                                     "bn_adapted": prior is not None, "bn_prior": prior,
+                                     "clean": float((columns["clean"] == labels).mean()), "shifts": {}}
+            for family, levels in tqdm(SHIFTS.items(), desc=f"shifts ({variant})", unit="family"):
+                entry["shifts"][family] = []
+                for k, (label, _) in enumerate(levels):
+                    images = [shifted(im, family, k, seed + i) for i, im in enumerate(originals)]
+                    columns[f"{family}/{label}"] = predict(images)
+                    entry["shifts"][family].append((label, float((columns[f"{family}/{label}"] == labels).mean())))
+            entry["mean_drop"] = {f: entry["clean"] - float(np.mean([a for _, a in lv]))
+                                  for f, lv in entry["shifts"].items()}
+            results[variant], predictions[variant] = entry, columns
     statistics = shift_statistics(predictions, labels, groups)
     write_json({"n_test": len(paths), "n_patients": len(set(groups)), "seed": seed, "models": results,
                 "statistics": statistics}, out_dir / "shift.json")

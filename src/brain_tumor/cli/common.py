@@ -31,6 +31,8 @@ ScopeOpt = Annotated[bool, typer.Option(
     help="Refuse, with a reason, images that are plainly not MRI slices of a head (colour, blank, noise, bright "
          "edges, no head) before the model; --no-scope-check classifies them anyway.")]
 SplitOpt = Annotated[Path, typer.Option(help="A paper split.json or a CV splits.json (then --fold).")]
+BnPriorOpt = Annotated[float, typer.Option(
+    min=0.0, max=0.99, help="With --adapt-bn: share of the training BatchNorm statistics kept (0: all re-estimated).")]
 FoldOpt = Annotated[int | None, typer.Option(help="CV fold (1-based) when --split holds folds.")]
 ModelsOpt = Annotated[list[str], typer.Option(
     "--checkpoint", "-m", help="A model, or NAME=MODEL to name it in the tables; repeat to compare models.")]

@@ -9,6 +9,7 @@ import typer
 
 from brain_tumor import atomic
 from brain_tumor.cli.common import (
+    BnPriorOpt,
     CalibrationOpt,
     CheckpointOpt,
     FoldOpt,
@@ -36,6 +37,10 @@ def evaluate(
     gate: GateOpt = None,
     tta: TtaOpt = "none",
     scope_check: ScopeOpt = True,
+    adapt_bn: Annotated[bool, typer.Option(
+        help="With --data: re-estimate the network's BatchNorm statistics on the collection's own images "
+             "first (test-time adaptation to its source; labels unused; served by PyTorch).")] = False,
+    bn_prior: BnPriorOpt = 0.0,
 ) -> None:
     """Evaluate a checkpoint on the test part of a saved split, or on any labelled collection
     (with --data: as `predict` answers, calibration.json and gate.json included).
@@ -43,10 +48,12 @@ def evaluate(
     Example: brain-tumor evaluate -m runs/train/model.pt --data ../shared/data/br35h-no-tumour --output runs/evaluate
     """
     if data is not None:
-        _evaluate_collection(checkpoint, data, output, calibration, gate, tta, scope_check)
+        _evaluate_collection(checkpoint, data, output, calibration, gate, tta, scope_check,
+                             bn_prior if adapt_bn else None)
         return
-    if calibration is not None or gate is not None or tta != "none":
-        _fail("--calibration, --gate and --tta apply with --data (a split's test part is scored as the model alone)")
+    if calibration is not None or gate is not None or tta != "none" or adapt_bn:
+        _fail("--calibration, --gate, --tta and --adapt-bn apply with --data (a split's test part is scored as the "
+              "model alone)")
 
     from brain_tumor.data.splits import load_split
     from brain_tumor.evaluation.run_eval import evaluate_checkpoint, write_json
@@ -61,7 +68,8 @@ def evaluate(
 
 
 def _evaluate_collection(checkpoint: Path, data: Path, output: Path, calibration: Path | None,
-                         gate: Path | None, tta: str = "none", scope_check: bool = True) -> None:
+                         gate: Path | None, tta: str = "none", scope_check: bool = True,
+                         bn_prior: float | None = None) -> None:
     import csv
 
     from brain_tumor.config import portable_path
@@ -82,11 +90,18 @@ def _evaluate_collection(checkpoint: Path, data: Path, output: Path, calibration
         _fail(str(exc))
     predictor = _load_fast_predictor(checkpoint, "auto", "auto", None, None, calibration, gate, tta)
     predictor.scope_check = scope_check
+    if bn_prior is not None:
+        from brain_tumor.bn_adaptation import adapt_to_files
+
+        try:
+            predictor = adapt_to_files(predictor, [str(item.path) for item in items], bn_prior)
+        except ValueError as exc:
+            _fail(str(exc))
     answers = predict_items(predictor, items)
     summary = summarise_collection(items, answers, predictor.class_names)
     output.mkdir(parents=True, exist_ok=True)
     write_json({**summary, "checkpoint": portable_path(checkpoint), "data": portable_path(data),
-                "compute": predictor.compute},
+                "compute": predictor.compute, "bn_adapted": bn_prior is not None, "bn_prior": bn_prior},
                output / "metrics.json")
     rows = outcome_rows(items, answers)
     with (output / "outcomes.csv").open("w", newline="") as fh:
@@ -105,9 +120,13 @@ def shift_test(
     fold: FoldOpt = None,
     output: Annotated[Path, typer.Option(help="Folder for shift.json/.md/.png.")] = Path("runs/shift"),
     seed: Annotated[int, typer.Option(help="Seed of the random parts of the shifts.")] = 0,
+    adapt_bn: Annotated[bool, typer.Option(
+        help="Also score each model with its BatchNorm statistics re-estimated on each set of slices.")] = False,
+    bn_prior: BnPriorOpt = 0.0,
 ) -> None:
     """Accuracy on the held-out test slices under controlled shifts (contrast, gamma, resolution,
-    framing, rotation, noise, JPEG, bit depth), for each model.
+    framing, rotation, noise, JPEG, bit depth), for each model (with --adapt-bn, also adapted to
+    each shifted set: test-time BatchNorm adaptation, NAME+bn-adapted).
 
     Example: brain-tumor shift-test -m paper=runs/a/model.pt -m robust=runs/b/model.pt --split S.json --fold 1
     """
@@ -126,7 +145,8 @@ def shift_test(
     paths = [records[i].path for i in idx]
     labels = np.array([CLASS_NAMES.index(records[i].label) for i in idx])
     groups = [records[i].patient_id or records[i].path for i in idx]  # no patient id: each slice its own
-    results = run_shift_test(models, paths, labels, groups, output, seed, [records[i].result_name for i in idx])
+    results = run_shift_test(models, paths, labels, groups, output, seed, [records[i].result_name for i in idx],
+                             bn_prior if adapt_bn else None)
     draw_preprocessing_steps([paths[i] for i in np.linspace(0, len(paths) - 1, 4).astype(int)],
                              output / "preprocessing_steps.png")
     for name, r in results.items():
