@@ -47,6 +47,17 @@ def test_adapted_statistics_undo_a_gain_and_offset_of_the_new_source() -> None:
         adapt_batchnorm(network, [target], prior=1.0)
 
 
+def test_batches_of_one_class_each_give_the_pooled_statistics() -> None:
+    torch.manual_seed(1)
+    first, second = torch.randn(32, 1, 8, 8) - 2, torch.randn(32, 1, 8, 8) + 2  # sorted: unlike batches
+    network = toy_network(torch.randn(64, 1, 8, 8))
+    pooled = adapt_batchnorm(network, [torch.cat([first, second])])
+    sorted_batches = adapt_batchnorm(network, [first, second[:16], second[16:]])  # and a short last batch
+    for a, b in ((pooled[1].running_mean, sorted_batches[1].running_mean),
+                 (pooled[1].running_var, sorted_batches[1].running_var)):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
 def _collection(root: Path, per_class: int) -> Path:
     rng = np.random.default_rng(0)
     for k, folder in enumerate(["glioma_tumor", "meningioma_tumor", "pituitary_tumor"]):
@@ -68,7 +79,7 @@ def test_evaluate_a_collection_after_adapting_to_it(tiny_checkpoint: Path, tmp_p
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["bn_adapted"] and metrics["bn_prior"] == 0.2 and metrics["n_images"] == 18
-    assert "BatchNorm adapted on 18 images" in metrics["compute"]["engine"]
+    assert metrics["compute"]["bn_adaptation"]["n_images"] == 18 and isinstance(metrics["compute"]["engine"], dict)
     split = CliRunner().invoke(app, ["evaluate", "-m", str(tiny_checkpoint), "--adapt-bn"])
     assert split.exit_code == 2 and "apply with --data" in split.output
 

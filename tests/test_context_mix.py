@@ -74,3 +74,14 @@ def test_context_mix_setting() -> None:
         apply_overrides(RunConfig(), ["train.context_mix=1.5"])
     with pytest.raises(ValueError, match="preprocessing"):
         apply_overrides(RunConfig(), ["train.context_mix=0.3", "data.preprocessing=robust"])
+
+
+def test_a_seeded_dataset_mixes_the_same_way_again() -> None:
+    images = torch.from_numpy((np.stack([head(A_TUMOUR, 1.0, 0), head(B_TUMOUR, 0.8, 1)]) * 255).astype(np.uint8))
+    boxes = [box_of(A_TUMOUR), box_of(B_TUMOUR)]
+    draws = []
+    for _ in range(2):
+        torch.manual_seed(7)
+        data = SliceDataset(images[:, None], torch.tensor([0, 1]), [0, 1], boxes=boxes, context_mix=0.5)
+        draws.append(torch.stack([data[i % 2][0] for i in range(10)]))
+    assert torch.equal(draws[0], draws[1])

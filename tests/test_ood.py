@@ -154,6 +154,13 @@ def test_calibrate_fits_the_ood_threshold_on_fold_models_and_predict_uses_it(
     assert "Out-of-distribution threshold" in (out / "calibration_cv.md").read_text()
     calibration = load_calibration(out / "calibration.json")
     assert calibration["ood"]["k"] == 3 and calibration["ood"]["threshold"] == summary["ood"]["threshold"]
+    assert calibration["ood"]["bank_size"] == 20 and calibration["ood"]["fitted_on"]["n_slices"] == 36
+    cache = out / "ood_scores" / "fold-2.json"
+    written = cache.stat().st_mtime_ns
+    (out / "ood_scores" / "fold-1.json").write_text("{not json")  # a broken cache is computed again
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert cache.stat().st_mtime_ns == written  # the other folds' scores are reused
+    assert json.loads((out / "ood_scores" / "fold-1.json").read_text())["k"] == 3
 
     # a fold model with its own detector takes the calibration's out-of-fold threshold
     fold_model = work / "fold-1" / "model.pt"

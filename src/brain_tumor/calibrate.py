@@ -4,6 +4,7 @@ CV, and write the deployable ``calibration.json``."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -22,6 +23,7 @@ from brain_tumor.evaluation.plots import plot_reliability, plot_risk_coverage
 from brain_tumor.evaluation.run_eval import write_json
 
 log = logging.getLogger(__name__)
+SCORES_FORMAT = 1  # bump when the cached OOD scores change meaning
 
 
 class CalibrationInputError(ValueError):
@@ -78,22 +80,26 @@ def fold_checkpoint(fold_dir: Path, work_dir: Path) -> Path:
 
     try:
         recorded = json.loads((fold_dir / "run.json").read_text())["checkpoint"]
+        name, sha256 = str(recorded["file"]), str(recorded["sha256"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CalibrationInputError(f"{fold_dir}: no run.json naming its checkpoint ({exc})") from exc
-    checkpoint = work_dir / fold_dir.name / str(recorded["file"])
+        raise CalibrationInputError(f"{fold_dir}: no run.json naming its checkpoint and its SHA-256 ({exc}); "
+                                    "CVs run before run.json existed cannot be checked against their models") from exc
+    checkpoint = work_dir / fold_dir.name / name
     if not checkpoint.is_file():
         raise CalibrationInputError(f"{checkpoint}: missing (--work-dir is the folder `brain-tumor cv` wrote the "
                                     "fold models to)")
-    if file_sha256(checkpoint) != recorded["sha256"]:
+    if file_sha256(checkpoint) != sha256:
         raise CalibrationInputError(f"{checkpoint}: not the model that made {fold_dir.name}'s predictions "
                                     "(its SHA-256 differs from run.json's)")
     return checkpoint
 
 
-def out_of_fold_ood_scores(cv_dir: Path, work_dir: Path, output: Path, k: int) -> dict[int, dict[str, np.ndarray]]:
+def out_of_fold_ood_scores(cv_dir: Path, work_dir: Path, output: Path,
+                           k: int) -> tuple[dict[int, dict[str, np.ndarray]], int]:
     """kNN OOD scores of each fold's model (bank: its training slices) on its validation and test
-    slices and on the refuse set; each fold's are kept under ``output/ood_scores/`` for its model's
-    hash, so an interrupted run continues where it stopped."""
+    slices and on the refuse set, and the median bank size; each fold's are kept under
+    ``output/ood_scores/`` for its model's hash, its split and ``k``, so an interrupted run
+    continues where it stopped."""
     from brain_tumor.data.splits import load_split
     from brain_tumor.inference import Predictor
     from brain_tumor.onnx_runtime import file_sha256
@@ -102,31 +108,44 @@ def out_of_fold_ood_scores(cv_dir: Path, work_dir: Path, output: Path, k: int) -
     from brain_tumor.training.fit import load_data
 
     scores: dict[int, dict[str, np.ndarray]] = {}
+    bank_sizes: list[int] = []
     images = None
     for fold_dir in sorted(p.parent for p in cv_dir.glob("fold-*/test_predictions.csv")):
         checkpoint = fold_checkpoint(fold_dir, work_dir)
-        key = {"model_sha256": file_sha256(checkpoint), "k": k}
+        split = load_split(cv_dir / "splits.json", fold_number(fold_dir))
+        key = {"format": SCORES_FORMAT, "model_sha256": file_sha256(checkpoint), "k": k,
+               "split_sha256": hashlib.sha256(json.dumps([split.train, split.val, split.test]).encode()).hexdigest()}
         cache = output / "ood_scores" / f"{fold_dir.name}.json"
-        cached = json.loads(cache.read_text()) if cache.is_file() else {}
+        cached = _read_cache(cache)
         if {n: cached.get(n) for n in key} != key:
             model = load_checkpoint(checkpoint)
             if images is None:
                 data = (model.config or {}).get("data", {})
                 _, images, _ = load_data(str(data["root"]), model.preprocessing.image_size, data.get("cache_dir"),
                                          model.preprocessing.pipeline)
-            split = load_split(cv_dir / "splits.json", fold_number(fold_dir))
             log.info("%s: OOD scores of its validation, test and must-refuse images", fold_dir.name)
-            _, fold_scores = ood_scores(Predictor.from_checkpoint(checkpoint), images, split.train,
-                                        {"val": split.val, "test": split.test}, k)
-            cached = {**key, "scores": {name: s["knn"].tolist() for name, s in fold_scores.items()}}
+            bank, fold_scores = ood_scores(Predictor.from_checkpoint(checkpoint), images, split.train,
+                                           {"val": split.val, "test": split.test}, k)
+            cached = {**key, "bank_size": len(bank),
+                      "scores": {name: s["knn"].tolist() for name, s in fold_scores.items()}}
             write_json(cached, cache)
         scores[fold_number(fold_dir)] = {name: np.asarray(v) for name, v in cached["scores"].items()}
-    return scores
+        bank_sizes.append(int(cached["bank_size"]))
+    return scores, int(np.median(bank_sizes))
+
+
+def _read_cache(path: Path) -> dict[str, Any]:
+    """A fold's cached scores, or {} where absent or unreadable (then they are computed again)."""
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return cached if isinstance(cached, dict) and isinstance(cached.get("scores"), dict) else {}
 
 
 def run_calibrate(cv_dir: Path, output: Path, confidence: float = 0.95, target_risk: float = 0.02,
                   class_conditional: bool = True, n_boot: int = 2000, work_dir: Path | None = None,
-                  ood_flag_rate: float = 0.05, k: int = 10) -> dict[str, Any]:
+                  flag_rate: float = 0.05, k: int = 10) -> dict[str, Any]:
     """Cross-fitted judgement (``calibration_cv.json``, figures) and the deployable
     ``calibration.json`` fitted on every OOF slice, both under ``output``. With ``work_dir`` (the
     fold models), also the OOD threshold, fitted on the out-of-fold scores of new patients."""
@@ -140,8 +159,9 @@ def run_calibrate(cv_dir: Path, output: Path, confidence: float = 0.95, target_r
     output.mkdir(parents=True, exist_ok=True)
     ood = None
     if work_dir is not None:
-        ood = cross_fit_threshold(out_of_fold_ood_scores(cv_dir, work_dir, output, k), ood_flag_rate)
-        summary["ood"] = {**ood, "method": "knn-cosine", "k": k}
+        fold_scores, bank_size = out_of_fold_ood_scores(cv_dir, work_dir, output, k)
+        ood = {**cross_fit_threshold(fold_scores, flag_rate), "method": "knn-cosine", "k": k, "bank_size": bank_size}
+        summary["ood"] = ood
     write_json(summary, output / "calibration_cv.json")
     (output / "calibration_cv.md").write_text(summary_markdown(summary)
                                               + ("\n" + transfer_markdown(ood, k) if ood else ""))
@@ -149,9 +169,10 @@ def run_calibrate(cv_dir: Path, output: Path, confidence: float = 0.95, target_r
     calibration = deployable(oof, list(CLASS_NAMES), image_size, target_risk, confidence, _relative(cv_dir),
                              class_conditional)
     calibration["recipe"] = recipe_fingerprint(config)  # a model of another recipe is refused
-    if ood is not None:
-        calibration["ood"] = {"method": "knn-cosine", "k": k, "threshold": ood["threshold"], "flag_rate": ood_flag_rate,
-                              "fitted_on": f"{ood['n_out_of_fold']} out-of-fold slices of new patients"}
+    if ood is not None:  # kNN distances shrink as a bank grows: the bank size says which models it fits
+        calibration["ood"] = {"method": "knn-cosine", "k": k, "threshold": ood["threshold"], "flag_rate": flag_rate,
+                              "bank_size": ood["bank_size"],
+                              "fitted_on": {"source": _relative(cv_dir), "n_slices": ood["n_out_of_fold"]}}
     write_json(calibration, output / "calibration.json")
     return summary
 

@@ -108,6 +108,10 @@ class Predictor:
                 log.warning("%s: OOD threshold for %s k=%s, the model's detector is %s k=%s: kept the model's",
                             source, ood["method"], ood["k"], self.ood["method"], self.ood["k"])
             else:
+                bank, fitted = len(self.ood["bank"]), ood.get("bank_size")
+                if fitted and not 0.8 <= bank / fitted <= 1.25:
+                    log.warning("%s: OOD threshold fitted with banks of %d slices, this model's holds %d: kNN "
+                                "distances shrink as a bank grows, so the flag rate will differ", source, fitted, bank)
                 self.ood = {**self.ood, "threshold": float(ood["threshold"]), "flag_rate": ood.get("flag_rate"),
                             "fitted_on": ood.get("fitted_on")}
         elif ood:

@@ -22,6 +22,8 @@ from brain_tumor.evaluation.shift import SHIFTS, shifted
 from brain_tumor.evaluation.statistics import bootstrap_mean
 from brain_tumor.inference import Predictor
 
+ADAPTED = "+bn-adapted"  # the suffix of a model scored with its BatchNorm statistics adapted to each set
+
 
 def predict_on(predictor: Predictor, images: list[np.ndarray], batch: int = 64) -> np.ndarray:
     """Predicted class of ``predictor`` for each float [0, 1] slice (its own preprocessing applied)."""
@@ -36,7 +38,8 @@ def shift_statistics(predictions: dict[str, dict[str, np.ndarray]], labels: np.n
                      groups: list[str]) -> dict[str, Any]:
     """Per model, the accuracy lost per shift family (clean minus the mean over severities) with a
     95% CI resampling patients; and for every model after the first, the paired difference of its
-    loss from the first model's (negative: it loses less)."""
+    loss from the first model's (negative: it loses less); for each BatchNorm-adapted variant, the
+    paired difference from the same model unadapted (``adapted_vs_own``)."""
     def losses(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         clean = (columns["clean"] == labels).astype(float)
         families = dict.fromkeys(key.split("/")[0] for key in columns if key != "clean")
@@ -51,6 +54,10 @@ def shift_statistics(predictions: dict[str, dict[str, np.ndarray]], labels: np.n
         if model != reference:
             out["drop_vs_" + reference][model] = {
                 f: bootstrap_mean(v - per_slice[reference][f], groups) for f, v in by_family.items()}
+        own = model.removesuffix(ADAPTED)
+        if model.endswith(ADAPTED) and own in per_slice:  # adaptation against the same model without it
+            out.setdefault("adapted_vs_own", {})[model] = {
+                f: bootstrap_mean(v - per_slice[own][f], groups) for f, v in by_family.items()}
     return out
 
 
@@ -76,7 +83,7 @@ def run_shift_test(checkpoints: dict[str, Path], paths: list[str], labels: np.nd
     predictions: dict[str, dict[str, np.ndarray]] = {}
     for name, checkpoint in checkpoints.items():
         base = Predictor.from_checkpoint(checkpoint)
-        variants = [(name, None)] + ([(f"{name}+bn-adapted", bn_prior)] if bn_prior is not None else [])
+        variants = [(name, None)] + ([(name + ADAPTED, bn_prior)] if bn_prior is not None else [])
         for variant, prior in variants:
             predict: Callable[[list[np.ndarray]], np.ndarray] = (
                 functools.partial(predict_on, base) if prior is None
@@ -148,6 +155,13 @@ def shift_markdown(results: dict[str, Any], n: int, statistics: dict[str, Any] |
               markdown_table(["shift", *(f"{m} loss" for m in models), *(f"{m} − {models[0]}" for m in others)],
                              [[family, *(_ci(statistics["drop"][m][family]) for m in models),
                                *(_ci(statistics[paired_key][m][family]) for m in others)] for family in families])]
+    adapted = statistics.get("adapted_vs_own", {})
+    if adapted:
+        lines += ["", "Test-time BatchNorm adaptation (statistics re-estimated on each set of slices, no labels): "
+                  "paired difference of each adapted model's loss from the same model's unadapted loss, 95% CI "
+                  "resampling patients (negative: adaptation loses less):", "",
+                  markdown_table(["shift", *adapted], [[family, *(_ci(adapted[m][family]) for m in adapted)]
+                                                       for family in families])]
     return "\n".join(lines) + "\n"
 
 

@@ -47,6 +47,8 @@ def evaluate(
 
     Example: brain-tumor evaluate -m runs/train/model.pt --data ../shared/data/br35h-no-tumour --output runs/evaluate
     """
+    if bn_prior and not adapt_bn:
+        _fail("--bn-prior applies with --adapt-bn")
     if data is not None:
         _evaluate_collection(checkpoint, data, output, calibration, gate, tta, scope_check,
                              bn_prior if adapt_bn else None)
@@ -145,8 +147,13 @@ def shift_test(
     paths = [records[i].path for i in idx]
     labels = np.array([CLASS_NAMES.index(records[i].label) for i in idx])
     groups = [records[i].patient_id or records[i].path for i in idx]  # no patient id: each slice its own
-    results = run_shift_test(models, paths, labels, groups, output, seed, [records[i].result_name for i in idx],
-                             bn_prior if adapt_bn else None)
+    if bn_prior and not adapt_bn:
+        _fail("--bn-prior applies with --adapt-bn")
+    try:
+        results = run_shift_test(models, paths, labels, groups, output, seed, [records[i].result_name for i in idx],
+                                 bn_prior if adapt_bn else None)
+    except ValueError as exc:  # too few test slices to adapt to
+        _fail(str(exc))
     draw_preprocessing_steps([paths[i] for i in np.linspace(0, len(paths) - 1, 4).astype(int)],
                              output / "preprocessing_steps.png")
     for name, r in results.items():

@@ -78,7 +78,7 @@ def calibrate(
 
     try:
         summary = run_calibrate(cv_dir, output, confidence, target_risk, class_conditional,
-                                work_dir=work_dir, ood_flag_rate=flag_rate, k=k)
+                                work_dir=work_dir, flag_rate=flag_rate, k=k)
     except (CalibrationInputError, OSError, ValueError, KeyError) as exc:
         _fail(str(exc))
     c, e = summary["conformal"], summary

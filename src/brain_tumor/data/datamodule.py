@@ -56,7 +56,6 @@ class SliceDataset(Dataset[tuple[torch.Tensor, int]]):
             image = self.transform(image)
         return image, label
 
-
     def _mixed(self, image: torch.Tensor, box: Box, k: int, rng: np.random.Generator,
                tries: int = 3) -> torch.Tensor | None:
         """``image``'s tumour in the context of another boxed slice (a few donors tried); None where
