@@ -92,9 +92,14 @@ def test_shift_test_scores_each_model_also_adapted_to_each_shifted_set(tiny_chec
     paths = sorted(str(p) for p in root.rglob("*.png"))
     labels = np.array([["glioma_tumor", "meningioma_tumor", "pituitary_tumor"].index(Path(p).parent.name)
                        for p in paths])
-    results = run_shift_test({"m": tiny_checkpoint}, paths, labels, [f"P{i // 2}" for i in range(len(paths))],
-                             tmp_path / "out", bn_prior=0.0)
+    groups = [f"P{i // 2}" for i in range(len(paths))]
+    results = run_shift_test({"m": tiny_checkpoint}, paths, labels, groups, tmp_path / "out", bn_prior=0.0,
+                             families=["gamma", "bit_depth"])
     assert set(results) == {"m", "m+bn-adapted"} and results["m+bn-adapted"]["bn_adapted"]
+    assert set(results["m"]["shifts"]) == {"gamma", "bit_depth"}
     report = json.loads((tmp_path / "out" / "shift.json").read_text())
-    assert set(report["statistics"]["drop_vs_m"]) == {"m+bn-adapted"}
+    assert set(report["statistics"]["adapted_vs_own"]) == {"m+bn-adapted"}
     assert "m+bn-adapted/gamma/3.0" in (tmp_path / "out" / "shift_predictions.csv").read_text().splitlines()[0]
+    assert "Test-time BatchNorm adaptation" in (tmp_path / "out" / "shift.md").read_text()
+    with pytest.raises(ValueError, match="unknown shift families"):
+        run_shift_test({"m": tiny_checkpoint}, paths, labels, groups, tmp_path / "out", families=["warp"])

@@ -72,12 +72,16 @@ def predict_adapted(predictor: Predictor, images: list[np.ndarray], prior: float
 
 def run_shift_test(checkpoints: dict[str, Path], paths: list[str], labels: np.ndarray, groups: list[str],
                    out_dir: Path, seed: int = 0, names: list[str] | None = None,
-                   bn_prior: float | None = None) -> dict[str, Any]:
+                   bn_prior: float | None = None, families: list[str] | None = None) -> dict[str, Any]:
     """Accuracy of each checkpoint on the slices at ``paths`` under every shift and severity, the
     per-slice predictions (``shift_predictions.csv``, slices named by ``names``, default their
     paths) and patient-bootstrap CIs of each loss. With ``bn_prior`` set, each checkpoint is also
     scored with its BatchNorm statistics adapted to each set of slices (``NAME+bn-adapted``),
-    keeping that share of the training statistics."""
+    keeping that share of the training statistics. ``families`` limits the shifts (default: all)."""
+    unknown = sorted(set(families or []) - set(SHIFTS))
+    if unknown:
+        raise ValueError(f"unknown shift families {unknown} (known: {', '.join(SHIFTS)})")
+    chosen = {f: levels for f, levels in SHIFTS.items() if not families or f in families}
     originals = [read_slice(p) for p in tqdm(paths, desc="reading test slices", unit="img")]
     results: dict[str, Any] = {}
     predictions: dict[str, dict[str, np.ndarray]] = {}
@@ -92,7 +96,7 @@ def run_shift_test(checkpoints: dict[str, Path], paths: list[str], labels: np.nd
             entry: dict[str, Any] = {"checkpoint": portable_path(checkpoint), "pipeline": base.preprocessing.pipeline,
                                      "bn_adapted": prior is not None, "bn_prior": prior,
                                      "clean": float((columns["clean"] == labels).mean()), "shifts": {}}
-            for family, levels in tqdm(SHIFTS.items(), desc=f"shifts ({variant})", unit="family"):
+            for family, levels in tqdm(chosen.items(), desc=f"shifts ({variant})", unit="family"):
                 entry["shifts"][family] = []
                 for k, (label, _) in enumerate(levels):
                     images = [shifted(im, family, k, seed + i) for i, im in enumerate(originals)]

@@ -125,6 +125,9 @@ def shift_test(
     adapt_bn: Annotated[bool, typer.Option(
         help="Also score each model with its BatchNorm statistics re-estimated on each set of slices.")] = False,
     bn_prior: BnPriorOpt = 0.0,
+    shift: Annotated[list[str] | None, typer.Option(
+        help="Only this shift family (repeat for several; default: all): gamma, contrast, resolution, framing, "
+             "rotation, noise, jpeg, bit_depth.")] = None,
 ) -> None:
     """Accuracy on the held-out test slices under controlled shifts (contrast, gamma, resolution,
     framing, rotation, noise, JPEG, bit depth), for each model (with --adapt-bn, also adapted to
@@ -151,8 +154,8 @@ def shift_test(
         _fail("--bn-prior applies with --adapt-bn")
     try:
         results = run_shift_test(models, paths, labels, groups, output, seed, [records[i].result_name for i in idx],
-                                 bn_prior if adapt_bn else None)
-    except ValueError as exc:  # too few test slices to adapt to
+                                 bn_prior if adapt_bn else None, shift)
+    except ValueError as exc:  # an unknown shift family, or too few test slices to adapt to
         _fail(str(exc))
     draw_preprocessing_steps([paths[i] for i in np.linspace(0, len(paths) - 1, 4).astype(int)],
                              output / "preprocessing_steps.png")
