@@ -29,3 +29,16 @@ def test_every_command_that_takes_a_model_takes_it_as_checkpoint_or_m() -> None:
                 takes_model.append(name)
     assert {"predict", "serve", "evaluate", "export", "explain", "trust", "ood", "shift-test", "shortcut-test",
             "no-tumour-gate"} <= set(takes_model)
+
+
+def test_progress_bars_are_sparse_in_a_log_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import os
+    import sys
+
+    from brain_tumor.cli import main
+
+    monkeypatch.delenv("TQDM_MININTERVAL", raising=False)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # a file, not a terminal
+    main(verbose=False)
+    assert os.environ["TQDM_MININTERVAL"] == "30"

@@ -7,6 +7,8 @@ The app and its ``--verbose`` callback live here; each group of commands is a mo
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from typing import Annotated
 
 import typer
@@ -24,7 +26,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
-    """Set up logging."""
+    """Set up logging; progress bars redrawn at most every 30 s when stderr is a log file, not a
+    terminal (tqdm reads ``TQDM_MININTERVAL`` when first imported, which the commands do lazily)."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("TQDM_MININTERVAL", "30")
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, force=True,
                         format="%(levelname)s %(name)s: %(message)s")
 
