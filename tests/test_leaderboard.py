@@ -39,6 +39,9 @@ def _cv(root: Path, name: str, dataset: Path, train: dict[str, object], right: f
                 writer.writerow([r.result_name, r.label, *p])
         (fold / "metrics.json").write_text(json.dumps({"train_seconds": 600.0, "eval_seconds": 60.0}))
         (fold / "environment.json").write_text(json.dumps({"cpu_kind": "test-cpu", "torch_threads": 2}))
+    splits = [{"name": f"fold{k}", "seed": 0, "train": [], "val": [], "test": list(range(k - 1, len(records), 5))}
+              for k in range(1, 6)]
+    (cv / "splits.json").write_text(json.dumps(splits))
 
 
 def test_sorted_by_accuracy_each_against_the_paper_recipe_at_its_size(class_folder_dataset: Path,
@@ -90,3 +93,42 @@ def test_slices_missing_from_the_dataset_are_refused(class_folder_dataset: Path,
 def test_no_cv_folders_is_one_clear_error(tmp_path: Path) -> None:
     out = CliRunner().invoke(app, ["leaderboard", str(tmp_path)])
     assert out.exit_code != 0 and "no cross-validation folders" in out.output
+
+
+def test_an_ensemble_of_cvs_is_scored_fold_by_fold_and_joins_the_table(class_folder_dataset: Path,
+                                                                       tmp_path: Path) -> None:
+    from brain_tumor.comparison import read_predictions
+    from brain_tumor.cv_ensemble import EnsembleInputError, ensemble_cv
+
+    root = tmp_path / "cv"
+    _cv(root, "paper-224", class_folder_dataset, {}, right=0.7)
+    _cv(root, "adamw-cosine-224", class_folder_dataset, {"optimizer": "adamw"}, right=0.7)  # other seeds:
+    _cv(root, "smooth-224", class_folder_dataset, {"label_smoothing": 0.1}, right=0.7)  # names of other lengths
+    members = [root / n for n in ("paper-224", "adamw-cosine-224", "smooth-224")]
+    rows = (members[1] / "fold-2" / "test_predictions.csv").read_text().splitlines()
+    (members[1] / "fold-2" / "test_predictions.csv").write_text("\n".join([rows[0], *rows[:0:-1]]) + "\n")  # reordered
+    out = CliRunner().invoke(app, ["ensemble", *map(str, members), "--output", str(root / "ensemble-3")])
+    assert out.exit_code == 0, out.output
+    paths, y, mean = read_predictions([root / "ensemble-3" / "fold-2"])
+    for member in members:  # the mean of the members' probabilities, slice by slice
+        m_paths, _, m_probs = read_predictions([member / "fold-2"])
+        index = {p: i for i, p in enumerate(m_paths)}
+        mean = mean - m_probs[[index[p] for p in paths]] / 3
+    assert np.abs(mean).max() < 1e-5
+    by_name = {e.name: e for e in leaderboard(root, n_boot=20)}
+    accuracy = {name: e.accuracy["value"] for name, e in by_name.items()}
+    ens = by_name["ensemble-3"]
+    assert ens.baseline == "paper-224" and ens.folds == [1, 2, 3, 4, 5] and ens.image_size == 224
+    assert "`adamw-cosine-224`" in ens.recipe and ens.minutes_per_fold == pytest.approx(33.0)
+    # each member answers the truth or one fixed wrong class at 0.8: the mean is a majority vote
+    votes = []
+    for member in members:
+        m_paths, m_y, m_probs = read_predictions(sorted(member.glob("fold-*")))
+        order = np.argsort(m_paths)
+        votes.append((m_probs.argmax(1) == m_y)[order])
+    assert accuracy["ensemble-3"] == pytest.approx((np.sum(votes, axis=0) >= 2).mean())
+    with pytest.raises(EnsembleInputError, match="at least 2"):
+        ensemble_cv(members[:1], tmp_path / "one")
+    (members[2] / "splits.json").write_text(json.dumps([{"name": "x", "seed": 0, "train": [], "val": [], "test": [0]}]))
+    with pytest.raises(EnsembleInputError, match="other folds"):
+        ensemble_cv(members, tmp_path / "mixed")

@@ -17,6 +17,7 @@ import numpy as np
 
 from brain_tumor.comparison import compare, patients_by_path, read_predictions
 from brain_tumor.config import read_run_config, recipe_fingerprint
+from brain_tumor.cv_ensemble import ENSEMBLE_FILE
 from brain_tumor.cv_report import (
     ci_text,
     fold_cpus,
@@ -105,9 +106,11 @@ def _patients(paths: list[str], patient_of: dict[str, str], cv_dir: Path) -> lis
     return [patient_of[p] for p in paths]
 
 
-def score(cv_dir: Path, patient_of: dict[str, str], n_boot: int = 2000) -> Entry:
-    """The row of one CV folder, from its folds' files."""
-    config = with_defaults(read_run_config(cv_dir))
+def score(cv_dir: Path, patient_of: dict[str, str], n_boot: int = 2000,
+          config: dict[str, Any] | None = None) -> Entry:
+    """The row of one CV folder, from its folds' files (``config``: its recipe, default its
+    config.yaml)."""
+    config = config if config is not None else with_defaults(read_run_config(cv_dir))
     folds = fold_dirs(cv_dir)
     paths, y, probs = read_predictions(folds)
     groups = _patients(paths, patient_of, cv_dir)
@@ -125,12 +128,13 @@ def score(cv_dir: Path, patient_of: dict[str, str], n_boot: int = 2000) -> Entry
         cpu=sorted({c or "?" for c in fold_cpus(folds)}))
 
 
-def choose_baseline(entry: Entry, config: dict[str, Any], candidates: dict[str, dict[str, Any]],
+def choose_baseline(entry: Entry, config: dict[str, Any] | None, candidates: dict[str, dict[str, Any]],
                     complete: set[str]) -> str | None:
     """For a recipe other than the paper's: the paper recipe (:func:`is_plain_recipe`) at the
     entry's resolution, on all folds; among several, the one trained at the most similar budget
-    (epochs, precision, weight averaging). None for the paper recipe itself, and where none fits."""
-    if is_plain_recipe(config):
+    (epochs, precision, weight averaging; for an ensemble, ``config`` None, the first by name).
+    None for the paper recipe itself, and where none fits."""
+    if config is not None and is_plain_recipe(config):
         return None
     same_size = [n for n, c in candidates.items() if n in complete and is_plain_recipe(c)
                  and c["data"]["image_size"] == entry.image_size]
@@ -139,10 +143,28 @@ def choose_baseline(entry: Entry, config: dict[str, Any], candidates: dict[str, 
 
     def closeness(name: str) -> tuple[int, str]:
         c = candidates[name]
-        same = sum(c["train"][k] == config["train"][k] for k in ("max_epochs", "precision", "ema_decay"))
+        same = sum(c["train"][k] == config["train"][k] for k in ("max_epochs", "precision", "ema_decay")) \
+            if config is not None else 0
         return -same, name
 
     return min(same_size, key=closeness)
+
+
+def score_ensemble(cv_dir: Path, patient_of: dict[str, str], members: dict[str, Entry], n_boot: int = 2000) -> Entry:
+    """The row of an ensemble folder (``brain-tumor ensemble``): scored from its own predictions;
+    its cost is its members' (their minutes per fold and core-hours added up, where all are known)."""
+    spec = json.loads((cv_dir / ENSEMBLE_FILE).read_text())
+    names = [str(n) for n in spec["members"]]
+    known = [members[n] for n in names if n in members]
+    entry = score(cv_dir, patient_of, n_boot, config=with_defaults({}))  # size and recipe replaced below
+    minutes = [e.minutes_per_fold for e in known]
+    hours = [e.cpu_hours for e in known]
+    complete = len(known) == len(names)
+    return Entry(**{**asdict(entry), "image_size": max(int(v) for v in spec["image_sizes"]),
+                    "recipe": "ensemble, mean of the probabilities of " + " + ".join(f"`{n}`" for n in names),
+                    "minutes_per_fold": sum(m for m in minutes if m is not None)
+                    if complete and None not in minutes else None,
+                    "cpu_hours": sum(h for h in hours if h is not None) if complete and None not in hours else None})
 
 
 def _grouping(cv_dir: Path) -> str | None:
@@ -164,10 +186,13 @@ def leaderboard(cv_root: Path, n_boot: int = 2000) -> list[Entry]:
     configs = {d.name: with_defaults(read_run_config(d)) for d in dirs}
     patient_of = patients_by_path(dirs[0])
     entries = {d.name: score(d, patient_of, n_boot) for d in dirs}
+    for d in sorted(cv_root.glob(f"*/{ENSEMBLE_FILE}")):
+        if fold_dirs(d.parent):
+            entries[d.parent.name] = score_ensemble(d.parent, patient_of, entries, n_boot)
     complete = {n for n, e in entries.items() if len(e.folds) == FOLDS}
     rows = []
     for name, entry in entries.items():
-        baseline = choose_baseline(entry, configs[name], configs, complete)
+        baseline = choose_baseline(entry, configs.get(name), configs, complete)
         if baseline is not None:
             t = compare(cv_root / name, cv_root / baseline, patient_of)
             entry = Entry(**{**asdict(entry), "baseline": baseline,
@@ -202,7 +227,9 @@ def markdown(entries: list[Entry]) -> str:
         "ReduceLROnPlateau, paper preprocessing and augmentation) trained at the same resolution, on the slices both "
         "scored, with a 95% CI resampling patients. Minutes per fold are training + evaluation on the CPU named, "
         "core-hours that wall time times the threads used, over all folds; runs interrupted and resumed count only "
-        "their last piece. Every recipe tried is listed, the losers too; "
+        "their last piece. An ensemble averages the probabilities of the CVs it names, fold by fold (each member's "
+        "fold model never saw that fold's patients); its cost is its members' added up, and it answers with one "
+        "forward pass per member. Every recipe tried is listed, the losers too; "
         "picking the top row is itself a choice made on these test folds, so a winner's margin needs confirming on "
         "data it was not chosen on.", "",
         markdown_table(header, rows), ""])

@@ -16,7 +16,7 @@ import typer
 from brain_tumor.cli.data import fetch, prepare
 from brain_tumor.cli.deploy import export, serve
 from brain_tumor.cli.evaluation import evaluate, shift_test, shortcut_test
-from brain_tumor.cli.experiments import compare, cv, leaderboard, report, reproduce, train
+from brain_tumor.cli.experiments import compare, cv, ensemble, leaderboard, report, reproduce, train
 from brain_tumor.cli.prediction import explain, predict
 from brain_tumor.cli.safety import calibrate, no_tumour_gate, ood, trust
 
@@ -50,6 +50,7 @@ app.command()(calibrate)
 app.command("no-tumour-gate")(no_tumour_gate)
 app.command()(compare)
 app.command()(leaderboard)
+app.command()(ensemble)
 app.command()(report)
 app.command("shift-test")(shift_test)
 app.command("shortcut-test")(shortcut_test)

@@ -170,6 +170,28 @@ def leaderboard(
     typer.echo(f"table: {output.with_suffix('.md')}")
 
 
+def ensemble(
+    members: Annotated[list[Path], typer.Argument(
+        help="Two or more `brain-tumor cv` results folders of the same folds.")],
+    output: Annotated[Path, typer.Option(help="The ensemble's CV folder (beside its members, for the leaderboard).")],
+) -> None:
+    """Score an ensemble on the patient-wise protocol: each fold's held-out slices answered by the mean
+    of the members' fold models' probabilities (every one trained without those patients), from the
+    members' committed predictions; writes a CV folder that compare and leaderboard read.
+
+    Example: brain-tumor ensemble results/cv/A results/cv/B --output results/cv/ensemble-A-B
+    """
+    from brain_tumor.cv_ensemble import EnsembleInputError, ensemble_cv
+
+    try:
+        summary = ensemble_cv(members, output)
+    except (EnsembleInputError, OSError, KeyError) as exc:
+        _fail(str(exc))
+    ci = summary["bootstrap_95ci_by_patient"]["accuracy"]
+    typer.echo(f"pooled accuracy {100 * ci['value']:.2f}% [{100 * ci['low']:.2f}, {100 * ci['high']:.2f}] over "
+               f"{summary['folds']} folds -> {output / 'summary.md'}")
+
+
 def report(
     results_dir: Annotated[Path, typer.Option(help="The reproduction's results folder.")] = Path("results/paper-split"),
 ) -> None:
