@@ -130,7 +130,8 @@ def compare(
     from brain_tumor.comparison import compare_repeats, patients_by_path
 
     try:
-        patient_of = patients_by_path(run_a) if (run_a / "config.yaml").is_file() else None
+        # the dataset (for patients) from either folder's config.yaml: an ensemble folder has none
+        patient_of = next((patients_by_path(d) for d in (run_a, run_b) if (d / "config.yaml").is_file()), None)
         if also_a or also_b:
             if len(also_a or []) != len(also_b or []):
                 raise ValueError("give as many --also-a as --also-b runs (one pair per seed)")
