@@ -80,6 +80,11 @@ class TrainConfig:
     # share of training slices (with a tumour box) shown in another training slice's context, whose own
     # tumour is erased; label kept (brain_tumor.data.context_mix)
     context_mix: float = 0.0
+    # knowledge distillation (brain_tumor.training.distill): teachers' checkpoints, comma-separated; in a CV
+    # "{fold}" is the fold's number. Each training target: (1 - weight) * label + weight * teachers' mean
+    teachers: str | None = None
+    distill_weight: float = 0.5
+    distill_temperature: float = 2.0
     channels_last: bool = True
     threads: int | None = None  # intra-op threads; default one per usable core
     accelerator: str = "auto"
@@ -112,6 +117,12 @@ class RunConfig:
             raise ValueError("train.ema_decay must be in (0, 1) or none")
         if not 0 <= self.train.counterfactual <= 0.5:
             raise ValueError("train.counterfactual must be in [0, 0.5] (a share of the training slices)")
+        if self.train.teachers:
+            if not 0 < self.train.distill_weight <= 1 or self.train.distill_temperature <= 0:
+                raise ValueError("train.distill_weight must be in (0, 1] and train.distill_temperature > 0")
+            if self.train.mixup_alpha > 0 or self.train.counterfactual > 0 or self.train.context_mix > 0:
+                raise ValueError("train.teachers cannot be combined with train.mixup_alpha, train.counterfactual or "
+                                 "train.context_mix (the teachers answer the slices as they are)")
         if not 0 <= self.train.context_mix < 1:
             raise ValueError("train.context_mix must be in [0, 1) (a share of the training slices)")
         if self.train.context_mix > 0 and self.data.preprocessing != "paper":

@@ -71,7 +71,7 @@ def run_cv(config: RunConfig, grouping: str, results_dir: Path, work_dir: Path,
     for k, split in enumerate(splits, start=1):
         if only_folds and k not in only_folds:
             continue
-        data = PreparedData(records, images, labels, list(CLASS_NAMES), split)
+        data = PreparedData(records, images, labels, list(CLASS_NAMES), split, fold=k)  # k fills {fold}
         fold_metrics.append(run_scenario(config, data, results_dir / f"fold-{k}", work_dir / f"fold-{k}",
                                          kind="cv fold"))
         run_dirs.append(results_dir / f"fold-{k}")

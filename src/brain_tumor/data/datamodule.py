@@ -15,6 +15,14 @@ from brain_tumor.data.erasing import Box
 from brain_tumor.data.splits import Split
 
 
+def distilled_target(label: int, teacher: torch.Tensor, weight: float) -> torch.Tensor:
+    """A training target for distillation (:mod:`brain_tumor.training.distill`): the label mixed
+    with the teachers' probabilities, ``(1 - weight) * one_hot(label) + weight * teacher``."""
+    one_hot = torch.zeros_like(teacher)
+    one_hot[label] = 1.0
+    return (1 - weight) * one_hot + weight * teacher
+
+
 class SliceDataset(Dataset[tuple[torch.Tensor, int]]):
     """``(uint8 [1, H, W], label)`` for the chosen positions, with an optional transform.
 
@@ -23,13 +31,16 @@ class SliceDataset(Dataset[tuple[torch.Tensor, int]]):
     and the same share a same-size box erased away from the tumour, before the transform. With
     ``context_mix`` > 0, that share of the slices with a box shows its tumour in the context of
     another of these slices (:mod:`brain_tumor.data.context_mix`), label kept; a slice mixed is not
-    also erased."""
+    also erased. With ``soft_targets`` (``[N, C]``, the teachers' probabilities by position) the
+    target is a probability vector (:func:`distilled_target`)."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, positions: list[int],
                  transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  boxes: Sequence[Box | None] | None = None, counterfactual: float = 0.0,
-                 context_mix: float = 0.0) -> None:
+                 context_mix: float = 0.0, soft_targets: torch.Tensor | None = None,
+                 distill_weight: float = 0.5) -> None:
         self.images, self.labels, self.positions, self.transform = images, labels, positions, transform
+        self.soft_targets, self.distill_weight = soft_targets, distill_weight
         self.boxes, self.counterfactual, self.context_mix = boxes, counterfactual, context_mix
         # where tumours sit in these slices: control regions are drawn around such places
         self.sites = [(b[0], b[1]) for b in (boxes[k] for k in positions) if b is not None] if boxes else []
@@ -54,6 +65,8 @@ class SliceDataset(Dataset[tuple[torch.Tensor, int]]):
                 image, label = counterfactual(image, box, label, self.counterfactual, rng, self.sites)
         if self.transform is not None:
             image = self.transform(image)
+        if self.soft_targets is not None:  # distillation: the label mixed with the teachers' answer
+            return image, distilled_target(label, self.soft_targets[k], self.distill_weight)  # type: ignore[return-value]
         return image, label
 
     def _mixed(self, image: torch.Tensor, box: Box, k: int, rng: np.random.Generator,
@@ -90,8 +103,10 @@ class SliceDataModule(L.LightningDataModule):
                  train_transform: Callable[[torch.Tensor], torch.Tensor],
                  batch_size: int = 32, num_workers: int = 0, oversample: bool = False,
                  seed: int = 0, boxes: Sequence[Box | None] | None = None, counterfactual: float = 0.0,
-                 context_mix: float = 0.0) -> None:
+                 context_mix: float = 0.0, soft_targets: torch.Tensor | None = None,
+                 distill_weight: float = 0.5) -> None:
         super().__init__()
+        self.soft_targets, self.distill_weight = soft_targets, distill_weight
         self.images, self.labels, self.split = images, labels, split
         self.train_transform, self.batch_size, self.num_workers = train_transform, batch_size, num_workers
         self.oversample, self.seed = oversample, seed
@@ -101,7 +116,8 @@ class SliceDataModule(L.LightningDataModule):
         dataset = SliceDataset(self.images, self.labels, positions,
                                self.train_transform if train else None,
                                self.boxes, self.counterfactual if train else 0.0,
-                               self.context_mix if train else 0.0)
+                               self.context_mix if train else 0.0, self.soft_targets if train else None,
+                               self.distill_weight)
         sampler = balanced_sampler(self.labels[positions], self.seed) if train and self.oversample else None
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=train and sampler is None,
                           sampler=sampler, num_workers=self.num_workers, drop_last=train,

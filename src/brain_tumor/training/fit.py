@@ -21,6 +21,7 @@ from brain_tumor.hardware import apply_threads, resolve_threads
 from brain_tumor.model import FreezeReport, build_classifier, freeze_first_keras_layers, preprocessing_for
 from brain_tumor.training.callbacks import EpochLog, EpochTimer
 from brain_tumor.training.checkpoint import CheckpointError, architecture_for, save_model_checkpoint
+from brain_tumor.training.distill import teacher_paths, teacher_probabilities
 from brain_tumor.training.module import SliceClassifier
 from brain_tumor.transforms import train_preset
 
@@ -29,13 +30,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PreparedData:
-    """Decoded images of the readable records, their labels, and the split over them."""
+    """Decoded images of the readable records, their labels, and the split over them (``fold``:
+    its number in a cross-validation, which fills ``{fold}`` in ``train.teachers``)."""
 
     records: list[Record]
     images: torch.Tensor
     labels: torch.Tensor
     class_names: list[str]
     split: Split
+    fold: int | None = None
 
 
 @dataclass(frozen=True)
@@ -150,11 +153,18 @@ def fit(config: RunConfig, data: PreparedData, run_dir: Path, work_dir: Path,
     config = resolve_precision_setting(config)
     L.seed_everything(config.train.seed, workers=True)
     module, report = build_module(config, data.class_names, data.labels[data.split.train])
+    soft_targets = None
+    if config.train.teachers:
+        student = preprocessing_for(config.model.weights, config.data.image_size, config.data.preprocessing)
+        teachers = teacher_paths(config.train.teachers, data.fold)
+        soft_targets = teacher_probabilities(teachers, data.images, data.split.train, student,
+                                             config.train.distill_temperature)
     datamodule = SliceDataModule(data.images, data.labels, data.split, train_preset(config.data.augmentation),
                                  config.data.batch_size, config.data.num_workers,
                                  config.data.oversample, config.train.seed,
                                  boxes=[r.box for r in data.records], counterfactual=config.train.counterfactual,
-                                 context_mix=config.train.context_mix)
+                                 context_mix=config.train.context_mix, soft_targets=soft_targets,
+                                 distill_weight=config.train.distill_weight)
     for name, share in (("counterfactual", config.train.counterfactual), ("context_mix", config.train.context_mix)):
         if share > 0 and not any(data.records[i].box for i in data.split.train):
             raise ValueError(f"train.{name} needs tumour boxes (the manifest's box_* columns); this data has none")

@@ -71,14 +71,15 @@ class SliceClassifier(L.LightningModule):
         return self
 
     def _train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
-        """Loss of a training batch when it is mixed or its targets smoothed, else ``None`` (the
-        shared path of :meth:`_step`). Mixing acts on normalised images (a linear map, so the same
-        as mixing the pixels); accuracy is then against the larger share of each mixed target."""
-        if self.mix is None and self.label_smoothing == 0:
+        """Loss of a training batch when it is mixed, its targets smoothed or given as probabilities
+        (distillation), else ``None`` (the shared path of :meth:`_step`). Mixing acts on normalised
+        images (a linear map, so the same as mixing the pixels); accuracy is then against the
+        larger share of each mixed target."""
+        if self.mix is None and self.label_smoothing == 0 and labels.ndim == 1:
             return None
         x = self.normalize(images)
-        targets: torch.Tensor = labels
-        if self.mix is not None:
+        targets: torch.Tensor = labels  # class indices, or probability vectors (distillation)
+        if self.mix is not None and labels.ndim == 1:
             x, targets = self.mix(x, labels)
         logits = self._classify(x).float()
         loss = F.cross_entropy(logits, targets, weight=self.loss_fn.weight, label_smoothing=self.label_smoothing)
