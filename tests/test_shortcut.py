@@ -106,10 +106,14 @@ def test_shortcut_test_command(tiny_checkpoint: Path, tmp_path: Path) -> None:
     split = {"name": "paper", "seed": 0, "train": [0, 1, 2], "val": [3], "test": [4, 5, 6, 7, 8]}
     (tmp_path / "split.json").write_text(json.dumps(split))
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["shortcut-test", "-m", f"plain={checkpoint}", "--split",
-                                      str(tmp_path / "split.json"), "--output", str(out)])
+    result = CliRunner().invoke(app, ["shortcut-test", "-m", f"plain={checkpoint}", "-m", f"again={checkpoint}",
+                                      "--split", str(tmp_path / "split.json"), "--output", str(out)])
     assert result.exit_code == 0, result.output
-    summary = json.loads((out / "shortcut.json").read_text())["models"]["plain"]["summary"]
+    models = json.loads((out / "shortcut.json").read_text())["models"]
+    summary = models["plain"]["summary"]
+    assert "paired_vs" not in models["plain"] and models["again"]["paired_vs"] == "plain"
+    assert all(d["all"] == [0.0, 0.0, 0.0] for d in models["again"]["paired_same_class"].values())  # same model
+    assert "Paired against `plain`" in (out / "shortcut.md").read_text()
     assert set(summary) == {"clean", "box_fill", "tissue_patch", "inpaint", "mirror", "tumour_on_blank",
                             "tumour_on_tissue"}
     for per_class in summary.values():
@@ -118,3 +122,4 @@ def test_shortcut_test_command(tiny_checkpoint: Path, tmp_path: Path) -> None:
         assert per_class["all"]["n"] == 5
     assert (out / "shortcut_examples.png").is_file() and (out / "shortcut.md").read_text().startswith("## plain")
     assert len((out / "shortcut_predictions.csv").read_text().splitlines()) == 6
+    assert "again/inpaint" in (out / "shortcut_predictions.csv").read_text().splitlines()[0]

@@ -46,16 +46,23 @@ def predict_images(predictor: Predictor, images: list[np.ndarray], batch: int = 
     return answers
 
 
+def answer_shares(preds: list[Prediction], labels: np.ndarray, class_names: list[str]) -> dict[str, np.ndarray]:
+    """Per slice, which kind of answer it got (same class, another tumour, no tumour, referred,
+    set aside = no tumour or referred), as booleans."""
+    predicted = np.array([class_names.index(p.predicted) if p.predicted in class_names else -1 for p in preds])
+    kinds = answer_kinds(labels, predicted, np.array([p.refer for p in preds]),
+                         np.array([p.predicted == NO_TUMOUR for p in preds]))
+    kinds["set_aside"] = kinds["no_tumour"] | kinds["referred"]  # what an erased tumour should get
+    return kinds
+
+
 def summarise(answers: dict[str, list[Prediction]], labels: np.ndarray, groups: list[str],
               class_names: list[str]) -> dict[str, Any]:
     """Per method and true class: shares answered the same class / another tumour / no tumour /
     referred (mean and 95% CI resampling patients) and the mean confidence."""
     out: dict[str, Any] = {}
     for method, preds in answers.items():
-        predicted = np.array([class_names.index(p.predicted) if p.predicted in class_names else -1 for p in preds])
-        kinds = answer_kinds(labels, predicted, np.array([p.refer for p in preds]),
-                             np.array([p.predicted == NO_TUMOUR for p in preds]))
-        kinds["set_aside"] = kinds["no_tumour"] | kinds["referred"]  # what an erased tumour should get
+        kinds = answer_shares(preds, labels, class_names)
         confidence = np.array([p.confidence for p in preds])
         per_class: dict[str, Any] = {}
         for k, name in enumerate(class_names):
@@ -66,6 +73,20 @@ def summarise(answers: dict[str, list[Prediction]], labels: np.ndarray, groups: 
         per_class["all"] = {"n": len(labels), "mean_confidence": float(confidence.mean()),
                             **{kind: bootstrap_mean(v.astype(float), groups) for kind, v in kinds.items()}}
         out[method] = per_class
+    return out
+
+
+def paired_same_class(answers: dict[str, list[Prediction]], reference: dict[str, list[Prediction]],
+                      labels: np.ndarray, groups: list[str], class_names: list[str]) -> dict[str, Any]:
+    """Per method and true class: the paired difference in the share still answered its own class,
+    this model minus ``reference``, on the same slices (mean and 95% CI resampling patients)."""
+    out: dict[str, Any] = {}
+    for method, preds in answers.items():
+        diff = (answer_shares(preds, labels, class_names)["same"].astype(float)
+                - answer_shares(reference[method], labels, class_names)["same"].astype(float))
+        out[method] = {name: bootstrap_mean(diff[labels == k], [groups[i] for i in np.nonzero(labels == k)[0]])
+                       for k, name in enumerate(class_names)}
+        out[method]["all"] = bootstrap_mean(diff, groups)
     return out
 
 
@@ -94,8 +115,19 @@ def shortcut_markdown(results: dict[str, Any], class_names: list[str]) -> str:
         for method, per_class in r["summary"].items():
             aside.append([method, *[_ci_cell(per_class[c]["set_aside"]) for c in columns]])
         lines.append(markdown_table(["method", *[f"{c} set aside %" for c in columns]], aside))
+        if "paired_vs" in r:
+            lines.append(f"\nPaired against `{r['paired_vs']}` on the same slices: difference in the share still "
+                         "answered its own class, points (95% CI resampling patients; negative: fewer answered from "
+                         "what is left when the tumour is gone).\n")
+            lines.append(markdown_table(["method", *[f"{c} same class, points" for c in columns]],
+                                        [[method, *[_points(d[c]) for c in columns]]
+                                         for method, d in r["paired_same_class"].items()]))
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _points(v: list[float]) -> str:
+    return f"{100 * v[0]:+.1f} [{100 * v[1]:+.1f}, {100 * v[2]:+.1f}]"
 
 
 def run_shortcut_test(checkpoints: dict[str, Path], paths: list[str], labels: np.ndarray, boxes: list[Box],
@@ -107,6 +139,7 @@ def run_shortcut_test(checkpoints: dict[str, Path], paths: list[str], labels: np
     images = [read_slice(p) for p in tqdm(paths, desc="reading test slices", unit="img")]
     variants = render_variants(images, boxes)
     results: dict[str, Any] = {}
+    first: tuple[str, dict[str, list[Prediction]]] | None = None
     rows: list[dict[str, Any]] = [{"path": p, "label": class_names[y]} for p, y in zip(names or paths, labels)]
     for name, checkpoint in checkpoints.items():
         predictor = load_predictor(checkpoint, calibration=calibration, gate=gate)
@@ -120,6 +153,11 @@ def run_shortcut_test(checkpoints: dict[str, Path], paths: list[str], labels: np
         results[name] = {"checkpoint": portable_path(checkpoint), "model_sha256": model_sha256(checkpoint),
                          "referral": referral, "compute": predictor.compute,
                          "summary": summarise(answers, labels, groups, class_names)}
+        if first is None:
+            first = (name, answers)
+        else:  # every later model paired with the first on the same slices
+            results[name].update(paired_vs=first[0], paired_same_class=paired_same_class(
+                answers, first[1], labels, groups, class_names))
         for method, preds in answers.items():
             for row, p in zip(rows, preds):
                 row[f"{name}/{method}"] = f"{p.predicted}:{p.confidence:.3f}" + (":refer" if p.refer else "")
