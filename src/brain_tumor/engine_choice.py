@@ -63,7 +63,12 @@ class EngineChoice:
     reason: str
 
     def describe(self) -> dict[str, Any]:
-        return asdict(self)
+        """As reports record it: the export's path relative to the working directory, so a result
+        names no machine's folders."""
+        out = asdict(self)
+        if self.onnx_path:
+            out["onnx_path"] = os.path.relpath(self.onnx_path)
+        return out
 
 
 def resolve_engine(requested: str, precision: PrecisionChoice, onnx_int8: str | None = None,
