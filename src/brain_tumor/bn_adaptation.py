@@ -111,8 +111,13 @@ def adapted_predictor(predictor: Predictor, images: torch.Tensor, prior: float =
                                                   for i in range(0, len(images), batch)), prior)
     adapted = copy.copy(predictor)
     adapted.network, adapted.onnx = network, None
-    log.warning("BatchNorm adapted: temperature, referral threshold, prediction sets, gate and OOD threshold "
-                "were fitted on the unadapted network, so their stated rates may not hold")
+    fitted = [name for name, present in (("calibration", predictor.calibration_source is not None),
+                                         ("referral threshold", predictor.refer_threshold is not None),
+                                         ("no-tumour gate", predictor.gate is not None),
+                                         ("OOD detector", predictor.ood is not None)) if present]
+    if fitted:
+        log.warning("BatchNorm adapted: the %s were fitted on the unadapted network, so their stated rates may "
+                    "not hold", ", ".join(fitted))
     adapted.compute = {**predictor.compute, "bn_adaptation": {
         "n_images": len(images), "prior": prior, "engine": "pytorch (exports hold the training statistics)"}}
     return adapted
