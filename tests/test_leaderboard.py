@@ -42,6 +42,7 @@ def _cv(root: Path, name: str, dataset: Path, train: dict[str, object], right: f
     splits = [{"name": f"fold{k}", "seed": 0, "train": [], "val": [], "test": list(range(k - 1, len(records), 5))}
               for k in range(1, 6)]
     (cv / "splits.json").write_text(json.dumps(splits))
+    (cv / "summary.json").write_text(json.dumps({"grouping": "slice" if name.startswith("slice-") else "official"}))
 
 
 def test_sorted_by_accuracy_each_against_the_paper_recipe_at_its_size(class_folder_dataset: Path,
@@ -129,6 +130,21 @@ def test_an_ensemble_of_cvs_is_scored_fold_by_fold_and_joins_the_table(class_fol
     assert accuracy["ensemble-3"] == pytest.approx((np.sum(votes, axis=0) >= 2).mean())
     with pytest.raises(EnsembleInputError, match="at least 2"):
         ensemble_cv(members[:1], tmp_path / "one")
+    before = (members[0] / "fold-1" / "test_predictions.csv").read_text()
+    with pytest.raises(EnsembleInputError, match="one of the members"):
+        ensemble_cv(members, members[0])
+    with pytest.raises(EnsembleInputError, match="holds other results"):
+        ensemble_cv(members[:2], members[2])
+    assert (members[0] / "fold-1" / "test_predictions.csv").read_text() == before  # refused before any write
+    again = ensemble_cv(members[:2], root / "ensemble-3")  # an earlier ensemble's folder is replaced
+    assert again["folds"] == 5 and json.loads((root / "ensemble-3" / "ensemble.json").read_text())["members"] == [
+        "paper-224", "adamw-cosine-224"]
+    _cv(root, "slice-paper-224", class_folder_dataset, {}, right=0.9)
+    _cv(root, "slice-adamw-224", class_folder_dataset, {"optimizer": "adamw"}, right=0.9)
+    with pytest.raises(EnsembleInputError, match="different groupings"):
+        ensemble_cv([members[0], root / "slice-paper-224"], tmp_path / "mixed-groupings")
+    ensemble_cv([root / "slice-paper-224", root / "slice-adamw-224"], root / "leaky-ensemble")
+    assert "leaky-ensemble" not in {e.name for e in leaderboard(root, n_boot=10)}  # slice-level: not patient-wise
     (members[2] / "splits.json").write_text(json.dumps([{"name": "x", "seed": 0, "train": [], "val": [], "test": [0]}]))
     with pytest.raises(EnsembleInputError, match="other folds"):
         ensemble_cv(members, tmp_path / "mixed")

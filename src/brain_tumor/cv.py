@@ -10,17 +10,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from brain_tumor import atomic
 from brain_tumor.comparison import read_predictions
 from brain_tumor.config import RunConfig, resolve_precision_setting, save_config
-from brain_tumor.cv_report import fold_cpus, fold_number, fold_seconds
+from brain_tumor.cv_report import fold_cpus, fold_number, summarise, summary_markdown
 from brain_tumor.data.manifest import CLASS_NAMES
 from brain_tumor.data.splits import Split, cv_splits
-from brain_tumor.evaluation import statistics as st
-from brain_tumor.evaluation.calibration import expected_calibration_error
-from brain_tumor.evaluation.metrics import classification_metrics
 from brain_tumor.evaluation.plots import plot_confusion_matrix
 from brain_tumor.evaluation.run_eval import write_json
 from brain_tumor.scenario import run_scenario
@@ -35,25 +30,6 @@ def load_or_make_cv_splits(path: Path, labels: list[str], patient_ids: list[str]
     splits = cv_splits(labels, patient_ids, folds, grouping, val_fraction=val_fraction, seed=seed)
     atomic.write_text(path, json.dumps([dataclasses.asdict(s) for s in splits]))
     return splits
-
-
-def summarise(y: np.ndarray, probs: np.ndarray, groups: list[str], fold_metrics: list[dict[str, Any]],
-              n_boot: int = 2000) -> dict[str, Any]:
-    """Pooled metrics, patient-bootstrap CIs, pooled ECE, per-fold mean/std and wall time (training +
-    evaluation, seconds, as each fold's metrics.json records them), patient-level accuracy."""
-    pooled = classification_metrics(y, probs, list(CLASS_NAMES))
-    meningioma = CLASS_NAMES.index("meningioma")
-    cis = {name: dict(zip(("value", "low", "high"), st.bootstrap_ci(fn, y, probs, groups, n_boot)))
-           for name, fn in [("accuracy", st.accuracy), ("macro_f1", st.macro_f1),
-                            ("meningioma_recall", st.class_recall(meningioma)), ("macro_auc", st.macro_auc)]}
-    patient_y, patient_p = st.patient_level(y, probs, groups)
-    accs = [m["accuracy"] for m in fold_metrics]
-    return {"pooled": pooled, "bootstrap_95ci_by_patient": cis,
-            "fold_accuracy": accs, "fold_accuracy_mean": float(np.mean(accs)), "fold_accuracy_std": float(np.std(accs)),
-            "fold_macro_f1_mean": float(np.mean([m["macro_f1"] for m in fold_metrics])),
-            "ece": expected_calibration_error(probs, y),
-            "fold_seconds": [fold_seconds(m) for m in fold_metrics],
-            "patient_level": {"n_patients": len(patient_y), "accuracy": st.accuracy(patient_y, patient_p)}}
 
 
 def run_cv(config: RunConfig, grouping: str, results_dir: Path, work_dir: Path,
@@ -85,21 +61,3 @@ def run_cv(config: RunConfig, grouping: str, results_dir: Path, work_dir: Path,
                           results_dir / "confusion_matrix_summed.png", f"{grouping} CV: summed confusion")
     atomic.write_text(results_dir / "summary.md", summary_markdown(summary))
     return summary
-
-
-def summary_markdown(summary: dict[str, Any]) -> str:
-    """A short table of the CV summary."""
-    rows = [f"| {k} | {v['value']:.4f} | [{v['low']:.4f}, {v['high']:.4f}] |"
-            for k, v in summary["bootstrap_95ci_by_patient"].items()]
-    return "\n".join([
-        f"# {summary['grouping']} cross-validation ({summary['folds']} folds)", "",
-        f"Per-fold accuracy: {', '.join(f'{a:.4f}' for a in summary['fold_accuracy'])} "
-        f"(mean {summary['fold_accuracy_mean']:.4f} ± {summary['fold_accuracy_std']:.4f}); "
-        f"patient-level accuracy {summary['patient_level']['accuracy']:.4f} "
-        f"over {summary['patient_level']['n_patients']} patients; pooled ECE {summary['ece']:.4f}.",
-        f"Wall time per fold (training + evaluation): {_seconds_text(summary['fold_seconds'])}.", "",
-        "| metric (pooled) | value | 95% CI, patients resampled |", "|---|---|---|", *rows, ""])
-
-
-def _seconds_text(seconds: list[float | None]) -> str:
-    return ", ".join("?" if s is None else f"{s / 60:.1f} min" for s in seconds)

@@ -21,8 +21,7 @@ import numpy as np
 from brain_tumor import atomic
 from brain_tumor.comparison import patients_by_path, read_predictions
 from brain_tumor.config import read_run_config
-from brain_tumor.cv import summarise, summary_markdown
-from brain_tumor.cv_report import fold_cpus, fold_number, fold_seconds
+from brain_tumor.cv_report import fold_cpus, fold_number, fold_seconds, summarise, summary_markdown
 from brain_tumor.data.manifest import CLASS_NAMES
 from brain_tumor.evaluation.metrics import classification_metrics
 from brain_tumor.evaluation.run_eval import write_json, write_predictions
@@ -47,12 +46,32 @@ def _splits(cv_dir: Path) -> Any:
         raise EnsembleInputError(f"{cv_dir}: no readable splits.json (is it a `brain-tumor cv` folder?)") from exc
 
 
+def grouping_of(cv_dir: Path) -> str:
+    """How a CV's folds were made (``official``, ``strict``, ``slice``), from its summary.json."""
+    try:
+        return str(json.loads((cv_dir / "summary.json").read_text())["grouping"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise EnsembleInputError(f"{cv_dir}: no summary.json naming its grouping (has a fold finished?)") from exc
+
+
+def check_output(output: Path, members: list[Path]) -> None:
+    """Refuse an output that would overwrite a member or another CV's results."""
+    if any(output.resolve() == m.resolve() for m in members):
+        raise EnsembleInputError(f"--output {output} is one of the members")
+    if output.exists() and any(output.iterdir()) and not (output / ENSEMBLE_FILE).is_file():
+        raise EnsembleInputError(f"--output {output} holds other results (no {ENSEMBLE_FILE}): choose a new folder")
+
+
 def check_members(members: list[Path]) -> list[int]:
-    """The folds every member finished; members must be CVs of the same folds (same test slices)."""
+    """The folds every member finished; members must be CVs of the same grouping and folds (same
+    test slices)."""
     if len(members) < 2:
         raise EnsembleInputError("an ensemble needs at least 2 CV folders")
     if len({m.resolve() for m in members}) < len(members):
         raise EnsembleInputError("a CV folder is named twice")
+    groupings = {m.name: grouping_of(m) for m in members}
+    if len(set(groupings.values())) > 1:
+        raise EnsembleInputError(f"members of different groupings: {groupings}")
     first = _splits(members[0])
     tests = [[s["test"] for s in first]]
     for m in members[1:]:
@@ -82,8 +101,12 @@ def mean_probabilities(fold_dirs: list[Path]) -> tuple[list[str], np.ndarray, np
 
 
 def ensemble_cv(members: list[Path], output: Path, n_boot: int = 2000) -> dict[str, Any]:
-    """Write the ensemble's CV folder under ``output`` and return its summary."""
+    """Write the ensemble's CV folder under ``output`` (a new folder, or an earlier ensemble's,
+    whose folds are replaced) and return its summary."""
     folds = check_members(members)
+    check_output(output, members)
+    for old in output.glob("fold-*"):  # an earlier ensemble's folds: none may outlive this one
+        shutil.rmtree(old)
     patient_of = patients_by_path(members[0])
     all_paths: list[str] = []
     ys, probs, fold_metrics = [], [], []
@@ -110,7 +133,7 @@ def ensemble_cv(members: list[Path], output: Path, n_boot: int = 2000) -> dict[s
         raise EnsembleInputError(f"{len(missing)} slices are not in the dataset's manifest (e.g. {missing[0]})")
     summary = summarise(np.concatenate(ys), np.concatenate(probs), [patient_of[p] for p in all_paths],
                         fold_metrics, n_boot)
-    summary.update({"grouping": "official", "folds": len(folds), "fold_numbers": folds,
+    summary.update({"grouping": grouping_of(members[0]), "folds": len(folds), "fold_numbers": folds,
                     "cpu": fold_cpus([output / f"fold-{k}" for k in folds])})
     shutil.copyfile(members[0] / "splits.json", output / "splits.json")
     sizes = [int(read_run_config(m).get("data", {}).get("image_size", 0)) for m in members]

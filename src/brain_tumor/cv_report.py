@@ -1,5 +1,6 @@
-"""Overviews of finished runs: every CV under a folder, and every run on the paper split, each
-variant against the plain freeze-15 recipe trained at the same budget (markdown and HTML)."""
+"""Reports of finished runs: a CV's summary (pooled metrics with patient-bootstrap CIs), and
+overviews of every CV under a folder and every run on the paper split, each variant against the
+plain freeze-15 recipe trained at the same budget (markdown and HTML)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from brain_tumor.comparison import compare, compare_repeats, patients_by_path
 from brain_tumor.config import RunConfig, recipe_fingerprint, to_dict
+from brain_tumor.data.manifest import CLASS_NAMES
 from brain_tumor.evaluation import statistics as st
+from brain_tumor.evaluation.calibration import expected_calibration_error
+from brain_tumor.evaluation.metrics import classification_metrics
 from brain_tumor.evaluation.report import _html_table, markdown_table
 
 
@@ -216,3 +221,40 @@ def paper_split_overview(results_root: Path) -> tuple[str, str]:
         md += ["", note, "", markdown_table(comparison_header, comparison_rows)]
         html_part += f"<p>{html.escape(note)}</p>" + _html_table(comparison_header, comparison_rows)
     return "\n".join(md), html_part
+
+
+def summarise(y: np.ndarray, probs: np.ndarray, groups: list[str], fold_metrics: list[dict[str, Any]],
+              n_boot: int = 2000) -> dict[str, Any]:
+    """Pooled metrics, patient-bootstrap CIs, pooled ECE, per-fold mean/std and wall time (training +
+    evaluation, seconds, as each fold's metrics.json records them), patient-level accuracy."""
+    pooled = classification_metrics(y, probs, list(CLASS_NAMES))
+    meningioma = CLASS_NAMES.index("meningioma")
+    cis = {name: dict(zip(("value", "low", "high"), st.bootstrap_ci(fn, y, probs, groups, n_boot)))
+           for name, fn in [("accuracy", st.accuracy), ("macro_f1", st.macro_f1),
+                            ("meningioma_recall", st.class_recall(meningioma)), ("macro_auc", st.macro_auc)]}
+    patient_y, patient_p = st.patient_level(y, probs, groups)
+    accs = [m["accuracy"] for m in fold_metrics]
+    return {"pooled": pooled, "bootstrap_95ci_by_patient": cis,
+            "fold_accuracy": accs, "fold_accuracy_mean": float(np.mean(accs)), "fold_accuracy_std": float(np.std(accs)),
+            "fold_macro_f1_mean": float(np.mean([m["macro_f1"] for m in fold_metrics])),
+            "ece": expected_calibration_error(probs, y),
+            "fold_seconds": [fold_seconds(m) for m in fold_metrics],
+            "patient_level": {"n_patients": len(patient_y), "accuracy": st.accuracy(patient_y, patient_p)}}
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """A short table of the CV summary."""
+    rows = [f"| {k} | {v['value']:.4f} | [{v['low']:.4f}, {v['high']:.4f}] |"
+            for k, v in summary["bootstrap_95ci_by_patient"].items()]
+    return "\n".join([
+        f"# {summary['grouping']} cross-validation ({summary['folds']} folds)", "",
+        f"Per-fold accuracy: {', '.join(f'{a:.4f}' for a in summary['fold_accuracy'])} "
+        f"(mean {summary['fold_accuracy_mean']:.4f} ± {summary['fold_accuracy_std']:.4f}); "
+        f"patient-level accuracy {summary['patient_level']['accuracy']:.4f} "
+        f"over {summary['patient_level']['n_patients']} patients; pooled ECE {summary['ece']:.4f}.",
+        f"Wall time per fold (training + evaluation): {_seconds_text(summary['fold_seconds'])}.", "",
+        "| metric (pooled) | value | 95% CI, patients resampled |", "|---|---|---|", *rows, ""])
+
+
+def _seconds_text(seconds: list[float | None]) -> str:
+    return ", ".join("?" if s is None else f"{s / 60:.1f} min" for s in seconds)

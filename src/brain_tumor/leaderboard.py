@@ -186,8 +186,8 @@ def leaderboard(cv_root: Path, n_boot: int = 2000) -> list[Entry]:
     configs = {d.name: with_defaults(read_run_config(d)) for d in dirs}
     patient_of = patients_by_path(dirs[0])
     entries = {d.name: score(d, patient_of, n_boot) for d in dirs}
-    for d in sorted(cv_root.glob(f"*/{ENSEMBLE_FILE}")):
-        if fold_dirs(d.parent):
+    for d in sorted(cv_root.glob(f"*/{ENSEMBLE_FILE}")):  # the same filter as for the CVs themselves
+        if fold_dirs(d.parent) and not d.parent.name.startswith("slice-") and _grouping(d.parent) == "official":
             entries[d.parent.name] = score_ensemble(d.parent, patient_of, entries, n_boot)
     complete = {n for n, e in entries.items() if len(e.folds) == FOLDS}
     rows = []

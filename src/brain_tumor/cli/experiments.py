@@ -162,7 +162,7 @@ def leaderboard(
     output = output or cv_root / "leaderboard"
     try:
         entries = board.leaderboard(cv_root)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, KeyError) as exc:
         _fail(str(exc))
     atomic.write_text(output.with_suffix(".md"), board.markdown(entries))
     atomic.write_json(board.to_json(entries), output.with_suffix(".json"))
@@ -186,7 +186,7 @@ def ensemble(
 
     try:
         summary = ensemble_cv(members, output)
-    except (EnsembleInputError, OSError, KeyError) as exc:
+    except (EnsembleInputError, ValueError, OSError, KeyError) as exc:
         _fail(str(exc))
     ci = summary["bootstrap_95ci_by_patient"]["accuracy"]
     typer.echo(f"pooled accuracy {100 * ci['value']:.2f}% [{100 * ci['low']:.2f}, {100 * ci['high']:.2f}] over "
