@@ -33,12 +33,15 @@ def test_every_command_that_takes_a_model_takes_it_as_checkpoint_or_m() -> None:
 
 def test_progress_bars_are_sparse_in_a_log_file(monkeypatch: pytest.MonkeyPatch) -> None:
     import io
+    import logging
     import os
     import sys
 
     from brain_tumor.cli import main
 
-    monkeypatch.delenv("TQDM_MININTERVAL", raising=False)
+    monkeypatch.setenv("TQDM_MININTERVAL", "0")  # so that monkeypatch restores the variable afterwards
+    monkeypatch.delenv("TQDM_MININTERVAL")
+    monkeypatch.setattr(logging.root, "handlers", list(logging.root.handlers))  # restored too
     monkeypatch.setattr(sys, "stderr", io.StringIO())  # a file, not a terminal
     main(verbose=False)
     assert os.environ["TQDM_MININTERVAL"] == "30"

@@ -111,13 +111,14 @@ def adapted_predictor(predictor: Predictor, images: torch.Tensor, prior: float =
                                                   for i in range(0, len(images), batch)), prior)
     adapted = copy.copy(predictor)
     adapted.network, adapted.onnx = network, None
-    fitted = [name for name, present in (("calibration", predictor.calibration_source is not None),
+    fitted = [name for name, present in (("temperature", predictor.temperature != 1.0),
                                          ("referral threshold", predictor.refer_threshold is not None),
+                                         ("prediction sets", predictor.conformal is not None),
                                          ("no-tumour gate", predictor.gate is not None),
                                          ("OOD detector", predictor.ood is not None)) if present]
     if fitted:
-        log.warning("BatchNorm adapted: the %s were fitted on the unadapted network, so their stated rates may "
-                    "not hold", ", ".join(fitted))
+        log.warning("BatchNorm adapted; fitted on the unadapted network, so their stated rates may not hold: %s",
+                    ", ".join(fitted))
     adapted.compute = {**predictor.compute, "bn_adaptation": {
         "n_images": len(images), "prior": prior, "engine": "pytorch (exports hold the training statistics)"}}
     return adapted

@@ -123,6 +123,9 @@ class RunConfig:
             if self.train.mixup_alpha > 0 or self.train.counterfactual > 0 or self.train.context_mix > 0:
                 raise ValueError("train.teachers cannot be combined with train.mixup_alpha, train.counterfactual or "
                                  "train.context_mix (the teachers answer the slices as they are)")
+            if self.train.label_smoothing > 0 or self.train.class_weighted_loss:
+                raise ValueError("train.teachers cannot be combined with train.label_smoothing (its targets are "
+                                 "soft already) or train.class_weighted_loss")
         if not 0 <= self.train.context_mix < 1:
             raise ValueError("train.context_mix must be in [0, 1) (a share of the training slices)")
         if self.train.context_mix > 0 and self.data.preprocessing != "paper":

@@ -3,21 +3,16 @@ parsing folder names: its kind, recipe, seed, data, code and checkpoint."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from brain_tumor.config import RunConfig
+from brain_tumor.data.splits import indices_sha256
 from brain_tumor.onnx_runtime import file_sha256
 
 RUN_FORMAT = "brain-tumor-run/1"
 KINDS = ("paper-split scenario", "cv fold", "train", "benchmark")
-
-
-def _indices_sha256(indices: list[int]) -> str:
-    return hashlib.sha256(json.dumps(sorted(indices)).encode()).hexdigest()
 
 
 def run_record(config: RunConfig, kind: str, split_name: str, split: dict[str, list[int]], checkpoint: Path,
@@ -42,7 +37,7 @@ def run_record(config: RunConfig, kind: str, split_name: str, split: dict[str, l
         "seed": train.seed,
         "data": {"dataset": Path(data.root).name, "split": split_name,
                  **{f"n_{part}": len(idx) for part, idx in split.items()},
-                 "test_indices_sha256": _indices_sha256(split.get("test", []))},
+                 "test_indices_sha256": indices_sha256(split.get("test", []))},
         "code": {"git_commit": environment.get("git_commit"), "packages": environment.get("packages")},
         "checkpoint": {"file": checkpoint.name, "sha256": file_sha256(checkpoint) if checkpoint.is_file() else None},
         "result": {"accuracy": metrics.get("accuracy"), "macro_f1": metrics.get("macro_f1"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections import Counter
@@ -81,6 +82,11 @@ def assert_disjoint(split: Split, groups: Sequence[str | None] | None = None) ->
 def save_split(split: Split, path: str | Path) -> None:
     """Atomically write a split as JSON."""
     write_json(asdict(split), path, indent=None)
+
+
+def indices_sha256(indices: Sequence[int]) -> str:
+    """A fingerprint of a set of positions (order ignored): which slices a split held out."""
+    return hashlib.sha256(json.dumps(sorted(indices)).encode()).hexdigest()
 
 
 def load_split(path: str | Path, fold: int | None = None) -> Split:

@@ -40,8 +40,10 @@ def architecture_for(weights: str) -> str:
 
 def save_model_checkpoint(path: str | Path, network: nn.Module, *, architecture: str,
                           class_names: list[str], preprocessing: Preprocessing,
-                          config: dict[str, Any], epoch: int, metrics: dict[str, float]) -> Path:
-    """Atomically write a checkpoint loadable with ``torch.load(weights_only=True)``."""
+                          config: dict[str, Any], epoch: int, metrics: dict[str, float],
+                          split: dict[str, str] | None = None) -> Path:
+    """Atomically write a checkpoint loadable with ``torch.load(weights_only=True)``; ``split``
+    (its name and ``test_indices_sha256``) says which slices the model never saw."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -55,6 +57,7 @@ def save_model_checkpoint(path: str | Path, network: nn.Module, *, architecture:
         "config": config,
         "epoch": epoch,
         "metrics": metrics,
+        **({"split": dict(split)} if split else {}),
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)

@@ -16,7 +16,7 @@ from brain_tumor.config import RunConfig, resolve_precision_setting, to_dict
 from brain_tumor.data.cache import cached_images
 from brain_tumor.data.datamodule import SliceDataModule
 from brain_tumor.data.manifest import CLASS_NAMES, Record, load_records
-from brain_tumor.data.splits import Split, load_or_make_paper_split
+from brain_tumor.data.splits import Split, indices_sha256, load_or_make_paper_split
 from brain_tumor.hardware import apply_threads, resolve_threads
 from brain_tumor.model import FreezeReport, build_classifier, freeze_first_keras_layers, preprocessing_for
 from brain_tumor.training.callbacks import EpochLog, EpochTimer
@@ -26,6 +26,11 @@ from brain_tumor.training.module import SliceClassifier
 from brain_tumor.transforms import train_preset
 
 log = logging.getLogger(__name__)
+
+
+def split_record(split: Split) -> dict[str, str]:
+    """What a checkpoint records of its split: the name and the held-out slices' fingerprint."""
+    return {"name": split.name, "test_indices_sha256": indices_sha256(split.test)}
 
 
 @dataclass
@@ -158,7 +163,8 @@ def fit(config: RunConfig, data: PreparedData, run_dir: Path, work_dir: Path,
         student = preprocessing_for(config.model.weights, config.data.image_size, config.data.preprocessing)
         teachers = teacher_paths(config.train.teachers, data.fold)
         soft_targets = teacher_probabilities(teachers, data.images, data.split.train, student,
-                                             config.train.distill_temperature)
+                                             config.train.distill_temperature, data.class_names,
+                                             split_record(data.split))
     datamodule = SliceDataModule(data.images, data.labels, data.split, train_preset(config.data.augmentation),
                                  config.data.batch_size, config.data.num_workers,
                                  config.data.oversample, config.train.seed,
@@ -186,5 +192,5 @@ def fit(config: RunConfig, data: PreparedData, run_dir: Path, work_dir: Path,
         class_names=data.class_names,
         preprocessing=preprocessing_for(config.model.weights, config.data.image_size, config.data.preprocessing),
         config=to_dict(config), epoch=best_epoch,
-        metrics={"val_loss": float(best.best_model_score or float("nan"))})
+        metrics={"val_loss": float(best.best_model_score or float("nan"))}, split=split_record(data.split))
     return FitResult(out, report, trainer.current_epoch, best_epoch)
