@@ -164,7 +164,8 @@ def score_ensemble(cv_dir: Path, patient_of: dict[str, str], members: dict[str, 
                     "recipe": "ensemble, mean of the probabilities of " + " + ".join(f"`{n}`" for n in names),
                     "minutes_per_fold": sum(m for m in minutes if m is not None)
                     if complete and None not in minutes else None,
-                    "cpu_hours": sum(h for h in hours if h is not None) if complete and None not in hours else None})
+                    "cpu_hours": sum(h for h in hours if h is not None) if complete and None not in hours else None,
+                    "cpu": sorted({c for e in known for c in e.cpu}) or entry.cpu})
 
 
 def _grouping(cv_dir: Path) -> str | None:
