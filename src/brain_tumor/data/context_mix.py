@@ -14,9 +14,16 @@ context slice has as much tissue under the pasted region as the tumour's own sli
 from __future__ import annotations
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
 
-from brain_tumor.data.counterfactual import FILLS, GROW_RANGE, SHAPES, erase_region, region_mask, tissue_share
+from brain_tumor.data.counterfactual import (
+    FILLS,
+    GROW_RANGE,
+    SHAPES,
+    erase_region,
+    feathered,
+    region_mask,
+    tissue_share,
+)
 from brain_tumor.data.erasing import Box
 
 
@@ -34,8 +41,5 @@ def context_mixed(tumour_slice: np.ndarray, tumour_box: Box, context_slice: np.n
     other = region_mask(context_box, context_slice.shape, grow, ellipse)
     fill = FILLS[int(rng.integers(len(FILLS)))]
     context = erase_region(context_slice, other, rng, other | region, fill, feather)
-    alpha = region.astype(np.float32)
-    if feather > 0:  # the same feathered edge as the eraser's, so a pasted edge looks like an erased one
-        alpha = np.clip(2 * gaussian_filter(alpha, feather), 0, 1)
-        alpha[region] = 1.0
+    alpha = feathered(region, feather)  # the eraser's edge, so a pasted edge looks like an erased one
     return np.asarray(alpha * tumour_slice + (1 - alpha) * context, dtype=np.float32)

@@ -79,6 +79,15 @@ def fill_tissue_patch(image: np.ndarray, mask: np.ndarray, rng: np.random.Genera
     return out
 
 
+def feathered(mask: np.ndarray, feather: float) -> np.ndarray:
+    """Blend weights: 1 on ``mask``, fading to 0 over about ``feather`` pixels outside it."""
+    alpha = mask.astype(np.float32)
+    if feather > 0:  # a blurred mask is 0.5 on its edge: doubled, 1 inside and fading outside
+        alpha = np.clip(2 * gaussian_filter(alpha, feather), 0, 1)
+        alpha[mask] = 1.0
+    return alpha
+
+
 def erase_region(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, avoid: np.ndarray,
                  fill: str, feather: float) -> np.ndarray:
     """``mask`` wholly replaced by ``fill``, blended into its surroundings over about ``feather``
@@ -86,10 +95,7 @@ def erase_region(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, 
     filled = fill_tissue_patch(image, mask, rng, avoid) if fill == "tissue_patch" else None
     if filled is None:
         filled = fill_tissue_noise(image, mask, rng)
-    alpha = mask.astype(np.float32)
-    if feather > 0:  # a blurred mask is 0.5 on its edge: doubled, 1 inside and fading outside
-        alpha = np.clip(2 * gaussian_filter(alpha, feather), 0, 1)
-        alpha[mask] = 1.0
+    alpha = feathered(mask, feather)
     return np.asarray((1 - alpha) * image + alpha * filled, dtype=np.float32)
 
 
