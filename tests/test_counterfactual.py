@@ -103,6 +103,16 @@ def test_class_weights_do_not_tilt_the_erased_target() -> None:
         torch.nn.functional.cross_entropy(kept, labels, weight=weights).item())
 
 
+def test_label_smoothing_smooths_kept_slices_and_leaves_the_erased_target_uniform() -> None:
+    logits = torch.tensor([[3.0, 0.0, -1.0], [0.5, 2.0, 0.0], [2.0, 1.0, 0.0]])
+    labels = torch.tensor([0, 1, ERASED])
+    kept = torch.nn.functional.cross_entropy(logits[:2], labels[:2], label_smoothing=0.2).item()
+    uniform = -torch.log_softmax(logits[2], 0).mean().item()
+    smoothed = counterfactual_loss(logits, labels, label_smoothing=0.2)
+    assert smoothed == pytest.approx(kept * 2 / 3 + uniform / 3)
+    assert smoothed != pytest.approx(counterfactual_loss(logits, labels).item())
+
+
 def test_dataset_erases_only_in_training_and_only_with_boxes() -> None:
     image, box = head_with_tumour()
     images = image[None].repeat(4, 1, 1, 1)

@@ -7,9 +7,10 @@ import torch
 from torch import nn
 
 from brain_tumor.config import load_config
+from brain_tumor.data.counterfactual import ERASED
 from brain_tumor.model import build_classifier, freeze_first_keras_layers
 from brain_tumor.model.backbone import preprocessing_for
-from brain_tumor.training.module import SliceClassifier, batch_mixer, warmup_cosine
+from brain_tumor.training.module import SliceClassifier, batch_mixer, counterfactual_loss, warmup_cosine
 
 
 def _module(**options: object) -> SliceClassifier:
@@ -51,6 +52,18 @@ def test_label_smoothing_changes_the_training_loss_but_not_validation() -> None:
         assert plain.training_step((images, labels), 0) != pytest.approx(float(expected), rel=1e-3)
         assert smoothed._step((images, labels), "val") == pytest.approx(
             float(nn.functional.cross_entropy(logits, labels)), rel=1e-5)
+
+
+def test_smoothing_with_erased_slices_takes_the_counterfactual_loss() -> None:
+    images, _ = _batch()
+    labels = torch.tensor([0, ERASED, 2, 0, ERASED, 2])  # plain cross-entropy would fail on label -1
+    module = _module(label_smoothing=0.1).eval()
+    with torch.no_grad():
+        logits = module(images).float()
+        assert module.training_step((images, labels), 0) == pytest.approx(
+            counterfactual_loss(logits, labels, label_smoothing=0.1).item(), rel=1e-5)
+        assert module._step((images, labels), "val") == pytest.approx(
+            counterfactual_loss(logits, labels).item(), rel=1e-5)  # validation stays unsmoothed
 
 
 def test_mixup_trains_on_soft_targets() -> None:
@@ -95,6 +108,7 @@ def test_adamw_and_cosine_are_chosen_from_the_settings() -> None:
     (["train.schedule=cosine", "train.max_epochs=2", "train.warmup_epochs=2"], "warmup_epochs"),
     (["train.label_smoothing=1.0"], "label_smoothing"), (["train.mixup_alpha=-1"], "mixup_alpha"),
     (["train.mixup_alpha=0.2", "train.counterfactual=0.2"], "cannot be combined"),
+    (["train.counterfactual=0.6"], "train.counterfactual must be"),
     (["train.mixup_alpha=0.2", "train.class_weighted_loss=true"], "class_weighted_loss")])
 def test_bad_recipe_settings_are_refused(override: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):

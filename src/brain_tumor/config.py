@@ -149,9 +149,9 @@ class RunConfig:
             raise ValueError("train.label_smoothing must be in [0, 1)")
         if self.train.mixup_alpha < 0:
             raise ValueError("train.mixup_alpha must be >= 0 (0: off)")
-        if (self.train.mixup_alpha > 0 or self.train.label_smoothing > 0) and self.train.counterfactual > 0:
-            raise ValueError("train.counterfactual cannot be combined with train.mixup_alpha or train.label_smoothing "
-                             "(an erased slice's target is already uniform, and has no label to mix)")
+        if self.train.mixup_alpha > 0 and self.train.counterfactual > 0:
+            raise ValueError("train.counterfactual cannot be combined with train.mixup_alpha "
+                             "(an erased slice has no label to mix)")
         if self.train.mixup_alpha > 0 and self.train.class_weighted_loss:
             raise ValueError("train.mixup_alpha cannot be combined with train.class_weighted_loss (with mixed targets "
                              "the weighted loss is scaled differently from batch to batch)")

@@ -75,8 +75,8 @@ class SliceClassifier(L.LightningModule):
         (distillation), else ``None`` (the shared path of :meth:`_step`). Mixing acts on normalised
         images (a linear map, so the same as mixing the pixels); accuracy is then against the
         larger share of each mixed target."""
-        if self.mix is None and self.label_smoothing == 0 and labels.ndim == 1:
-            return None
+        if self.mix is None and labels.ndim == 1 and (self.label_smoothing == 0 or bool((labels == ERASED).any())):
+            return None  # erased slices (counterfactual training) take the shared path, smoothing included
         x = self.normalize(images)
         targets: torch.Tensor = labels  # class indices, or probability vectors (distillation)
         if self.mix is not None and labels.ndim == 1:
@@ -100,7 +100,8 @@ class SliceClassifier(L.LightningModule):
             loss: torch.Tensor = self.loss_fn(logits, labels)
             acc = (logits.argmax(1) == labels).float().mean()
         else:
-            loss = counterfactual_loss(logits, labels, self.loss_fn.weight)
+            smoothing = self.label_smoothing if stage == "train" else 0.0
+            loss = counterfactual_loss(logits, labels, self.loss_fn.weight, smoothing)
             acc = (logits[~erased].argmax(1) == labels[~erased]).float().mean() if (~erased).any() else None
             self.log(f"{stage}_erased_confidence", logits[erased].softmax(1).amax(1).mean(), on_step=False,
                      on_epoch=True, batch_size=int(erased.sum()))
@@ -159,15 +160,17 @@ def batch_mixer(alpha: float, classes: int) -> Mixer:
 
 
 def counterfactual_loss(logits: torch.Tensor, labels: torch.Tensor,
-                        class_weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Cross-entropy to the label for ordinary slices (with ``class_weights``, as the plain loss)
-    and to the uniform distribution, unweighted, for slices labelled :data:`ERASED` (tumour
-    erased: no class is right); the two averaged by their shares of the batch."""
+                        class_weights: torch.Tensor | None = None, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy to the label for ordinary slices (with ``class_weights`` and
+    ``label_smoothing``, as the plain loss) and to the uniform distribution, unweighted, for slices
+    labelled :data:`ERASED` (tumour erased: no class is right); the two averaged by their shares of
+    the batch. Smoothing leaves the erased target as it is: it is uniform already."""
     kept = labels != ERASED
     n = len(labels)
     loss = logits.new_zeros(())
     if kept.any():
-        loss = loss + F.cross_entropy(logits[kept], labels[kept], weight=class_weights) * (int(kept.sum()) / n)
+        loss = loss + F.cross_entropy(logits[kept], labels[kept], weight=class_weights,
+                                      label_smoothing=label_smoothing) * (int(kept.sum()) / n)
     if (~kept).any():
         uniform = -F.log_softmax(logits[~kept], dim=1).mean(dim=1)  # cross-entropy to 1/C each
         loss = loss + uniform.sum() / n
