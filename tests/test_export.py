@@ -1,15 +1,20 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from test_hardware import SAPPHIRE, ZEN3
 
+from brain_tumor import model_loading
 from brain_tumor.export import export_onnx, int8_path, quantize_int8
+from brain_tumor.hardware import cpu_info_from
 from brain_tumor.inference import Predictor
 from brain_tumor.model_loading import find_exports, load_predictor
 from brain_tumor.onnx_runtime import OnnxPredictor
+from brain_tumor.openvino_runtime import OpenVinoPredictor
 
 pytestmark = pytest.mark.slow  # every test here exports a full ResNet-50 to ONNX
 
@@ -62,6 +67,31 @@ def test_predictor_fast_paths_match_pytorch(tiny_checkpoint: Path, tmp_path: Pat
     assert not via_fp32.bf16 and (via_fp32.logits(x).softmax(1) - reference).abs().max() < 1e-5
 
 
+def test_openvino_runs_the_onnx_export_like_pytorch(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    import shutil
+
+    checkpoint = tmp_path / "model.pt"
+    shutil.copy(tiny_checkpoint, checkpoint)
+    with pytest.raises(ValueError, match="no fp32 ONNX export"):
+        load_predictor(checkpoint, engine="openvino")
+    onnx_path = export_onnx(checkpoint, tmp_path / "model.onnx")  # beside the checkpoint, where it is looked for
+    x = torch.randint(0, 256, (3, 1, 64, 64), dtype=torch.uint8)
+    features, logits = Predictor.from_checkpoint(tiny_checkpoint).embed(x)
+    exact = OpenVinoPredictor(onnx_path, threads=1, precision_hint="f32")
+    assert exact.has_features and exact.inference_precision == "f32"
+    theirs_logits, theirs = exact.outputs(x.numpy())
+    assert theirs is not None and theirs.shape == (3, 2048)
+    assert np.abs(theirs - features.numpy()).max() < 1e-3 * max(1.0, float(features.abs().max()))
+    assert np.abs(torch.from_numpy(theirs_logits).softmax(1).numpy() - logits.softmax(1).numpy()).max() < 1e-4
+    own_choice = OpenVinoPredictor(onnx_path)  # bf16 inside where the CPU has it natively
+    assert np.abs(torch.from_numpy(own_choice.logits(x.numpy())).softmax(1).numpy()
+                  - logits.softmax(1).numpy()).max() < 0.05
+    chosen = load_predictor(checkpoint, engine="openvino", precision="fp32")  # a forced precision is OpenVINO's hint
+    assert chosen.compute["engine"]["engine"] == "openvino"
+    assert chosen.compute["engine"]["inference_precision"] == "f32"
+    assert (chosen.logits(x).softmax(1) - logits.softmax(1)).abs().max() < 1e-4
+
+
 def test_onnx_export_carries_features_for_the_ood_flag(tiny_checkpoint: Path, tmp_path: Path) -> None:
     onnx_path = export_onnx(tiny_checkpoint, tmp_path / "m.onnx")
     x = torch.randint(0, 256, (3, 1, 64, 64), dtype=torch.uint8)
@@ -74,7 +104,7 @@ def test_onnx_export_carries_features_for_the_ood_flag(tiny_checkpoint: Path, tm
 
 
 def test_auto_engine_finds_exports_beside_the_checkpoint_and_ignores_stale_ones(
-        tiny_checkpoint: Path, tmp_path: Path) -> None:
+        tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
 
     checkpoint = tmp_path / "model.pt"
@@ -86,8 +116,12 @@ def test_auto_engine_finds_exports_beside_the_checkpoint_and_ignores_stale_ones(
     int8 = quantize_int8(fp32, int8_path(fp32), rng.integers(0, 256, (16, 1, 64, 64), dtype=np.uint8))
     assert OnnxPredictor(int8).made_from(checkpoint)  # the fingerprint survives quantization
     assert find_exports(checkpoint) == (str(int8), str(fp32))
+    monkeypatch.setattr(model_loading, "detect_cpu", lambda: cpu_info_from(ZEN3))  # no AMX: ONNX Runtime int8
     chosen = load_predictor(checkpoint).compute["engine"]
     assert (chosen["engine"], chosen["precision"]) == ("onnx", "int8")
+    monkeypatch.setattr(model_loading, "detect_cpu", lambda: cpu_info_from(SAPPHIRE))  # AMX: OpenVINO, fp32 export
+    chosen = load_predictor(checkpoint).compute["engine"]
+    assert (chosen["engine"], chosen["onnx_path"]) == ("openvino", os.path.relpath(fp32))
     # a retrained checkpoint makes the old exports stale: they are not used
     checkpoint.write_bytes(checkpoint.read_bytes() + b"\0")
     assert find_exports(checkpoint) == (None, None)

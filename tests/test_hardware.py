@@ -93,6 +93,23 @@ def test_engine_prefers_int8_then_fp32_onnx_then_pytorch() -> None:
     assert resolve_engine("auto", gpu, "m.int8.onnx").engine == "pytorch"
 
 
+def test_openvino_is_chosen_only_where_it_was_measured_fastest() -> None:
+    spr_cpu, zen4_cpu = cpu_info_from(SAPPHIRE), cpu_info_from(ZEN4)
+    spr = resolve_precision("auto", cpu=spr_cpu)
+    chosen = resolve_engine("auto", spr, "m.int8.onnx", "m.onnx", spr_cpu, openvino=True)
+    assert (chosen.engine, chosen.precision, chosen.onnx_path) == ("openvino", "auto", "m.onnx")
+    assert resolve_engine("auto", spr, "m.int8.onnx", "m.onnx", spr_cpu, openvino=False).engine == "onnx"
+    assert resolve_engine("auto", spr, "m.int8.onnx", None, spr_cpu, openvino=True).engine == "onnx"  # needs fp32
+    zen4 = resolve_precision("auto", cpu=zen4_cpu)  # native bf16 without AMX: not measured, ONNX Runtime int8 stays
+    assert resolve_engine("auto", zen4, "m.int8.onnx", "m.onnx", zen4_cpu, openvino=True).precision == "int8"
+    forced = resolve_engine("openvino", resolve_precision("fp32", cpu=spr_cpu), None, "m.onnx", spr_cpu, True)
+    assert (forced.engine, forced.precision) == ("openvino", "f32")
+    with pytest.raises(ValueError, match="not installed"):
+        resolve_engine("openvino", zen4, None, "m.onnx", zen4_cpu, openvino=False)
+    with pytest.raises(ValueError, match="no fp32 ONNX export"):
+        resolve_engine("openvino", zen4, "m.int8.onnx", None, zen4_cpu, openvino=True)
+
+
 def test_threads_default_to_the_usable_cores() -> None:
     assert resolve_threads(None, cores=6).intra_op == 6
     assert resolve_threads(3, cores=6).intra_op == 3

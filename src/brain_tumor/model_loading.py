@@ -10,9 +10,17 @@ from typing import Any
 
 from brain_tumor.calibration_file import load_calibration
 from brain_tumor.gate import load_gate
-from brain_tumor.hardware import EngineChoice, apply_threads, choose_precision, resolve_engine, resolve_threads
+from brain_tumor.hardware import (
+    EngineChoice,
+    apply_threads,
+    choose_precision,
+    detect_cpu,
+    resolve_engine,
+    resolve_threads,
+)
 from brain_tumor.inference import Predictor
 from brain_tumor.onnx_runtime import FINGERPRINT_KEY, OnnxPredictor, file_sha256
+from brain_tumor.openvino_runtime import OpenVinoPredictor, openvino_available
 from brain_tumor.package import is_package, resolve_reference
 
 
@@ -110,11 +118,14 @@ def load_predictor(checkpoint: str | Path, precision: str = "auto", engine: str 
         int8, fp32 = find_exports(checkpoint)
         if predictor.ood is not None or predictor.gate is not None:
             int8, fp32 = (p if p and OnnxPredictor(p).has_features else None for p in (int8, fp32))
-    choice = resolve_engine(engine, precision_choice, int8, fp32)
+    choice = resolve_engine(engine, precision_choice, int8, fp32, detect_cpu(), openvino_available())
     if onnx is not None:
         choice = EngineChoice("onnx", "as exported", str(onnx), "ONNX model given explicitly")
     predictor.use_engine(choice, thread_choice)
-    predictor.compute = {"precision": precision_choice.describe(), "engine": choice.describe(),
+    engine_record = choice.describe()
+    if isinstance(predictor.onnx, OpenVinoPredictor):  # what OpenVINO runs at on this CPU
+        engine_record["inference_precision"] = predictor.onnx.inference_precision
+    predictor.compute = {"precision": precision_choice.describe(), "engine": engine_record,
                          "threads": thread_choice.describe(), "calibration": predictor.calibration_source,
                          "gate": str(gate_path) if gate_path is not None else None, "tta": tta}
     return predictor

@@ -15,7 +15,8 @@ CheckpointOpt = Annotated[Path, typer.Option(
                                "export --package, or hf://owner/name of a package on the Hugging Face Hub.")]
 OnnxOpt = Annotated[Path | None, typer.Option(help="Logits from this exported ONNX model (e.g. int8).")]
 EngineOpt = Annotated[str, typer.Option(
-    help="auto (the fastest path found: ONNX int8 or fp32 exported beside the model, else PyTorch) | pytorch | onnx.")]
+    help="auto (the fastest measured path found: on a CPU with AMX OpenVINO over the fp32 ONNX export, else "
+         "ONNX Runtime int8 or fp32 exported beside the model, else PyTorch) | pytorch | onnx | openvino.")]
 PrecisionOpt = Annotated[str, typer.Option(
     help="PyTorch path: auto (bf16 where the CPU has it natively, else fp32) | fp32 | bf16.")]
 ThreadsOpt = Annotated[int | None, typer.Option(help="Intra-op threads (default: one per usable core).")]

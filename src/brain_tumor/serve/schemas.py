@@ -63,10 +63,11 @@ class PrecisionOut(BaseModel):
 
 
 class EngineOut(BaseModel):
-    engine: Literal["pytorch", "onnx"]
+    engine: Literal["pytorch", "onnx", "openvino"]
     precision: str
     onnx_path: str | None = None
     reason: str
+    inference_precision: str | None = None  # OpenVINO: what it runs at on this CPU (bf16 where native)
 
 
 class ThreadsOut(BaseModel):
