@@ -132,12 +132,15 @@ def onnx_models(checkpoint: Path, calibration: np.ndarray, out_dir: Path) -> dic
     return {"fp32": fp32, "int8": quantize_int8(fp32, out_dir / "model.int8.onnx", calibration)}
 
 
-def onnx_throughput(path: Path, images: torch.Tensor, repeats: int) -> float:
-    """Batch img/s through ONNX Runtime."""
+def onnx_throughput(path: Path, images: torch.Tensor, repeats: int, openvino_hint: str | None = None,
+                    openvino: bool = False) -> float:
+    """Batch img/s through ONNX Runtime, or OpenVINO (``openvino``, with its precision hint)."""
     from brain_tumor.onnx_runtime import OnnxPredictor
+    from brain_tumor.openvino_runtime import OpenVinoPredictor
 
-    ort, batch = OnnxPredictor(path), images.numpy()
-    return len(batch) / median_time(lambda: ort.logits(batch), repeats)
+    runtime = OpenVinoPredictor(path, precision_hint=openvino_hint) if openvino else OnnxPredictor(path)
+    batch = images.numpy()
+    return len(batch) / median_time(lambda: runtime.logits(batch), repeats)
 
 
 def fresh_checkpoint(out_dir: Path, image_size: int = 224) -> Path:
@@ -218,6 +221,7 @@ def main() -> None:
     from brain_tumor.config import RunConfig
     from brain_tumor.hardware import choose_precision, detect_cpu, resolve_engine, resolve_threads
     from brain_tumor.inference import Predictor
+    from brain_tumor.openvino_runtime import openvino_available
     from brain_tumor.training.fit import load_data
 
     cpu = detect_cpu()
@@ -270,12 +274,18 @@ def main() -> None:
             infer[f"onnxruntime_{name}"] = {"img_per_s": rate,
                                             "share_of_fp32_peak": rate / (peak["fp32"] / (FWD_GFLOP * scale))}
             print(f"onnxruntime_{name}", "infer", round(rate, 2), flush=True)
+        if openvino_available():  # OpenVINO over the fp32 export: its own precision choice, then held to f32
+            for name, hint in (("openvino_fp32_export", None), ("openvino_fp32_export_hint_f32", "f32")):
+                rate = onnx_throughput(models["fp32"], images[:64], args.repeats, hint, openvino=True)
+                infer[name] = {"img_per_s": rate, "share_of_fp32_peak": rate / (peak["fp32"] / (FWD_GFLOP * scale))}
+                print(name, "infer", round(rate, 2), flush=True)
     else:
         out["onnxruntime"] = f"not measured: oneDNN capped at {cpu.onednn_max_isa}, which ONNX Runtime ignores"
     out["inference_batch64"] = infer
     exports = [str(models[k]) if k in models else None for k in ("int8", "fp32")]
-    engine = resolve_engine("auto", precision, *exports)
-    auto_infer = f"onnxruntime_{engine.precision}" if engine.engine == "onnx" else AUTO_TRAIN_VARIANT[engine.precision]
+    engine = resolve_engine("auto", precision, *exports, cpu, openvino_available())
+    auto_infer = {"onnx": f"onnxruntime_{engine.precision}", "openvino": "openvino_fp32_export"}.get(
+        engine.engine, AUTO_TRAIN_VARIANT.get(engine.precision, ""))
     out["inference_auto"] = {**auto_verdict(infer, auto_infer), "with": "the ONNX exports present" if models
                              else "no ONNX export (PyTorch only)"}
     if not onnx_measurable:  # what auto picks when the model has no export: PyTorch at its precision
