@@ -16,14 +16,13 @@ from brain_tumor.config import recipe_fingerprint
 from brain_tumor.data.imageio import ImageReadError, dicom_frame_count, expand_inputs, read_slice
 from brain_tumor.data.preprocess import prepare_slice
 from brain_tumor.evaluation.conformal import ConformalSets
+from brain_tumor.exported_runtime import ExportedModel, open_export
 from brain_tumor.gate import TumourGate
 from brain_tumor.hardware import (
     EngineChoice,
     ThreadChoice,
 )
 from brain_tumor.model.backbone import Preprocessing, forward_fp32_stem
-from brain_tumor.onnx_runtime import OnnxPredictor
-from brain_tumor.openvino_runtime import OpenVinoPredictor
 from brain_tumor.scope import check_file_scope
 from brain_tumor.training.checkpoint import load_checkpoint
 from brain_tumor.transforms import Normalize
@@ -45,7 +44,7 @@ class Predictor:
         self.temperature = temperature
         self.refer_threshold = refer_threshold
         self.bf16 = False
-        self.onnx: OnnxPredictor | OpenVinoPredictor | None = None  # an ONNX export's runtime, if serving one
+        self.onnx: ExportedModel | None = None  # an ONNX export under ONNX Runtime or OpenVINO, if serving one
         self.engine: EngineChoice | None = None  # set by use_engine; None is plain PyTorch fp32
         self.ood: dict[str, Any] | None = None  # {"bank", "k", "threshold"}: see evaluation.ood
         self.compute: dict[str, Any] = {}  # what load_predictor chose, and why
@@ -124,13 +123,7 @@ class Predictor:
         """Serve logits from an exported ONNX model (int8 or fp32) under ONNX Runtime, from the fp32
         export under OpenVINO, or from PyTorch in fp32 or under bf16 autocast (channels-last either
         way); Grad-CAM always uses the PyTorch network."""
-        intra = threads.intra_op if threads else None
-        self.onnx = None
-        if engine.engine == "onnx" and engine.onnx_path:
-            self.onnx = OnnxPredictor(engine.onnx_path, intra)
-        elif engine.engine == "openvino" and engine.onnx_path:
-            hint = None if engine.precision == "auto" else engine.precision
-            self.onnx = OpenVinoPredictor(engine.onnx_path, intra, hint)
+        self.onnx = open_export(engine, threads.intra_op if threads else None)
         self.bf16 = engine.engine == "pytorch" and engine.precision == "bf16-mixed"
         self.network.to(memory_format=torch.channels_last)
         self.engine = engine
