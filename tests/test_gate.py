@@ -190,7 +190,7 @@ def test_gate_learns_from_erased_tumours_when_asked(tmp_path: Path, tiny_checkpo
     splits.write_text(json.dumps([{"name": "fold-1", "seed": 0, "train": list(range(18)), "val": [18, 19],
                                    "test": list(range(20, 30))}]))
     out = tmp_path / "gate"
-    result = CliRunner().invoke(app, ["no-tumour-gate", "-m", str(checkpoint), "--splits", str(splits), "--fold", "1",
+    result = CliRunner().invoke(app, ["no-tumour-gate", "-m", str(checkpoint), "--split", str(splits), "--fold", "1",
                                       "--data", str(data), "--no-tumour-data", str(none), "--output", str(out),
                                       "--per-class", "10", "--erased-negatives"])
     assert result.exit_code == 0, result.output

@@ -146,7 +146,7 @@ def compare(
 
 
 def leaderboard(
-    cv_root: Annotated[Path, typer.Argument(help="The folder holding the CV folders.")] = Path("results/cv"),
+    cv_root: Annotated[Path, typer.Argument(help="The folder holding the CV folders, e.g. results/cv.")],
     output: Annotated[Path | None, typer.Option(
         help="Write OUTPUT.md and OUTPUT.json [default: CV_ROOT/leaderboard].")] = None,
 ) -> None:
@@ -194,7 +194,8 @@ def ensemble(
 
 
 def report(
-    results_dir: Annotated[Path, typer.Option(help="The reproduction's results folder.")] = Path("results/paper-split"),
+    results_dir: Annotated[Path, typer.Option(help="The reproduction's results folder.")] = Path(
+        "runs/paper-split/report"),
 ) -> None:
     """Rebuild comparison.md and report.html from finished runs (after `trust`, say).
 

@@ -95,7 +95,7 @@ def calibrate(
 
 def no_tumour_gate(
     checkpoint: CheckpointOpt,
-    splits: Annotated[Path, typer.Option(help="The CV's splits.json the model was trained on.")],
+    splits: Annotated[Path, typer.Option("--split", "--splits", help="The CV's splits.json the model was trained on.")],
     fold: Annotated[int, typer.Option(min=1, help="The model's CV fold (1-based).")],
     data: Annotated[Path | None, typer.Option(help="The tumour dataset (default: the configured Figshare).")] = None,
     no_tumour_data: Annotated[Path, typer.Option(help="Slices without a tumour: a folder with manifest.csv "
@@ -111,7 +111,7 @@ def no_tumour_gate(
 ) -> None:
     """Fit the model's "no tumour" gate and measure it, with the collection shortcut controlled.
 
-    Example: brain-tumor no-tumour-gate -m runs/cv/NAME/fold-1/model.pt --splits results/cv/NAME/splits.json
+    Example: brain-tumor no-tumour-gate -m runs/cv/NAME/fold-1/model.pt --split results/cv/NAME/splits.json
     --fold 1 --output runs/no-tumour; then copy gate.json beside model.pt (predict and serve find it there)."""
     from brain_tumor.config import RunConfig
     from brain_tumor.no_tumour_gate import run_no_tumour_gate
