@@ -1,5 +1,6 @@
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,3 +26,21 @@ def test_new_files_get_the_umask_mode_and_old_files_keep_theirs(tmp_path: Path) 
     os.chmod(kept, 0o640)
     atomic.write_text(kept, "new")
     assert stat.S_IMODE(kept.stat().st_mode) == 0o640 and kept.read_text() == "new"
+
+
+def test_csv_writers_write_whole_tables_or_nothing(tmp_path: Path) -> None:
+    import csv
+
+    from brain_tumor.atomic import write_csv, write_dict_csv
+
+    path = write_dict_csv(tmp_path / "rows.csv", [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}])
+    assert list(csv.DictReader(path.open())) == [{"a": "1", "b": "x"}, {"a": "2", "b": "y"}]
+
+    def rows() -> Iterator[list[int]]:
+        yield [3, 4]
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        write_csv(path, ["a", "b"], rows())
+    assert list(csv.DictReader(path.open())) == [{"a": "1", "b": "x"}, {"a": "2", "b": "y"}]  # the old table
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.csv"]

@@ -4,10 +4,11 @@ an interrupted write leaves the old file, or none, never a torn one."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -65,3 +66,18 @@ def write_text(path: str | Path, text: str) -> Path:
 def write_json(data: Any, path: str | Path, indent: int | None = 2) -> Path:
     """Write ``data`` as JSON to ``path`` atomically."""
     return write_text(path, json.dumps(data, indent=indent) + ("\n" if indent is not None else ""))
+
+
+def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+    """Write a CSV (``header``, then ``rows``) to ``path`` atomically."""
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return Path(path)
+
+
+def write_dict_csv(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path:
+    """Write rows of one shape (the first row's keys are the columns) as a CSV, atomically."""
+    columns = list(rows[0]) if rows else []
+    return write_csv(path, columns, ([row.get(c, "") for c in columns] for row in rows))

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from brain_tumor.atomic import write_text
 from brain_tumor.comparison import patients_by_path, read_predictions
 from brain_tumor.config import read_run_config, recipe_fingerprint
 from brain_tumor.cv_report import fold_number
@@ -163,8 +164,8 @@ def run_calibrate(cv_dir: Path, output: Path, confidence: float = 0.95, target_r
         ood = {**cross_fit_threshold(fold_scores, flag_rate), "method": "knn-cosine", "k": k, "bank_size": bank_size}
         summary["ood"] = ood
     write_json(summary, output / "calibration_cv.json")
-    (output / "calibration_cv.md").write_text(summary_markdown(summary)
-                                              + ("\n" + transfer_markdown(ood, k) if ood else ""))
+    write_text(output / "calibration_cv.md",
+               summary_markdown(summary) + ("\n" + transfer_markdown(ood, k) if ood else ""))
     _figures(oof, result.scaled, result.answered, summary, output)
     calibration = deployable(oof, list(CLASS_NAMES), image_size, target_risk, confidence, _relative(cv_dir),
                              class_conditional)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from brain_tumor.answers import NO_TUMOUR, Prediction
-from brain_tumor.atomic import atomic_path
+from brain_tumor.atomic import write_dict_csv, write_text
 from brain_tumor.config import portable_path
 from brain_tumor.data.erasing import ERASERS, ISOLATORS, Box
 from brain_tumor.data.imageio import read_slice
@@ -164,11 +163,8 @@ def run_shortcut_test(checkpoints: dict[str, Path], paths: list[str], labels: np
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json({"n": len(paths), "methods": list(METHODS), "grow": 0.15, "models": results},
                out_dir / "shortcut.json")
-    (out_dir / "shortcut.md").write_text(shortcut_markdown(results, class_names))
-    with atomic_path(out_dir / "shortcut_predictions.csv") as tmp, tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_text(out_dir / "shortcut.md", shortcut_markdown(results, class_names))
+    write_dict_csv(out_dir / "shortcut_predictions.csv", rows)
     draw_examples(variants, labels, class_names, out_dir / "shortcut_examples.png")
     return results
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from brain_tumor.atomic import atomic_path
+from brain_tumor.atomic import write_csv, write_text
 from brain_tumor.config import portable_path
 from brain_tumor.data.imageio import read_slice
 from brain_tumor.data.preprocess import head_box, prepare_slice, robust_slice
@@ -110,21 +110,17 @@ def run_shift_test(checkpoints: dict[str, Path], paths: list[str], labels: np.nd
                 "statistics": statistics}, out_dir / "shift.json")
     write_shift_predictions(predictions, names or paths, labels, groups, out_dir / "shift_predictions.csv")
     plot_shift(results, out_dir / "shift.png")
-    (out_dir / "shift.md").write_text(shift_markdown(results, len(paths), statistics))
+    write_text(out_dir / "shift.md", shift_markdown(results, len(paths), statistics))
     return results
 
 
 def write_shift_predictions(predictions: dict[str, dict[str, np.ndarray]], paths: list[str], labels: np.ndarray,
                       groups: list[str], path: Path) -> None:
     """One row per test slice: its label, patient and each model's predicted class under each shift."""
-    import csv
-
     keys = [(model, key) for model, columns in predictions.items() for key in columns]
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "patient_id", "label", *(f"{m}/{k}" for m, k in keys)])
-        for i, (p, g, y) in enumerate(zip(paths, groups, labels)):
-            writer.writerow([p, g, int(y), *(int(predictions[m][k][i]) for m, k in keys)])
+    write_csv(path, ["path", "patient_id", "label", *(f"{m}/{k}" for m, k in keys)],
+              ([p, g, int(y), *(int(predictions[m][k][i]) for m, k in keys)]
+               for i, (p, g, y) in enumerate(zip(paths, groups, labels))))
 
 
 def _ci(point_low_high: list[float] | tuple[float, float, float]) -> str:
@@ -233,7 +229,7 @@ def fit_ood(checkpoint: Path, images: torch.Tensor, train: list[int], val: list[
               "thresholds": thresholds, "flag_rates": rates,
               "counts": {n: len(s["knn"]) for n, s in scores.items()}}
     write_json(result, out_dir / "ood.json")
-    (out_dir / "ood.md").write_text(ood_markdown(result))
+    write_text(out_dir / "ood.md", ood_markdown(result))
     return result
 
 

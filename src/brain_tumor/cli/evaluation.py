@@ -72,7 +72,6 @@ def evaluate(
 def _evaluate_collection(checkpoint: Path, data: Path, output: Path, calibration: Path | None,
                          gate: Path | None, tta: str = "none", scope_check: bool = True,
                          bn_prior: float | None = None) -> None:
-    import csv
 
     from brain_tumor.config import portable_path
     from brain_tumor.evaluation.external import (
@@ -106,10 +105,7 @@ def _evaluate_collection(checkpoint: Path, data: Path, output: Path, calibration
                 "compute": predictor.compute, "bn_adapted": bn_prior is not None, "bn_prior": bn_prior},
                output / "metrics.json")
     rows = outcome_rows(items, answers)
-    with (output / "outcomes.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    atomic.write_dict_csv(output / "outcomes.csv", rows)
     atomic.write_text(output / "summary.md", collection_markdown(summary))
     draw_collection_figures(items, answers, summary, output)
     typer.echo(collection_markdown(summary).strip())

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from brain_tumor.atomic import atomic_path
+from brain_tumor.atomic import atomic_path, write_dict_csv
 from brain_tumor.cli.common import (
     CalibrationOpt,
     CheckpointOpt,
@@ -103,7 +103,6 @@ def predict(
 
 
 def _report_groups(groups, group_by: str, group_csv: Path | None) -> None:  # type: ignore[no-untyped-def]
-    import csv
 
     for g in groups:
         flag = f"  REFER ({'; '.join(g.refer_reasons)})" if g.refer else ""
@@ -112,10 +111,7 @@ def _report_groups(groups, group_by: str, group_csv: Path | None) -> None:  # ty
     if group_csv and groups:
         rows = [g.row() for g in groups]
         try:
-            with group_csv.open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(rows)
+            write_dict_csv(group_csv, rows)
         except OSError as exc:
             typer.secho(f"error: cannot write {group_csv}: {exc.strerror or exc}", fg=typer.colors.RED, err=True)
 

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from brain_tumor.atomic import atomic_path
+from brain_tumor.atomic import write_csv
 from brain_tumor.data.figshare_mat import MatFormatError, mask_to_box, read_cjdata, read_cvind
 from brain_tumor.data.imageio import IMAGE_SUFFIXES, to_unit_range
 
@@ -97,11 +97,7 @@ def write_manifest(records: list[Record], root: str | Path) -> Path:
         box = r.box or ("", "", "", "")
         rel = os.path.relpath(r.path, root)
         rows.append([r.index, r.label, rel, r.patient_id or "", r.cv_fold or "", *box])
-    with atomic_path(root / "manifest.csv") as tmp, tmp.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(FIELDS)
-        writer.writerows(rows)
-    return root / "manifest.csv"
+    return write_csv(root / "manifest.csv", FIELDS, rows)
 
 
 def scan_class_folders(root: str | Path) -> list[Record]:

@@ -67,13 +67,10 @@ def write_predictions(path: Path, paths: list[str], y_true: np.ndarray, probs: n
                       class_names: list[str]) -> Path:
     """CSV of every test prediction (for later statistics), written atomically; ``paths`` name the
     slices (results use each record's ``result_name``: relative to the dataset root)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic.atomic_path(path) as tmp, tmp.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "label", "predicted", *[f"p_{c}" for c in class_names]])
-        for p, t, row in zip(paths, y_true, probs):
-            writer.writerow([p, class_names[t], class_names[int(row.argmax())], *[f"{v:.6f}" for v in row]])
-    return path
+    header = ["path", "label", "predicted", *[f"p_{c}" for c in class_names]]
+    rows = ([p, class_names[t], class_names[int(row.argmax())], *[f"{v:.6f}" for v in row]]
+            for p, t, row in zip(paths, y_true, probs))
+    return atomic.write_csv(path, header, rows)
 
 
 def draw_run_figures(run_dir: Path, metrics: dict[str, Any], y_true: np.ndarray, probs: np.ndarray,

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from brain_tumor import atomic
 from brain_tumor.evaluation import calibration as cal
 from brain_tumor.evaluation.plots import plot_overlay_grid, plot_reliability, plot_risk_coverage
 from brain_tumor.explain.gradcam import grad_cam, overlay
@@ -107,7 +108,7 @@ def run_trust(checkpoint: Path, run_dir: Path, images: torch.Tensor, labels: tor
     if metrics_path.is_file():
         metrics = json.loads(metrics_path.read_text())
         metrics["image_size"] = predictor.preprocessing.image_size
-        (out_dir / "model_card.md").write_text(model_card(run_dir.name, metrics, trust, protocol, shortcut))
+        atomic.write_text(out_dir / "model_card.md", model_card(run_dir.name, metrics, trust, protocol, shortcut))
     return trust
 
 
