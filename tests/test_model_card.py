@@ -38,3 +38,12 @@ def test_entry_is_found_beside_the_model_by_its_hash(tmp_path: Path) -> None:
     assert found is not None and found["name"] == "this"
     (tmp_path / "shortcut.json").write_text("{not json")
     assert shortcut_for(model) is None
+
+
+def test_default_card_says_whether_the_package_carries_its_gate() -> None:
+    from brain_tumor.export import default_model_card
+
+    meta = {"architecture": "resnet50-v1", "class_names": ["glioma", "meningioma", "pituitary"], "config": {}}
+    without, with_gate = default_model_card(meta), default_model_card(meta, gate=True)
+    assert 'no "no tumour" answer' in without and "carries its" not in without
+    assert "carries its" in with_gate and 'no "no tumour" answer' not in with_gate

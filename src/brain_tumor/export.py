@@ -121,7 +121,7 @@ def quantize_int8(fp32_onnx: str | Path, output: str | Path, calibration_uint8: 
 
 
 def default_model_card(meta: dict[str, Any], shortcut: dict[str, Any] | None = None,
-                       calibration: dict[str, Any] | None = None) -> str:
+                       calibration: dict[str, Any] | None = None, gate: bool = False) -> str:
     """A model card from what the checkpoint says about itself and, if given, its entry of the
     shortcut benchmark and the ``calibration.json`` that goes with it (``trust`` writes a fuller card)."""
     from brain_tumor.evaluation.model_card import shortcut_section
@@ -133,10 +133,7 @@ def default_model_card(meta: dict[str, Any], shortcut: dict[str, Any] | None = N
 
 **Intended use**: research on classifying T1-weighted contrast-enhanced MRI slices that show a
 glioma, a meningioma or a pituitary tumour. **Not** a medical device; not for diagnosis or
-treatment decisions. Alone it has no "no tumour" answer: every slice is called one of the three
-tumours. With a `gate.json` fitted for this model (`brain-tumor no-tumour-gate`) it answers
-`no_tumour`; the gate was measured on no-tumour slices of other collections, and a contrast it
-was not trained on (a T2 or FLAIR tumour slice) can still be called "no tumour". With a
+treatment decisions. {_gate_line(gate)} With a
 `calibration.json` (`brain-tumor calibrate`) it gives prediction sets with a stated coverage,
 valid for slices like the Figshare T1-CE ones. Do not use it on other sequences, on CT, on
 whole volumes or on children without measuring first.
@@ -153,6 +150,16 @@ Metrics stored with the weights:
 
 Calibration: {_calibration_line(calibration or meta.get('calibration'))}.
 """
+
+
+def _gate_line(gate: bool) -> str:
+    measured = ("the gate was measured on no-tumour slices of other collections, and a contrast it was not "
+                "trained on (a T2 or FLAIR tumour slice) can still be called \"no tumour\".")
+    if gate:
+        return ("It carries its \"no tumour\" gate (`gate.json`, fitted for these weights by "
+                f"`brain-tumor no-tumour-gate`), so it can answer `no_tumour`; {measured}")
+    return ("Alone it has no \"no tumour\" answer: every slice is called one of the three tumours. With a "
+            "`gate.json` fitted for this model (`brain-tumor no-tumour-gate`) it answers `no_tumour`; " + measured)
 
 
 def _calibration_line(calibration: dict[str, Any] | None) -> str:
@@ -204,7 +211,8 @@ def export_package(checkpoint: str | Path, out_dir: str | Path, model_card: str 
     (tmp / "config.json").write_text(json.dumps(config, indent=2, default=float))
     beside = find_beside(checkpoint, "calibration.json")
     card = Path(model_card).read_text() if model_card else default_model_card(
-        payload, shortcut_for(checkpoint), load_calibration(beside) if beside else None)
+        payload, shortcut_for(checkpoint), load_calibration(beside) if beside else None,
+        gate=find_beside(checkpoint, "gate.json") is not None)
     (tmp / "model_card.md").write_text(card)
     for source in find_exports(checkpoint):
         if source:
