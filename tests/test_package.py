@@ -4,6 +4,7 @@ verified before use, nothing unpickled."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -43,6 +44,8 @@ def test_package_holds_safetensors_config_card_onnx_and_sums(exported: tuple[Pat
     assert config["class_names"] == ["glioma", "meningioma", "pituitary"]
     assert config["preprocessing"]["image_size"] == 64
     assert config["recipe"]["train"]["precision"] and config["package"]["source_checkpoint_sha256"]
+    recorded = [v for section in config["recipe"].values() if isinstance(section, dict) for v in section.values()]
+    assert config["recipe"]["data"]["root"] and not any(isinstance(v, str) and os.path.isabs(v) for v in recorded)
     assert "Not** a medical device" in (package / "model_card.md").read_text()
 
 

@@ -183,6 +183,7 @@ def export_package(checkpoint: str | Path, out_dir: str | Path, model_card: str 
     from safetensors.torch import save_file
 
     from brain_tumor.calibration_file import load_calibration
+    from brain_tumor.config import portable
     from brain_tumor.environment import describe_environment
     from brain_tumor.model_loading import find_beside, find_exports, shortcut_for
     from brain_tumor.package import PACKAGE_FORMAT, write_sums
@@ -203,7 +204,7 @@ def export_package(checkpoint: str | Path, out_dir: str | Path, model_card: str 
               "bn_eps": payload["bn_eps"], "epoch": payload.get("epoch"), "metrics": payload.get("metrics"),
               "calibration": payload.get("calibration"),
               "ood": {k: v for k, v in ood.items() if k != "bank"} if ood is not None else None,
-              "recipe": payload.get("config", {}),
+              "recipe": portable(payload.get("config", {})),  # names no machine's folders
               "package": {"source_checkpoint_sha256": file_sha256(checkpoint),
                           "code": {"git_commit": env.get("git_commit"),
                                    "packages": {k: env["packages"].get(k) for k in ("torch", "torchvision")}},
