@@ -90,6 +90,8 @@ def test_openvino_runs_the_onnx_export_like_pytorch(tiny_checkpoint: Path, tmp_p
     assert chosen.compute["engine"]["engine"] == "openvino"
     assert chosen.compute["engine"]["inference_precision"] == "f32"
     assert (chosen.logits(x).softmax(1) - logits.softmax(1)).abs().max() < 1e-4
+    given = load_predictor(tiny_checkpoint, engine="openvino", onnx=onnx_path).compute["engine"]
+    assert given["engine"] == "openvino" and given["onnx_path"] == os.path.relpath(onnx_path)  # the file given
 
 
 def test_onnx_export_carries_features_for_the_ood_flag(tiny_checkpoint: Path, tmp_path: Path) -> None:

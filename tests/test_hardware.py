@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -104,6 +105,12 @@ def test_openvino_is_chosen_only_where_it_was_measured_fastest() -> None:
     assert resolve_engine("auto", zen4, "m.int8.onnx", "m.onnx", zen4_cpu, openvino=True).precision == "int8"
     forced = resolve_engine("openvino", resolve_precision("fp32", cpu=spr_cpu), None, "m.onnx", spr_cpu, True)
     assert (forced.engine, forced.precision) == ("openvino", "f32")
+    fp32 = resolve_precision("fp32", cpu=spr_cpu)  # a forced precision: OpenVINO's bf16 is not what was asked
+    assert resolve_engine("auto", fp32, "m.int8.onnx", "m.onnx", spr_cpu, openvino=True).precision == "int8"
+    capped = dataclasses.replace(spr_cpu, onednn_max_isa="AVX2")  # oneDNN told not to use bf16
+    assert resolve_engine("auto", spr, "m.int8.onnx", "m.onnx", capped, openvino=True).engine == "onnx"
+    with pytest.raises(ValueError, match="not offered"):
+        resolve_engine("openvino", resolve_precision("fp16", cpu=spr_cpu), None, "m.onnx", spr_cpu, True)
     with pytest.raises(ValueError, match="not installed"):
         resolve_engine("openvino", zen4, None, "m.onnx", zen4_cpu, openvino=False)
     with pytest.raises(ValueError, match="no fp32 ONNX export"):

@@ -78,6 +78,7 @@ def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[A
 
 
 def write_dict_csv(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path:
-    """Write rows of one shape (the first row's keys are the columns) as a CSV, atomically."""
-    columns = list(rows[0]) if rows else []
+    """Write rows of dicts as a CSV, atomically: the columns are every key, in the order first
+    seen; a row without a column gets an empty cell."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
     return write_csv(path, columns, ([row.get(c, "") for c in columns] for row in rows))

@@ -88,19 +88,25 @@ def resolve_engine(requested: str, precision: PrecisionChoice, onnx_int8: str | 
       against 44.2 img/s with its f32 hint), so it is not chosen there; on AVX512_BF16 without AMX
       it is not measured yet, so ONNX Runtime int8 stays.
 
-    ``openvino``: whether the package is installed; ``cpu``: this CPU (AMX or not). On a GPU,
-    PyTorch. A precision the user forced (fp32, bf16) becomes OpenVINO's precision hint."""
+    ``openvino``: whether the package is installed; ``cpu``: this CPU (AMX or not, and oneDNN's
+    ISA cap). ``auto`` picks OpenVINO only where its precision is its own (a forced fp32 keeps the
+    faster ONNX Runtime int8); with ``openvino`` asked for, a forced precision (fp32, bf16) becomes
+    its precision hint. On a GPU, PyTorch."""
     if requested not in ENGINES:
         raise ValueError(f"engine: unknown {requested!r} ({' | '.join(ENGINES)})")
     torch_choice = EngineChoice("pytorch", precision.precision, None, f"PyTorch, {precision.reason}")
     if requested == "pytorch" or precision.device == "cuda":
         return torch_choice
-    if requested == "openvino" or (requested == "auto" and openvino and onnx_fp32 and cpu is not None and cpu.amx):
+    amx = cpu is not None and cpu.amx and not cpu.isa_capped_below_bf16
+    if requested == "openvino" or (requested == "auto" and openvino and onnx_fp32 and amx
+                                   and precision.requested == "auto"):
         if not openvino:
             raise ValueError("engine openvino: the openvino package is not installed (pip install openvino)")
         if not onnx_fp32:
             raise ValueError("engine openvino: no fp32 ONNX export found (brain-tumor export -m MODEL)")
-        hint = "auto" if precision.requested == "auto" else PRECISION_HINTS.get(precision.precision, "auto")
+        if precision.requested != "auto" and precision.precision not in PRECISION_HINTS:
+            raise ValueError(f"engine openvino: precision {precision.requested} is not offered (auto, fp32 or bf16)")
+        hint = "auto" if precision.requested == "auto" else PRECISION_HINTS[precision.precision]
         why = "OpenVINO over the fp32 export: the fastest measured path on a CPU with AMX (bf16 inside)" \
             if requested == "auto" else "OpenVINO, as asked"
         return EngineChoice("openvino", hint, str(onnx_fp32), why)

@@ -111,16 +111,19 @@ def load_predictor(checkpoint: str | Path, precision: str = "auto", engine: str 
             raise ValueError(f"{onnx}: has no features output, which this model's OOD flag or no-tumour gate needs "
                              "(export it again with brain-tumor export)")
         int8, fp32 = str(onnx), None
-        engine = "onnx"
     elif engine == "pytorch":
         int8 = fp32 = None
     else:
         int8, fp32 = find_exports(checkpoint)
         if predictor.ood is not None or predictor.gate is not None:
             int8, fp32 = (p if p and OnnxPredictor(p).has_features else None for p in (int8, fp32))
-    choice = resolve_engine(engine, precision_choice, int8, fp32, detect_cpu(), openvino_available())
-    if onnx is not None:
+    if onnx is not None and engine == "openvino":  # the given file, under OpenVINO
+        choice = resolve_engine("openvino", precision_choice, None, str(onnx), detect_cpu(), openvino_available())
+        choice = EngineChoice("openvino", choice.precision, str(onnx), "OpenVINO, ONNX model given explicitly")
+    elif onnx is not None:
         choice = EngineChoice("onnx", "as exported", str(onnx), "ONNX model given explicitly")
+    else:
+        choice = resolve_engine(engine, precision_choice, int8, fp32, detect_cpu(), openvino_available())
     predictor.use_engine(choice, thread_choice)
     engine_record = choice.describe()
     if isinstance(predictor.onnx, OpenVinoPredictor):  # what OpenVINO runs at on this CPU

@@ -15,7 +15,7 @@ class ServiceSettings:
     cors_origins: tuple[str, ...] = ()
     model_card: Path | None = None
     precision: str = "auto"  # PyTorch path: auto | fp32 | bf16 (brain_tumor.hardware)
-    engine: str = "auto"  # auto | pytorch | onnx
+    engine: str = "auto"  # auto | pytorch | onnx | openvino
     onnx: Path | None = None
     threads: int | None = None
     calibration: Path | None = None  # calibration.json (default: one beside the model)
