@@ -136,6 +136,11 @@ def test_an_ensemble_of_cvs_is_scored_fold_by_fold_and_joins_the_table(class_fol
     with pytest.raises(EnsembleInputError, match="holds other results"):
         ensemble_cv(members[:2], members[2])
     assert (members[0] / "fold-1" / "test_predictions.csv").read_text() == before  # refused before any write
+    # two ensembles compared: patients come from a member's config, so the CIs resample patients
+    ensemble_cv(members[1:], root / "ensemble-2")
+    both = CliRunner().invoke(app, ["compare", str(root / "ensemble-3"), str(root / "ensemble-2")])
+    assert both.exit_code == 0, both.output
+    assert "accuracy_difference_95ci_by_patient" in json.loads(both.output)
     again = ensemble_cv(members[:2], root / "ensemble-3")  # an earlier ensemble's folder is replaced
     assert again["folds"] == 5 and json.loads((root / "ensemble-3" / "ensemble.json").read_text())["members"] == [
         "paper-224", "adamw-cosine-224"]

@@ -4,6 +4,7 @@ differences with CIs resampling patients, and the same over repeats with several
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +87,20 @@ def _predictions_by_path(run: Path) -> dict[str, tuple[int, np.ndarray]]:
 
 def patients_by_path(cv_dir: Path) -> dict[str, str]:
     """Slice name (as results write it) -> patient id for the dataset a CV folder was run on (from
-    its config.yaml)."""
+    its config.yaml, or for an ensemble folder from its first member's)."""
     from brain_tumor.config import load_config
     from brain_tumor.data.manifest import load_records
 
-    records = load_records(load_config(cv_dir / "config.yaml").data.root)
+    records = load_records(load_config(dataset_config(cv_dir)).data.root)
     return {r.result_name: r.patient_id or str(r.index) for r in records}
+
+
+def dataset_config(cv_dir: Path) -> Path:
+    """The config.yaml that names a CV folder's dataset: its own, or, for an ensemble folder
+    (``ensemble.json``; members are sibling folders), the first member's that has one."""
+    own = cv_dir / "config.yaml"
+    if own.is_file() or not (cv_dir / "ensemble.json").is_file():
+        return own
+    members = json.loads((cv_dir / "ensemble.json").read_text()).get("members", [])
+    found = (cv_dir.parent / str(m) / "config.yaml" for m in members)
+    return next((p for p in found if p.is_file()), own)

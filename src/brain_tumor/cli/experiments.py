@@ -127,11 +127,11 @@ def compare(
     Example: brain-tumor compare results/cv/official-freeze-15 results/cv/official-freeze-30
     """
     from brain_tumor.comparison import compare as mcnemar_compare
-    from brain_tumor.comparison import compare_repeats, patients_by_path
+    from brain_tumor.comparison import compare_repeats, dataset_config, patients_by_path
 
     try:
-        # the dataset (for patients) from either folder's config.yaml: an ensemble folder has none
-        patient_of = next((patients_by_path(d) for d in (run_a, run_b) if (d / "config.yaml").is_file()), None)
+        # the dataset (for patients) from either folder's config.yaml (an ensemble's: its members')
+        patient_of = next((patients_by_path(d) for d in (run_a, run_b) if dataset_config(d).is_file()), None)
         if also_a or also_b:
             if len(also_a or []) != len(also_b or []):
                 raise ValueError("give as many --also-a as --also-b runs (one pair per seed)")
