@@ -49,15 +49,24 @@ def test_package_holds_safetensors_config_card_onnx_and_sums(exported: tuple[Pat
     assert "Not** a medical device" in (package / "model_card.md").read_text()
 
 
-def test_package_predicts_like_its_checkpoint(exported: tuple[Path, Path]) -> None:
+def test_package_predicts_like_its_checkpoint(exported: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_hardware import SAPPHIRE, ZEN3
+
+    from brain_tumor import model_loading
+    from brain_tumor.hardware import cpu_info_from
+
     checkpoint, package = exported
     x = torch.randint(0, 256, (3, 1, 64, 64), dtype=torch.uint8)
     reference = Predictor.from_checkpoint(checkpoint).logits(x).softmax(1)
     same = Predictor.from_checkpoint(package).logits(x).softmax(1)
     assert (same - reference).abs().max() < 1e-5  # fp32 from safetensors: the same network
+    monkeypatch.setattr(model_loading, "detect_cpu", lambda: cpu_info_from(ZEN3))  # a CPU without AMX
     int8 = load_predictor(package)  # engine auto finds the int8 export inside the package
     assert int8.compute["engine"]["precision"] == "int8"
     assert (int8.logits(x).softmax(1) - reference).abs().max() < 0.1  # int8 of an untrained 64-px net
+    monkeypatch.setattr(model_loading, "detect_cpu", lambda: cpu_info_from(SAPPHIRE))  # with AMX: OpenVINO
+    openvino = load_predictor(package).compute["engine"]
+    assert openvino["engine"] == "openvino" and Path(openvino["onnx_path"]).name == "model.onnx"
 
 
 def test_predict_and_serve_take_a_package_and_a_hub_id_from_the_local_cache(
