@@ -20,7 +20,6 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -35,37 +34,20 @@ from brain_tumor.data.splits import load_split  # noqa: E402
 from brain_tumor.environment import describe_environment  # noqa: E402
 from brain_tumor.export import export_onnx, quantize_int8  # noqa: E402
 from brain_tumor.onnx_runtime import OnnxPredictor  # noqa: E402
+from brain_tumor.openvino_runtime import OpenVinoPredictor  # noqa: E402
 from brain_tumor.training.checkpoint import load_checkpoint  # noqa: E402
 from brain_tumor.training.fit import load_data  # noqa: E402
 
 Logits = Callable[[np.ndarray], np.ndarray]  # uint8 [B, 1, S, S] -> logits
 
 
-def openvino_engine(onnx_path: Path, threads: int, precision_hint: str | None) -> Logits:
-    """An OpenVINO CPU model compiled from the ONNX file; same input as ONNX Runtime (float /255).
-    One synchronous request on one stream with every thread (the LATENCY hint), as ONNX Runtime
-    runs one session: a batch of 64 is one request either way."""
-    import openvino as ov
-
-    config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
-    if precision_hint:
-        config["INFERENCE_PRECISION_HINT"] = precision_hint
-    compiled = ov.Core().compile_model(ov.Core().read_model(str(onnx_path)), "CPU", config)
-    request = compiled.create_infer_request()
-    output = compiled.output("logits")
-
-    def logits(images_uint8: np.ndarray) -> np.ndarray:
-        x = images_uint8.astype(np.float32) / 255.0
-        return np.asarray(request.infer({"image": x})[output])
-
-    return logits
-
-
 def engines(models: dict[str, Path], threads: int) -> dict[str, Logits]:
+    """Each engine over the same exports, as the tool runs them (OpenVINO: one request on every
+    thread, the LATENCY hint; see brain_tumor.openvino_runtime)."""
     out: dict[str, Logits] = {f"onnxruntime_{k}": OnnxPredictor(p, threads).logits for k, p in models.items()}
     for kind, path in models.items():
-        out[f"openvino_{kind}"] = openvino_engine(path, threads, None)
-    out["openvino_fp32_hint_f32"] = openvino_engine(models["fp32"], threads, "f32")
+        out[f"openvino_{kind}"] = OpenVinoPredictor(path, threads).logits
+    out["openvino_fp32_hint_f32"] = OpenVinoPredictor(models["fp32"], threads, "f32").logits
     return out
 
 

@@ -132,15 +132,10 @@ def onnx_models(checkpoint: Path, calibration: np.ndarray, out_dir: Path) -> dic
     return {"fp32": fp32, "int8": quantize_int8(fp32, out_dir / "model.int8.onnx", calibration)}
 
 
-def onnx_throughput(path: Path, images: torch.Tensor, repeats: int, openvino_hint: str | None = None,
-                    openvino: bool = False) -> float:
-    """Batch img/s through ONNX Runtime, or OpenVINO (``openvino``, with its precision hint)."""
-    from brain_tumor.onnx_runtime import OnnxPredictor
-    from brain_tumor.openvino_runtime import OpenVinoPredictor
-
-    runtime = OpenVinoPredictor(path, precision_hint=openvino_hint) if openvino else OnnxPredictor(path)
+def export_throughput(logits: Callable[[np.ndarray], np.ndarray], images: torch.Tensor, repeats: int) -> float:
+    """Batch img/s of an exported model's runtime (ONNX Runtime or OpenVINO: its ``logits``)."""
     batch = images.numpy()
-    return len(batch) / median_time(lambda: runtime.logits(batch), repeats)
+    return len(batch) / median_time(lambda: logits(batch), repeats)
 
 
 def fresh_checkpoint(out_dir: Path, image_size: int = 224) -> Path:
@@ -221,7 +216,8 @@ def main() -> None:
     from brain_tumor.config import RunConfig
     from brain_tumor.hardware import choose_precision, detect_cpu, resolve_engine, resolve_threads
     from brain_tumor.inference import Predictor
-    from brain_tumor.openvino_runtime import openvino_available
+    from brain_tumor.onnx_runtime import OnnxPredictor
+    from brain_tumor.openvino_runtime import OpenVinoPredictor, openvino_available
     from brain_tumor.training.fit import load_data
 
     cpu = detect_cpu()
@@ -270,13 +266,14 @@ def main() -> None:
     if onnx_measurable:
         models = onnx_models(checkpoint, images[256:512].numpy(), tmp)
         for name, path in models.items():
-            rate = onnx_throughput(path, images[:64], args.repeats)
+            rate = export_throughput(OnnxPredictor(path).logits, images[:64], args.repeats)
             infer[f"onnxruntime_{name}"] = {"img_per_s": rate,
                                             "share_of_fp32_peak": rate / (peak["fp32"] / (FWD_GFLOP * scale))}
             print(f"onnxruntime_{name}", "infer", round(rate, 2), flush=True)
         if openvino_available():  # OpenVINO over the fp32 export: its own precision choice, then held to f32
             for name, hint in (("openvino_fp32_export", None), ("openvino_fp32_export_hint_f32", "f32")):
-                rate = onnx_throughput(models["fp32"], images[:64], args.repeats, hint, openvino=True)
+                rate = export_throughput(OpenVinoPredictor(models["fp32"], precision_hint=hint).logits,
+                                         images[:64], args.repeats)
                 infer[name] = {"img_per_s": rate, "share_of_fp32_peak": rate / (peak["fp32"] / (FWD_GFLOP * scale))}
                 print(name, "infer", round(rate, 2), flush=True)
     else:

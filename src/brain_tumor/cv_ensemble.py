@@ -21,7 +21,7 @@ import numpy as np
 from brain_tumor import atomic
 from brain_tumor.comparison import patients_by_path, read_predictions
 from brain_tumor.config import read_run_config
-from brain_tumor.cv_report import fold_cpus, fold_number, fold_seconds, summarise, summary_markdown
+from brain_tumor.cv_report import cv_grouping, fold_cpus, fold_number, fold_seconds, summarise, summary_markdown
 from brain_tumor.data.manifest import CLASS_NAMES
 from brain_tumor.evaluation.metrics import classification_metrics
 from brain_tumor.evaluation.run_eval import write_json, write_predictions
@@ -48,10 +48,10 @@ def _splits(cv_dir: Path) -> Any:
 
 def grouping_of(cv_dir: Path) -> str:
     """How a CV's folds were made (``official``, ``strict``, ``slice``), from its summary.json."""
-    try:
-        return str(json.loads((cv_dir / "summary.json").read_text())["grouping"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise EnsembleInputError(f"{cv_dir}: no summary.json naming its grouping (has a fold finished?)") from exc
+    grouping = cv_grouping(cv_dir)
+    if grouping is None:
+        raise EnsembleInputError(f"{cv_dir}: no summary.json naming its grouping (has a fold finished?)")
+    return grouping
 
 
 def check_output(output: Path, members: list[Path]) -> None:

@@ -223,6 +223,15 @@ def paper_split_overview(results_root: Path) -> tuple[str, str]:
     return "\n".join(md), html_part
 
 
+def cv_grouping(cv_dir: Path) -> str | None:
+    """How a CV's folds were made (``official``, ``strict``, ``slice``), from its summary.json;
+    None while its first fold is still running (no summary yet)."""
+    try:
+        return str(json.loads((cv_dir / "summary.json").read_text())["grouping"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def summarise(y: np.ndarray, probs: np.ndarray, groups: list[str], fold_metrics: list[dict[str, Any]],
               n_boot: int = 2000) -> dict[str, Any]:
     """Pooled metrics, patient-bootstrap CIs, pooled ECE, per-fold mean/std and wall time (training +

@@ -119,7 +119,6 @@ def load_predictor(checkpoint: str | Path, precision: str = "auto", engine: str 
             int8, fp32 = (p if p and OnnxPredictor(p).has_features else None for p in (int8, fp32))
     if onnx is not None and engine == "openvino":  # the given file, under OpenVINO
         choice = resolve_engine("openvino", precision_choice, None, str(onnx), detect_cpu(), openvino_available())
-        choice = EngineChoice("openvino", choice.precision, str(onnx), "OpenVINO, ONNX model given explicitly")
     elif onnx is not None:
         choice = EngineChoice("onnx", "as exported", str(onnx), "ONNX model given explicitly")
     else:
