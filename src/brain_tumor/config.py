@@ -80,6 +80,9 @@ class TrainConfig:
     # share of training slices (with a tumour box) shown in another training slice's context, whose own
     # tumour is erased; label kept (brain_tumor.data.context_mix)
     context_mix: float = 0.0
+    # weight of the context penalty: the cross-entropy to uniform of what the feature map outside the
+    # tumour's grown box alone says of the classes (brain_tumor.training.module.context_evidence_penalty)
+    context_penalty: float = 0.0
     # knowledge distillation (brain_tumor.training.distill): teachers' checkpoints, comma-separated; in a CV
     # "{fold}" is the fold's number. Each training target: (1 - weight) * label + weight * teachers' mean
     teachers: str | None = None
@@ -131,6 +134,14 @@ class RunConfig:
         if self.train.context_mix > 0 and self.data.preprocessing != "paper":
             raise ValueError("train.context_mix needs data.preprocessing=paper (the other pipelines crop and pad, "
                              "which moves the tumour boxes)")
+        if self.train.context_penalty < 0:
+            raise ValueError("train.context_penalty must be >= 0 (0: off)")
+        if self.train.context_penalty > 0 and self.data.preprocessing != "paper":
+            raise ValueError("train.context_penalty needs data.preprocessing=paper (the other pipelines crop and pad, "
+                             "which moves the tumour boxes)")
+        if self.train.context_penalty > 0 and self.train.mixup_alpha > 0:
+            raise ValueError("train.context_penalty cannot be combined with train.mixup_alpha (a mixed slice has two "
+                             "tumours and one mask)")
         if self.train.counterfactual > 0 and self.data.preprocessing != "paper":
             raise ValueError("train.counterfactual needs data.preprocessing=paper (the other pipelines crop and pad, "
                              "which moves the tumour boxes)")

@@ -10,11 +10,12 @@ import functools
 import math
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from brain_tumor.model.backbone import Preprocessing
@@ -35,6 +36,12 @@ class PaperTrainPreset:
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.transform(image)
         return out
+
+    def with_mask(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``image`` and a mask of it (``[1, H, W]``) moved by the same geometry; the mask keeps its
+        values (brightness changes the image only)."""
+        out, moved = self.transform(tv_tensors.Image(image), tv_tensors.Mask(mask))
+        return out.as_subclass(torch.Tensor), moved.as_subclass(torch.Tensor)
 
 
 class RandomGamma:
@@ -93,7 +100,25 @@ def geometry_then_intensity(geometry: Callable[[torch.Tensor], torch.Tensor],
     return (x.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-class RobustTrainPreset:
+class GeometryThenIntensity:
+    """A preset made of a geometric part (torchvision v2, so a mask can follow it) and an intensity
+    part on [0, 1] floats; uint8 ``[1, H, W]`` in and out."""
+
+    geometry: Callable[..., Any]
+    intensity: Callable[[torch.Tensor], torch.Tensor]
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return geometry_then_intensity(self.geometry, self.intensity, image)
+
+    def with_mask(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``image`` transformed, and its mask (``[1, H, W]``) moved by the same geometry."""
+        geometry = self.geometry.with_mask if isinstance(self.geometry, PaperTrainPreset) else self.geometry
+        moved, moved_mask = geometry(tv_tensors.Image(image), tv_tensors.Mask(mask))
+        x = self.intensity(moved.as_subclass(torch.Tensor).float() / 255.0)
+        return (x.clamp(0, 1) * 255).round().to(torch.uint8), moved_mask.as_subclass(torch.Tensor)
+
+
+class RobustTrainPreset(GeometryThenIntensity):
     """Augmentation for scanner, sequence and framing shift, beyond the paper's set: wider zoom
     and shift (framing), JPEG re-compression, gamma/contrast, blur and sharpening, resolution
     loss, bias field and noise. uint8 ``[1, H, W]`` in and out."""
@@ -115,11 +140,8 @@ class RobustTrainPreset:
             v2.RandomApply([GaussianNoise()], p=0.3),
         ])
 
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        return geometry_then_intensity(self.geometry, self.intensity, image)
 
-
-class LightShiftPreset:
+class LightShiftPreset(GeometryThenIntensity):
     """The paper's augmentation plus only the shifts that robust preprocessing cannot undo:
     gamma (sequence contrast), resolution loss (down/up-sampling, optionally blur) and noise, each
     on a minority of images.
@@ -140,11 +162,8 @@ class LightShiftPreset:
             v2.RandomApply([GaussianNoise()], p=p_noise),
         ])
 
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        return geometry_then_intensity(self.geometry, self.intensity, image)
 
-
-class TorchIOPreset:
+class TorchIOPreset(GeometryThenIntensity):
     """The paper's augmentation, then MR acquisition artefacts simulated by TorchIO (Perez-Garcia
     et al. 2021) on a minority of images: bias field, gamma, one of ghosting / motion / spike
     (k-space artefacts), blur and noise. A slice is TorchIO's ``[C, W, H, D]`` with ``D = 1``, so
@@ -164,13 +183,11 @@ class TorchIOPreset:
             tio.RandomBlur(std=(0, 1, 0, 1, 0, 0), p=0.2),  # type: ignore[arg-type]  # per-axis ranges (documented): none across the one-slice depth
             tio.RandomNoise(std=(0, 0.03), p=0.2),
         ])
+        self.intensity = self._artefacts
 
     def _artefacts(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.artefacts(x.unsqueeze(-1))[..., 0]
         return out
-
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        return geometry_then_intensity(self.geometry, self._artefacts, image)
 
 
 class EvalPreset:
@@ -178,6 +195,9 @@ class EvalPreset:
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         return image
+
+    def with_mask(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return image, mask
 
 
 TrainPreset: TypeAlias = PaperTrainPreset | RobustTrainPreset | LightShiftPreset | TorchIOPreset | EvalPreset

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from brain_tumor.data.context_mix import context_mixed
 from brain_tumor.data.counterfactual import counterfactual
-from brain_tumor.data.erasing import Box
+from brain_tumor.data.erasing import Box, box_mask
 from brain_tumor.data.splits import Split
 
 
@@ -23,6 +23,10 @@ def distilled_target(label: int, teacher: torch.Tensor, weight: float) -> torch.
     return (1 - weight) * one_hot + weight * teacher
 
 
+MASK_GROW = 0.15  # the tumour region of the context penalty: the box grown by 15% on each side, as the
+# shortcut benchmark's erasers grow it (brain_tumor.context_shortcut)
+
+
 class SliceDataset(Dataset[tuple[torch.Tensor, int]]):
     """``(uint8 [1, H, W], label)`` for the chosen positions, with an optional transform.
 
@@ -32,14 +36,20 @@ class SliceDataset(Dataset[tuple[torch.Tensor, int]]):
     ``context_mix`` > 0, that share of the slices with a box shows its tumour in the context of
     another of these slices (:mod:`brain_tumor.data.context_mix`), label kept; a slice mixed is not
     also erased. With ``soft_targets`` (``[N, C]``, the teachers' probabilities by position) the
-    target is a probability vector (:func:`distilled_target`)."""
+    target is a probability vector (:func:`distilled_target`). With ``with_masks`` (the context
+    penalty of :mod:`brain_tumor.training.module`), each item has a third element: the tumour's box
+    grown by :data:`MASK_GROW`, uint8 ``[1, H, W]`` moved by the same geometric augmentation as the
+    image (all zero where no box is known)."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, positions: list[int],
                  transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  boxes: Sequence[Box | None] | None = None, counterfactual: float = 0.0,
                  context_mix: float = 0.0, soft_targets: torch.Tensor | None = None,
-                 distill_weight: float = 0.5) -> None:
+                 distill_weight: float = 0.5, with_masks: bool = False) -> None:
+        if with_masks and (transform is not None and not hasattr(transform, "with_mask")):
+            raise ValueError("with_masks needs a transform that can move a mask (a preset's with_mask)")
         self.images, self.labels, self.positions, self.transform = images, labels, positions, transform
+        self.with_masks = with_masks
         self.soft_targets, self.distill_weight = soft_targets, distill_weight
         self.boxes, self.counterfactual, self.context_mix = boxes, counterfactual, context_mix
         # where tumours sit in these slices: control regions are drawn around such places
@@ -63,11 +73,22 @@ class SliceDataset(Dataset[tuple[torch.Tensor, int]]):
                 image = mixed
             elif self.counterfactual > 0:
                 image, label = counterfactual(image, box, label, self.counterfactual, rng, self.sites)
-        if self.transform is not None:
+        mask = self._mask(box, image) if self.with_masks else None
+        if self.transform is not None and mask is not None:
+            image, mask = self.transform.with_mask(image, mask)  # type: ignore[attr-defined]
+        elif self.transform is not None:
             image = self.transform(image)
+        target: int | torch.Tensor = label
         if self.soft_targets is not None:  # distillation: the label mixed with the teachers' answer
-            return image, distilled_target(label, self.soft_targets[k], self.distill_weight)  # type: ignore[return-value]
-        return image, label
+            target = distilled_target(label, self.soft_targets[k], self.distill_weight)
+        return (image, target) if mask is None else (image, target, mask)  # type: ignore[return-value]
+
+    @staticmethod
+    def _mask(box: Box | None, image: torch.Tensor) -> torch.Tensor:
+        """The grown tumour box as a uint8 ``[1, H, W]`` mask; all zero where no box is known."""
+        shape = (int(image.shape[-2]), int(image.shape[-1]))
+        inside = box_mask(box, shape, MASK_GROW) if box is not None else np.zeros(shape, dtype=bool)
+        return torch.from_numpy(inside.astype(np.uint8))[None]
 
     def _mixed(self, image: torch.Tensor, box: Box, k: int, rng: np.random.Generator,
                tries: int = 3) -> torch.Tensor | None:
@@ -104,8 +125,9 @@ class SliceDataModule(L.LightningDataModule):
                  batch_size: int = 32, num_workers: int = 0, oversample: bool = False,
                  seed: int = 0, boxes: Sequence[Box | None] | None = None, counterfactual: float = 0.0,
                  context_mix: float = 0.0, soft_targets: torch.Tensor | None = None,
-                 distill_weight: float = 0.5) -> None:
+                 distill_weight: float = 0.5, with_masks: bool = False) -> None:
         super().__init__()
+        self.with_masks = with_masks  # training items carry tumour masks (the context penalty)
         self.soft_targets, self.distill_weight = soft_targets, distill_weight
         self.images, self.labels, self.split = images, labels, split
         self.train_transform, self.batch_size, self.num_workers = train_transform, batch_size, num_workers
@@ -117,7 +139,7 @@ class SliceDataModule(L.LightningDataModule):
                                self.train_transform if train else None,
                                self.boxes, self.counterfactual if train else 0.0,
                                self.context_mix if train else 0.0, self.soft_targets if train else None,
-                               self.distill_weight)
+                               self.distill_weight, with_masks=self.with_masks and train)
         sampler = balanced_sampler(self.labels[positions], self.seed) if train and self.oversample else None
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=train and sampler is None,
                           sampler=sampler, num_workers=self.num_workers, drop_last=train,

@@ -110,9 +110,10 @@ def build_classifier(
     return model
 
 
-def forward_fp32_stem(network: ResNet, x: torch.Tensor) -> torch.Tensor:
-    """A ResNet forward whose stem (conv1, bn1, relu, maxpool) always runs in fp32, whatever
-    autocast is active; the stages and head follow the caller's autocast.
+def features_fp32_stem(network: ResNet, x: torch.Tensor) -> torch.Tensor:
+    """The last stage's feature map ``[B, 2048, h, w]`` of a ResNet whose stem (conv1, bn1, relu,
+    maxpool) always runs in fp32, whatever autocast is active; the stages follow the caller's
+    autocast.
 
     The Keras weights expect caffe-scale inputs (0-255, mean-subtracted): conv1's outputs are
     large, and rounding them to bf16 loses much of what bn1 then keeps. With the stem in fp32,
@@ -120,6 +121,16 @@ def forward_fp32_stem(network: ResNet, x: torch.Tensor) -> torch.Tensor:
     """
     with torch.autocast(device_type=x.device.type, enabled=False):
         x = network.maxpool(network.relu(network.bn1(network.conv1(x.float()))))
-    x = network.layer4(network.layer3(network.layer2(network.layer1(x))))
-    logits: torch.Tensor = network.fc(torch.flatten(network.avgpool(x), 1))
+    features: torch.Tensor = network.layer4(network.layer3(network.layer2(network.layer1(x))))
+    return features
+
+
+def classify_features(network: ResNet, features: torch.Tensor) -> torch.Tensor:
+    """The head of a ResNet: global average pooling, then the linear classifier."""
+    logits: torch.Tensor = network.fc(torch.flatten(network.avgpool(features), 1))
     return logits
+
+
+def forward_fp32_stem(network: ResNet, x: torch.Tensor) -> torch.Tensor:
+    """A ResNet forward (logits) with the stem in fp32: :func:`features_fp32_stem`, then the head."""
+    return classify_features(network, features_fp32_stem(network, x))

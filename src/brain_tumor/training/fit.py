@@ -95,7 +95,7 @@ def build_module(config: RunConfig, class_names: list[str],
                              optimizer=config.train.optimizer, schedule=config.train.schedule,
                              warmup_epochs=config.train.warmup_epochs,
                              label_smoothing=config.train.label_smoothing, mixup_alpha=config.train.mixup_alpha,
-                             num_classes=len(class_names))
+                             num_classes=len(class_names), context_penalty=config.train.context_penalty)
     return module, report
 
 
@@ -170,8 +170,10 @@ def fit(config: RunConfig, data: PreparedData, run_dir: Path, work_dir: Path,
                                  config.data.oversample, config.train.seed,
                                  boxes=[r.box for r in data.records], counterfactual=config.train.counterfactual,
                                  context_mix=config.train.context_mix, soft_targets=soft_targets,
-                                 distill_weight=config.train.distill_weight)
-    for name, share in (("counterfactual", config.train.counterfactual), ("context_mix", config.train.context_mix)):
+                                 distill_weight=config.train.distill_weight,
+                                 with_masks=config.train.context_penalty > 0)
+    for name, share in (("counterfactual", config.train.counterfactual), ("context_mix", config.train.context_mix),
+                        ("context_penalty", config.train.context_penalty)):
         if share > 0 and not any(data.records[i].box for i in data.split.train):
             raise ValueError(f"train.{name} needs tumour boxes (the manifest's box_* columns); this data has none")
     last = work_dir / "last.ckpt"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -12,8 +13,11 @@ from torch import nn
 from torchvision.transforms import v2
 
 from brain_tumor.data.counterfactual import ERASED
-from brain_tumor.model import Preprocessing, forward_fp32_stem, set_frozen_batchnorm_eval
+from brain_tumor.model import Preprocessing, classify_features, features_fp32_stem, set_frozen_batchnorm_eval
 from brain_tumor.transforms import Normalize
+
+# (images, labels) or, for the context penalty, (images, labels, tumour masks)
+Batch = tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class SliceClassifier(L.LightningModule):
@@ -34,6 +38,9 @@ class SliceClassifier(L.LightningModule):
         num_classes: the classifier's outputs (the width of the mixed targets).
         channels_last: run convolutions in channels-last memory format.
 
+        context_penalty: weight of :func:`context_evidence_penalty` in the training loss, for
+            batches that carry tumour masks (a third element); 0 leaves it out.
+
     A training slice labelled :data:`~brain_tumor.data.counterfactual.ERASED` (its tumour erased)
     is pulled towards no class at all: its target is the uniform distribution over the classes
     (as in outlier exposure, Hendrycks et al. 2019), so the slice's context alone is no evidence.
@@ -43,7 +50,8 @@ class SliceClassifier(L.LightningModule):
                  weight_decay: float = 0.0, plateau_factor: float = 0.2, plateau_patience: int = 1,
                  class_weights: torch.Tensor | None = None, channels_last: bool = True,
                  optimizer: str = "adam", schedule: str = "plateau", warmup_epochs: int = 0,
-                 label_smoothing: float = 0.0, mixup_alpha: float = 0.0, num_classes: int = 3) -> None:
+                 label_smoothing: float = 0.0, mixup_alpha: float = 0.0, num_classes: int = 3,
+                 context_penalty: float = 0.0) -> None:
         super().__init__()
         self.network = network.to(memory_format=torch.channels_last) if channels_last else network
         self.normalize = Normalize(preprocessing)
@@ -54,15 +62,30 @@ class SliceClassifier(L.LightningModule):
         self.loss_fn = nn.CrossEntropyLoss(weight=class_weights)
         self.label_smoothing = label_smoothing
         self.mix = batch_mixer(mixup_alpha, num_classes) if mixup_alpha > 0 else None
+        self.context_penalty = context_penalty
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self._classify(self.normalize(images))
 
     def _classify(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of normalised images."""
+        return self._classify_with_penalty(x, None)[0]
+
+    def _classify_with_penalty(self, x: torch.Tensor,
+                               masks: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits of normalised images and, given tumour ``masks``, the weighted
+        :func:`context_evidence_penalty` (logged as ``train_context_penalty``, unweighted)."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return forward_fp32_stem(self.network, x)  # same as network(x) in fp32; safe under bf16 autocast
+        features = features_fp32_stem(self.network, x)  # the stem in fp32: safe under bf16 autocast
+        logits = classify_features(self.network, features)
+        if masks is None:
+            return logits, None
+        head = self.network.fc
+        assert isinstance(head, nn.Linear)
+        penalty = context_evidence_penalty(features.float(), head.weight.float(), masks)
+        self.log("train_context_penalty", penalty, on_step=False, on_epoch=True, batch_size=len(x))
+        return logits, self.context_penalty * penalty
 
     def train(self, mode: bool = True) -> SliceClassifier:
         super().train(mode)
@@ -70,7 +93,8 @@ class SliceClassifier(L.LightningModule):
             set_frozen_batchnorm_eval(self.network)
         return self
 
-    def _train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+    def _train_step(self, images: torch.Tensor, labels: torch.Tensor,
+                    masks: torch.Tensor | None = None) -> torch.Tensor | None:
         """Loss of a training batch when it is mixed, its targets smoothed or given as probabilities
         (distillation), else ``None`` (the shared path of :meth:`_step`). Mixing acts on normalised
         images (a linear map, so the same as mixing the pixels); accuracy is then against the
@@ -81,19 +105,24 @@ class SliceClassifier(L.LightningModule):
         targets: torch.Tensor = labels  # class indices, or probability vectors (distillation)
         if self.mix is not None and labels.ndim == 1:
             x, targets = self.mix(x, labels)
-        logits = self._classify(x).float()
+        raw, penalty = self._classify_with_penalty(x, masks)
+        logits = raw.float()
         loss = F.cross_entropy(logits, targets, weight=self.loss_fn.weight, label_smoothing=self.label_smoothing)
+        if penalty is not None:
+            loss = loss + penalty
         hard = targets.argmax(1) if targets.ndim == 2 else targets
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
         self.log("train_acc", (logits.argmax(1) == hard).float().mean(), on_step=False, on_epoch=True,
                  prog_bar=True, batch_size=len(labels))
         return loss
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
-        images, labels = batch
-        if stage == "train" and (mixed := self._train_step(images, labels)) is not None:
+    def _step(self, batch: Batch, stage: str) -> torch.Tensor:
+        images, labels = batch[0], batch[1]
+        masks = batch[2] if len(batch) > 2 and stage == "train" and self.context_penalty > 0 else None
+        if stage == "train" and (mixed := self._train_step(images, labels, masks)) is not None:
             return mixed
-        logits = self(images).float()  # loss and softmax in fp32 under mixed precision
+        raw, penalty = self._classify_with_penalty(self.normalize(images), masks)
+        logits = raw.float()  # loss and softmax in fp32 under mixed precision
         erased = labels == ERASED
         acc: torch.Tensor | None
         if not erased.any():
@@ -105,6 +134,8 @@ class SliceClassifier(L.LightningModule):
             acc = (logits[~erased].argmax(1) == labels[~erased]).float().mean() if (~erased).any() else None
             self.log(f"{stage}_erased_confidence", logits[erased].softmax(1).amax(1).mean(), on_step=False,
                      on_epoch=True, batch_size=int(erased.sum()))
+        if penalty is not None:
+            loss = loss + penalty
         on_step = stage == "train"
         self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
         if acc is not None:  # accuracy over the slices that keep a class
@@ -112,13 +143,13 @@ class SliceClassifier(L.LightningModule):
                      batch_size=int((~erased).sum()))
         return loss
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._step(batch, "val")
 
-    def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def predict_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         logits: torch.Tensor = self(batch[0])
         return logits.float()
 
@@ -175,3 +206,33 @@ def counterfactual_loss(logits: torch.Tensor, labels: torch.Tensor,
         uniform = -F.log_softmax(logits[~kept], dim=1).mean(dim=1)  # cross-entropy to 1/C each
         loss = loss + uniform.sum() / n
     return loss
+
+
+def context_evidence_penalty(features: torch.Tensor, fc_weight: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """How much the context outside the tumour alone tells the classes apart.
+
+    The logits of a ResNet are the class activation maps (Zhou et al. 2016) averaged over the
+    feature map, plus the bias: ``logit_c = mean_ij(w_c . f_ij) + b_c``. Their part from the cells
+    outside the tumour, ``o_c = sum_ij (1 - m_ij) w_c . f_ij / (h w)`` (``m``: the share of each
+    cell inside the tumour's box), is the context's say. The penalty is the cross-entropy of
+    ``softmax(o)`` to the uniform distribution less ``log C``: 0 when the context favours no class,
+    growing as it picks one (a "right for the right reasons" loss, Ross et al. 2017, on class
+    activation maps instead of input gradients: no second backward pass).
+
+    Args:
+        features: the last stage's map ``[B, K, h, w]`` (before pooling).
+        fc_weight: the classifier's weights ``[C, K]``.
+        masks: tumour masks ``[B, 1, H, W]`` at the image's size (non-zero inside the grown box);
+            an empty mask (no box known) leaves that slice out.
+
+    Returns the mean over the slices with a box (0 when none has one).
+    """
+    grid = (int(features.shape[-2]), int(features.shape[-1]))
+    inside = F.adaptive_avg_pool2d((masks > 0).float(), grid)  # [B, 1, h, w]: each cell's share inside
+    boxed = inside.flatten(1).sum(1) > 0
+    if not boxed.any():
+        return features.new_zeros(())
+    outside = ((1 - inside[boxed]) * features[boxed]).mean(dim=(2, 3))  # [b, K]
+    context_logits = outside @ fc_weight.t()  # [b, C]
+    classes = fc_weight.shape[0]
+    return (-F.log_softmax(context_logits, dim=1).mean(dim=1) - math.log(classes)).mean()
