@@ -48,6 +48,7 @@ def test_paired_fold_test() -> None:
 def test_cv_overview_reports_leakage_and_freeze_comparison(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import json
 
+    from brain_tumor.config import RunConfig, apply_overrides, save_config
     from brain_tumor.cv import summarise
     from brain_tumor.cv_report import cv_overview
     from brain_tumor.data.manifest import CLASS_NAMES
@@ -57,7 +58,9 @@ def test_cv_overview_reports_leakage_and_freeze_comparison(tmp_path) -> None:  #
     y = rng.integers(0, 3, 100)
     groups = [f"p{i // 4}" for i in range(100)]
     paths = [f"s{i}.jpg" for i in range(100)]
-    for name, skill in [("official-freeze-15", 0.8), ("official-freeze-30", 0.7), ("slice-freeze-15", 0.95)]:
+    # the folders' names say nothing: what each CV is comes from its config and its summary's grouping
+    for name, freeze, grouping, skill in [("plain", 15, "official", 0.8), ("deeper", 30, "official", 0.7),
+                                          ("leaky", 15, "slice", 0.95)]:
         right = rng.random(100) < skill
         pred = np.where(right, y, (y + 1) % 3)
         probs = np.eye(3)[pred] * 0.8 + 0.2 / 3
@@ -68,15 +71,17 @@ def test_cv_overview_reports_leakage_and_freeze_comparison(tmp_path) -> None:  #
                               probs[sel], list(CLASS_NAMES))
             folds.append({"accuracy": float(right[sel].mean()), "macro_f1": 0.5})
         summary = summarise(y, probs, groups, folds, n_boot=50)
-        summary.update({"grouping": name, "folds": 5})
+        summary.update({"grouping": grouping, "folds": 5})
         (tmp_path / name / "summary.json").write_text(json.dumps(summary))
+        save_config(apply_overrides(RunConfig(), [f"model.freeze_layers={freeze}", f"data.root={tmp_path}"]),
+                    tmp_path / name / "config.yaml")
     md, html = cv_overview(tmp_path)
     assert "Leakage" in md and "points of accuracy" in md and "McNemar" in md and "paired t-test" in md
-    # 2 protocol rows + 1 variant row naming its baseline
-    assert md.count("| official-freeze-") == 4 and html.count("<table>") == 2
-    variant_row = next(line for line in md.splitlines()
-                       if line.startswith("| official-freeze-30 | official-freeze-15 | 100 |"))
+    assert "slice-level folds (leaky) than with the official patient-wise folds (plain)" in md
+    assert html.count("<table>") == 2
+    variant_row = next(line for line in md.splitlines() if line.startswith("| deeper | plain | 100 |"))
     assert variant_row.count("n/a") == 2  # no dataset for patient ids here: no difference CIs
+    assert not any(line.startswith("| leaky | plain") for line in md.splitlines())  # slice-level: no variant
     assert cv_overview(tmp_path / "none") == ("", "")
 
 
@@ -129,10 +134,12 @@ def test_variants_are_compared_with_the_plain_recipe_of_the_same_budget() -> Non
                "official-freeze-15-robust-bf16-e12": config(*long, *robust),
                "official-robust-e20": config("train.max_epochs=20", *robust),  # no plain run at 20 epochs
                "official-robust-bf16-e12-ema": config(*long, *robust, "train.ema_decay=0.99"),  # nor with EMA
-               "slice-freeze-15": config("train.max_epochs=6"),
+               "leaky": config("train.max_epochs=6"),  # slice-level folds, by its grouping, not its name
                "official-old": None}
-    assert baselines(configs) == {"official-freeze-30": "official-freeze-15",
-                                  "official-freeze-15-robust-bf16-e12": "official-freeze-15-bf16-e12"}
+    expected = {"official-freeze-30": "official-freeze-15",
+                "official-freeze-15-robust-bf16-e12": "official-freeze-15-bf16-e12"}
+    assert baselines(configs, {"leaky": "slice"}) == expected
+    assert baselines(configs)["leaky"] == "official-freeze-15"  # patient-wise, it would be a variant
 
 
 def test_old_configs_get_the_defaults_of_settings_they_predate() -> None:
@@ -169,6 +176,7 @@ def test_paper_split_overview_pairs_each_recipe_with_the_plain_one_by_budget_and
     from brain_tumor.cv_report import paper_split_overview
     from brain_tumor.data.manifest import CLASS_NAMES
     from brain_tumor.evaluation.run_eval import write_predictions
+    from brain_tumor.run_record import RUN_FORMAT
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 200)
@@ -185,6 +193,12 @@ def test_paper_split_overview_pairs_each_recipe_with_the_plain_one_by_budget_and
         save_config(apply_overrides(RunConfig(), settings), run / "config.yaml")
         (run / "metrics.json").write_text(json.dumps({"accuracy": float(right.mean()), "macro_f1": 0.5,
                                                       "recall": {"meningioma": 0.5}}))
+        (run / "run.json").write_text(json.dumps({"format": RUN_FORMAT, "kind": "paper-split scenario"}))
+    decoy = tmp_path / "paper-split-decoy" / "freeze-15"  # named like one, recorded as a CV fold: not a row
+    decoy.mkdir(parents=True)
+    for f in ("test_predictions.csv", "config.yaml", "metrics.json"):
+        (decoy / f).write_bytes((tmp_path / "paper-split-plain" / "freeze-15" / f).read_bytes())
+    (decoy / "run.json").write_text(json.dumps({"format": RUN_FORMAT, "kind": "cv fold"}))
     md, html = paper_split_overview(tmp_path)
     assert md.count("| paper-split-") == 5 and html.count("<table>") == 2
     rows = [line for line in md.splitlines() if "robust augmentation" in line and "| 42, 43 |" in line]

@@ -19,6 +19,7 @@ from brain_tumor.evaluation import statistics as st
 from brain_tumor.evaluation.calibration import expected_calibration_error
 from brain_tumor.evaluation.metrics import classification_metrics
 from brain_tumor.evaluation.report import _html_table, markdown_table
+from brain_tumor.run_record import runs_of_kind
 
 
 def ci_text(ci: dict[str, float] | None, digits: int = 4, signed: bool = False) -> str:
@@ -81,21 +82,35 @@ def _budget(config: dict[str, Any] | None) -> tuple[Any, ...] | None:
     return None if config is None else tuple(config[s][k] for s, k in BUDGET)
 
 
-def baselines(configs: dict[str, dict[str, Any] | None]) -> dict[str, str]:
-    """variant -> baseline for the patient-wise CVs: a variant is compared with the plain paper
-    recipe (freeze 15, no class weighting or oversampling, paper preprocessing and augmentation)
-    trained at the same resolution, epochs, precision and weight averaging. Without a config, a folder counts as the
-    plain recipe when it is named ``official-freeze-15``."""
-    def plain(name: str, config: dict[str, Any] | None) -> bool:
-        return name == "official-freeze-15" if config is None else is_plain_recipe(config)
-
-    patient_wise = {n: c for n, c in configs.items() if not n.startswith("slice-")}
+def baselines(configs: dict[str, dict[str, Any] | None],
+              groupings: dict[str, str | None] | None = None) -> dict[str, str]:
+    """variant -> baseline for the patient-wise CVs (``groupings``: each CV's, from its summary;
+    slice-level ones are left out): a variant is compared with the plain paper recipe (freeze 15,
+    no class weighting or oversampling, paper preprocessing and augmentation) trained at the same
+    resolution, epochs, precision and weight averaging. A CV without a config is neither."""
+    patient_wise = {n: c for n, c in configs.items()
+                    if c is not None and (groupings or {}).get(n) != "slice"}
     plain_by_budget: dict[Any, str] = {}
     for name, config in patient_wise.items():
-        if plain(name, config):
+        if is_plain_recipe(config):
             plain_by_budget.setdefault(_budget(config), name)
     return {n: plain_by_budget[_budget(c)] for n, c in patient_wise.items()
             if n not in plain_by_budget.values() and _budget(c) in plain_by_budget}
+
+
+def leakage_pairs(configs: dict[str, dict[str, Any] | None], groupings: dict[str, str | None]) -> list[tuple[str, str]]:
+    """(slice-level CV, patient-wise CV) pairs of one recipe and budget: the same settings, folds
+    made two ways, so their difference is what slice-level folds inflate (the first patient-wise
+    match of each slice-level CV)."""
+    pairs = []
+    for a, grouping in groupings.items():
+        ca = configs.get(a)
+        if grouping != "slice" or ca is None:
+            continue
+        matches = [b for b, g in groupings.items() if g == "official" and (cb := configs.get(b)) is not None
+                   and recipe_fingerprint(cb) == recipe_fingerprint(ca) and _budget(cb) == _budget(ca)]
+        pairs += [(a, matches[0])] if matches else []
+    return pairs
 
 
 def _recipe_text(config: dict[str, Any] | None) -> str:
@@ -128,14 +143,14 @@ def cv_overview(cv_root: Path) -> tuple[str, str]:
               "meningioma recall [95% CI]", "macro AUC [95% CI]", "patient-level accuracy"]
     md = ["## Cross-validation (CIs resample patients)", "", markdown_table(header, rows)]
     notes = []
-    leak = [(a, b) for a, b in (("slice-freeze-15", "official-freeze-15"),) if {a, b} <= set(summaries)]
-    for a, b in leak:
+    groupings = {n: sm.get("grouping") for n, sm in summaries.items()}
+    for a, b in leakage_pairs(configs, groupings):
         if summaries[a]["folds"] == summaries[b]["folds"] == 5:
             gap = summaries[a]["pooled"]["accuracy"] - summaries[b]["pooled"]["accuracy"]
             notes.append(f"Leakage: the same recipe scores {gap * 100:+.2f} points of accuracy with slice-level folds "
                          f"({a}) than with the official patient-wise folds ({b}).")
     comparison_rows = []
-    for name, baseline in baselines(configs).items():
+    for name, baseline in baselines(configs, groupings).items():
         try:
             patient_of = patients_by_path(cv_root / name)
         except (OSError, ValueError):  # the dataset is not here: McNemar only
@@ -173,12 +188,13 @@ def _recipe_name(config: dict[str, Any]) -> str:
 
 
 def paper_split_overview(results_root: Path) -> tuple[str, str]:
-    """Markdown and HTML of every run on the paper split (``results_root/paper-split*/freeze-*``),
-    one row each, and each recipe against the plain freeze-15 recipe trained at the same budget
+    """Markdown and HTML of every run on the paper split under ``results_root`` (found by its
+    ``run.json``, :func:`brain_tumor.run_record.runs_of_kind`), one row each, and each recipe
+    against the plain freeze-15 recipe trained at the same budget
     with the same seed: McNemar per seed and, over all the seeds both have, the mean paired
     difference with a CI resampling patients (:func:`compare_repeats`)."""
-    runs = {f"{d.parent.name}/{d.name}": d for d in sorted(results_root.glob("paper-split*/freeze-*"))
-            if (d / "metrics.json").is_file() and (d / "config.yaml").is_file()}
+    runs = {d.relative_to(results_root).as_posix(): d for d in runs_of_kind(results_root, "paper-split scenario")
+            if (d / "config.yaml").is_file()}
     if not runs:
         return "", ""
     configs = {n: with_defaults(yaml.safe_load((d / "config.yaml").read_text())) for n, d in runs.items()}

@@ -171,18 +171,18 @@ def score_ensemble(cv_dir: Path, patient_of: dict[str, str], members: dict[str, 
 
 def leaderboard(cv_root: Path, n_boot: int = 2000) -> list[Entry]:
     """Every CV on the official patient-wise folds under ``cv_root`` (those whose summary names
-    another grouping, or named ``slice-*``, are left out): complete CVs sorted by pooled accuracy,
+    another grouping are left out; the folders' names mean nothing): complete CVs sorted by pooled accuracy,
     then partial ones; each recipe other than the paper's with its difference against
     :func:`choose_baseline`."""
     dirs = [d for d in sorted(cv_root.iterdir()) if (d / "config.yaml").is_file() and fold_dirs(d)
-            and not d.name.startswith("slice-") and cv_grouping(d) in ("official", None)]
+            and cv_grouping(d) in ("official", None)]
     if not dirs:
         raise ValueError(f"{cv_root}: no cross-validation folders with finished folds")
     configs = {d.name: with_defaults(read_run_config(d)) for d in dirs}
     patient_of = patients_by_path(dirs[0])
     entries = {d.name: score(d, patient_of, n_boot) for d in dirs}
     for d in sorted(cv_root.glob(f"*/{ENSEMBLE_FILE}")):  # the same filter as for the CVs themselves
-        if fold_dirs(d.parent) and not d.parent.name.startswith("slice-") and cv_grouping(d.parent) == "official":
+        if fold_dirs(d.parent) and cv_grouping(d.parent) == "official":
             entries[d.parent.name] = score_ensemble(d.parent, patient_of, entries, n_boot)
     complete = {n for n, e in entries.items() if len(e.folds) == FOLDS}
     rows = []

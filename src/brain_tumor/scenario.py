@@ -75,7 +75,7 @@ def run_scenario(config: RunConfig, data: PreparedData, run_dir: Path, work_dir:
                       y_true, probs, meta["class_names"])
     draw_run_figures(run_dir, metrics, y_true, probs, meta["class_names"], metrics["scenario"])
     split = {"train": data.split.train, "val": data.split.val, "test": data.split.test}
-    write_json(run_record(config, kind, data.split.name, split, result.checkpoint, metrics, environment),
-               run_dir / "run.json")
+    write_json(run_record(config, kind, data.split.name, split, result.checkpoint, metrics, environment,
+                          fold=data.fold), run_dir / "run.json")
     write_json(metrics, done)  # last: its presence means the run is finished
     return metrics
