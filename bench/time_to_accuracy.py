@@ -6,7 +6,7 @@ current weights. The probe is measurement only: it chooses nothing (the checkpoi
 chosen on validation loss) and its own time is excluded from the clock.
 
     python bench/time_to_accuracy.py --set train.precision=bf16-mixed \\
-        --results-dir results/paper-split-bf16/freeze-15 --work-dir runs/paper-split-bf16/freeze-15
+        --results-dir results/experiments/paper-split-bf16/freeze-15 --work-dir runs/paper-split-bf16/freeze-15
 """
 
 from __future__ import annotations
