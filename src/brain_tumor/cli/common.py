@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -37,6 +37,12 @@ BnPriorOpt = Annotated[float, typer.Option(
 FoldOpt = Annotated[int | None, typer.Option(help="CV fold (1-based) when --split holds folds.")]
 ModelsOpt = Annotated[list[str], typer.Option(
     "--checkpoint", "-m", help="A model, or NAME=MODEL to name it in the tables; repeat to compare models.")]
+
+
+def _output(help: str, *old_names: str) -> Any:
+    """The option that names a command's output, ``--output``/``-o`` in every command (``old_names``:
+    earlier names of it, still accepted so that old scripts keep working)."""
+    return typer.Option("--output", "-o", *old_names, help=help)
 
 
 def _fail(message: str) -> None:

@@ -22,6 +22,7 @@ from brain_tumor.cli.common import (
     _load_fast_predictor,
     _model_data,
     _named_models,
+    _output,
 )
 
 
@@ -29,7 +30,7 @@ def evaluate(
     checkpoint: CheckpointOpt,
     split: Annotated[Path, typer.Option(help="split.json of the run.")] = Path("results/paper-split/split.json"),
     data_root: Annotated[Path | None, typer.Option(help="Dataset folder (default from the checkpoint).")] = None,
-    output: Annotated[Path, typer.Option(help="Where metrics.json goes.")] = Path("runs/evaluate"),
+    output: Annotated[Path, _output(help="Where metrics.json goes.")] = Path("runs/evaluate"),
     data: Annotated[Path | None, typer.Option(
         help="Evaluate on this labelled collection instead: a CSV of path,label, a folder with manifest.csv, "
              "or class-per-folder (glioma_tumor/, no_tumor/, normal/, ...).")] = None,
@@ -116,7 +117,7 @@ def shift_test(
     checkpoint: ModelsOpt,
     split: SplitOpt,
     fold: FoldOpt = None,
-    output: Annotated[Path, typer.Option(help="Folder for shift.json/.md/.png.")] = Path("runs/shift"),
+    output: Annotated[Path, _output(help="Folder for shift.json/.md/.png.")] = Path("runs/shift"),
     seed: Annotated[int, typer.Option(help="Seed of the random parts of the shifts.")] = 0,
     adapt_bn: Annotated[bool, typer.Option(
         help="Also score each model with its BatchNorm statistics re-estimated on each set of slices.")] = False,
@@ -165,7 +166,7 @@ def shortcut_test(
     checkpoint: ModelsOpt,
     split: SplitOpt,
     fold: FoldOpt = None,
-    output: Annotated[Path, typer.Option(help="Folder for shortcut.json/.md/.png.")] = Path("runs/shortcut"),
+    output: Annotated[Path, _output(help="Folder for shortcut.json/.md/.png.")] = Path("runs/shortcut"),
     calibration: CalibrationOpt = None,
     gate: GateOpt = None,
 ) -> None:
