@@ -248,3 +248,16 @@ def test_predict_overlays_never_collide_and_skips_are_reported(tiny_checkpoint: 
         "0_gradcam-2.png", "0_gradcam.png", "multi_frame0_gradcam.png", "multi_frame1_gradcam.png"]
     assert "skipped:" in result.output and "notes.txt" in result.output
     assert "4 predicted, 0 refused as out of scope, 0 failed, 1 skipped" in result.output
+
+
+def test_report_takes_its_folder_as_an_argument_or_by_its_old_name(tmp_path: Path) -> None:
+    for args in ([str(tmp_path / "new")], ["--results-dir", str(tmp_path / "old")]):
+        Path(args[-1]).mkdir()
+        result = runner.invoke(app, ["report", *args])
+        assert result.exit_code == 0, result.output
+        assert (Path(args[-1]) / "report.html").is_file() and (Path(args[-1]) / "comparison.md").is_file()
+    missing = runner.invoke(app, ["report", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 2 and "nowhere: no such results folder" in missing.output
+    assert not (tmp_path / "nowhere").exists()
+    twice = runner.invoke(app, ["report", str(tmp_path / "new"), "--results-dir", str(tmp_path / "old")])
+    assert twice.exit_code == 2 and len(twice.output.strip().splitlines()) == 1

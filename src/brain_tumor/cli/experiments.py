@@ -196,14 +196,21 @@ def ensemble(
 
 
 def report(
-    results_dir: Annotated[Path, typer.Option(help="The reproduction's results folder.")] = Path(
-        "runs/paper-split/report"),
+    results_dir: Annotated[Path | None, typer.Argument(
+        help="The reproduction's results folder, rebuilt in place.", show_default="runs/paper-split/report")] = None,
+    old_name: Annotated[Path | None, typer.Option(
+        "--results-dir", help="The results folder by its earlier name (old scripts).")] = None,
 ) -> None:
     """Rebuild comparison.md and report.html from finished runs (after `trust`, say).
 
-    Example: brain-tumor report --results-dir runs/paper-split/report
+    Example: brain-tumor report runs/paper-split/report
     """
     from brain_tumor.reproduce import rebuild_report
 
+    if results_dir is not None and old_name is not None:
+        _fail("give the results folder once: as the argument or as --results-dir")
+    results_dir = results_dir or old_name or Path("runs/paper-split/report")
+    if not results_dir.is_dir():
+        _fail(f"{results_dir}: no such results folder")
     rebuild_report(results_dir)
     typer.echo(f"report: {results_dir / 'report.html'}")
