@@ -6,7 +6,7 @@ current weights. The probe is measurement only: it chooses nothing (the checkpoi
 chosen on validation loss) and its own time is excluded from the clock.
 
     python bench/time_to_accuracy.py --set train.precision=bf16-mixed \\
-        --results-dir results/experiments/paper-split-bf16/freeze-15 --work-dir runs/paper-split-bf16/freeze-15
+        --output results/experiments/paper-split-bf16/freeze-15 --work-dir runs/paper-split-bf16/freeze-15
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ def main() -> None:
     parser.add_argument("--freeze", type=int, default=15)
     parser.add_argument("--target", type=float, default=0.9186, help="The paper's best test accuracy (freeze 15).")
     parser.add_argument("--split", type=Path, default=Path("results/paper-split/split.json"))
-    parser.add_argument("--results-dir", type=Path, required=True)
+    parser.add_argument("--output", "--results-dir", dest="results_dir", type=Path, required=True,
+                        help="Run folder for metrics and figures, as `brain-tumor train --output`.")
     parser.add_argument("--work-dir", type=Path, required=True)
     args = parser.parse_args()
     config = apply_overrides(RunConfig(), [f"model.freeze_layers={args.freeze}", *args.set]).validate()

@@ -248,3 +248,46 @@ def test_predict_overlays_never_collide_and_skips_are_reported(tiny_checkpoint: 
         "0_gradcam-2.png", "0_gradcam.png", "multi_frame0_gradcam.png", "multi_frame1_gradcam.png"]
     assert "skipped:" in result.output and "notes.txt" in result.output
     assert "4 predicted, 0 refused as out of scope, 0 failed, 1 skipped" in result.output
+
+
+def test_report_takes_its_folder_as_an_argument_or_by_its_old_name(tmp_path: Path) -> None:
+    for args in ([str(tmp_path / "new")], ["--results-dir", str(tmp_path / "old")]):
+        Path(args[-1]).mkdir()
+        result = runner.invoke(app, ["report", *args])
+        assert result.exit_code == 0, result.output
+        assert (Path(args[-1]) / "report.html").is_file() and (Path(args[-1]) / "comparison.md").is_file()
+    missing = runner.invoke(app, ["report", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 2 and "nowhere: no such results folder" in missing.output
+    assert not (tmp_path / "nowhere").exists()
+    twice = runner.invoke(app, ["report", str(tmp_path / "new"), "--results-dir", str(tmp_path / "old")])
+    assert twice.exit_code == 2 and len(twice.output.strip().splitlines()) == 1
+
+
+def test_evaluate_data_is_the_dataset_with_split_and_a_collection_alone(
+        tiny_checkpoint: Path, class_folder_dataset: Path, tmp_path: Path) -> None:
+    from brain_tumor.data.splits import Split, save_split
+
+    payload = torch.load(tiny_checkpoint, weights_only=True)
+    payload["config"]["data"]["root"] = str(tmp_path / "moved")  # trained on data that is no longer there
+    torch.save(payload, tmp_path / "model.pt")
+    model, split = tmp_path / "model.pt", tmp_path / "split.json"
+    test = list(range(0, 36, 4))
+    save_split(Split("paper", 0, [i for i in range(36) if i % 4], [], test), split)
+
+    scored = runner.invoke(app, ["evaluate", "-m", str(model), "--split", str(split),
+                                 "--data", str(class_folder_dataset), "--output", str(tmp_path / "split")])
+    assert scored.exit_code == 0, scored.output
+    metrics = json.loads((tmp_path / "split" / "metrics.json").read_text())
+    assert "support" in metrics and "n_images" not in metrics, metrics  # scored as a split, not a collection
+    assert sum(metrics["support"].values()) == len(test)  # its test part
+    moved = runner.invoke(app, ["evaluate", "-m", str(model), "--split", str(split)])
+    assert moved.exit_code == 2 and len(moved.output.strip().splitlines()) == 1
+    assert "moved" in moved.output and "or point --data at a copy" in moved.output
+    model_alone = runner.invoke(app, ["evaluate", "-m", str(model), "--split", str(split), "--data",
+                                      str(class_folder_dataset), "--tta", "flip"])
+    assert model_alone.exit_code == 2 and "apply with --data alone" in model_alone.output
+
+    collection = runner.invoke(app, ["evaluate", "-m", str(model), "--data", str(class_folder_dataset),
+                                     "-o", str(tmp_path / "collection"), "--no-scope-check"])
+    assert collection.exit_code == 0, collection.output
+    assert json.loads((tmp_path / "collection" / "metrics.json").read_text())["n_images"] == 36  # every image

@@ -35,7 +35,7 @@ def check_fresh(results_dir: Path, work_dir: Path, scenarios: tuple[int, ...]) -
         for folder in (results_dir / f"freeze-{n}", work_dir / f"freeze-{n}"):
             if folder.is_dir() and any(folder.iterdir()):
                 raise ReproduceError(f"{folder} holds an earlier run: continue it with --resume, or start anew "
-                                     f"with another --results-dir and --work-dir")
+                                     f"with another --output and --work-dir")
 
 
 def draw_sample_grids(data: PreparedData, out_dir: Path, seed: int, n: int = 12) -> list[Path]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -37,6 +37,12 @@ BnPriorOpt = Annotated[float, typer.Option(
 FoldOpt = Annotated[int | None, typer.Option(help="CV fold (1-based) when --split holds folds.")]
 ModelsOpt = Annotated[list[str], typer.Option(
     "--checkpoint", "-m", help="A model, or NAME=MODEL to name it in the tables; repeat to compare models.")]
+
+
+def _output(help: str, *old_names: str) -> Any:
+    """The option that names a command's output, ``--output``/``-o`` in every command (``old_names``:
+    earlier names of it, still accepted so that old scripts keep working)."""
+    return typer.Option("--output", "-o", *old_names, help=help)
 
 
 def _fail(message: str) -> None:
@@ -140,9 +146,11 @@ def _load_fast_predictor(checkpoint: Path, precision: str, engine: str, onnx: Pa
     return predictor
 
 
-def _model_data(checkpoint: Path, data_root: Path | None = None):  # type: ignore[no-untyped-def]
+def _model_data(checkpoint: Path, data_root: Path | None = None,  # type: ignore[no-untyped-def]
+                data_flag: str | None = None):
     """Records, images (at the checkpoint's size and pipeline) and labels for a checkpoint's data
-    (or ``data_root``); a missing dataset is one line naming the command that fetches it."""
+    (or ``data_root``); a missing dataset is one line naming the command that fetches it (and
+    ``data_flag``, the command's option that names another copy, where it has one)."""
     from brain_tumor.training.fit import load_data
 
     meta = _checkpoint_meta(checkpoint)
@@ -152,7 +160,8 @@ def _model_data(checkpoint: Path, data_root: Path | None = None):  # type: ignor
         return load_data(root, pre["image_size"], data_cfg.get("cache_dir"), pre.get("pipeline", "paper"))
     except (ValueError, OSError) as exc:
         _fail(f"{str(exc).splitlines()[0]}; the dataset this model was trained on is not at {root}: "
-              f"fetch it with: brain-tumor fetch --data --set data.root={root}, or pass --data-root")
+              f"fetch it with: brain-tumor fetch --data --set data.root={root}"
+              + (f", or point {data_flag} at a copy" if data_flag else ""))
 
 
 def _named_models(items: list[str]) -> dict[str, Path]:

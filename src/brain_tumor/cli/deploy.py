@@ -21,12 +21,13 @@ from brain_tumor.cli.common import (
     _fail,
     _load_fast_predictor,
     _load_predictor,
+    _output,
 )
 
 
 def export(
     checkpoint: CheckpointOpt,
-    output: Annotated[Path | None, typer.Option(
+    output: Annotated[Path | None, _output(
         help="ONNX file to write (default: model.onnx beside the checkpoint, where predict/serve find it).")] = None,
     int8_calibration: Annotated[list[Path] | None, typer.Option(
         help="Also write an int8 model (<output>.int8.onnx) calibrated on these training images/folders.")] = None,

@@ -22,44 +22,54 @@ from brain_tumor.cli.common import (
     _load_fast_predictor,
     _model_data,
     _named_models,
+    _output,
 )
+
+DEFAULT_SPLIT = Path("results/paper-split/split.json")  # the committed paper split, read only
 
 
 def evaluate(
     checkpoint: CheckpointOpt,
-    split: Annotated[Path, typer.Option(help="split.json of the run.")] = Path("results/paper-split/split.json"),
-    data_root: Annotated[Path | None, typer.Option(help="Dataset folder (default from the checkpoint).")] = None,
-    output: Annotated[Path, typer.Option(help="Where metrics.json goes.")] = Path("runs/evaluate"),
     data: Annotated[Path | None, typer.Option(
-        help="Evaluate on this labelled collection instead: a CSV of path,label, a folder with manifest.csv, "
-             "or class-per-folder (glioma_tumor/, no_tumor/, normal/, ...).")] = None,
+        help="With --split: the dataset folder the split indexes (default: the checkpoint's data.root). Alone: "
+             "a labelled collection to evaluate on, a CSV of path,label, a folder with manifest.csv, or "
+             "class-per-folder (glioma_tumor/, no_tumor/, normal/, ...).")] = None,
+    split: Annotated[Path | None, typer.Option(
+        help="split.json of the run; its test part is scored (without --data, default: the paper split, "
+             f"{DEFAULT_SPLIT}).")] = None,
+    output: Annotated[Path, _output(help="Where metrics.json goes.")] = Path("runs/evaluate"),
     calibration: CalibrationOpt = None,
     gate: GateOpt = None,
     tta: TtaOpt = "none",
     scope_check: ScopeOpt = True,
     adapt_bn: Annotated[bool, typer.Option(
-        help="With --data: re-estimate the network's BatchNorm statistics on the collection's own images "
-             "first (test-time adaptation to its source; labels unused; served by PyTorch).")] = False,
+        help="On a collection: re-estimate the network's BatchNorm statistics on its own images first "
+             "(test-time adaptation to its source; labels unused; served by PyTorch).")] = False,
     bn_prior: BnPriorOpt = 0.0,
 ) -> None:
-    """Evaluate a checkpoint on the test part of a saved split, or on any labelled collection
-    (with --data: as `predict` answers, calibration.json and gate.json included).
+    """Evaluate a checkpoint on the test part of a saved split (--split, with --data the dataset
+    folder), or on any labelled collection (--data alone: as `predict` answers, calibration.json
+    and gate.json included).
 
     Example: brain-tumor evaluate -m runs/train/model.pt --data ../shared/data/br35h-no-tumour --output runs/evaluate
+    (a split's test part: brain-tumor evaluate -m runs/train/model.pt --split runs/train/report/split.json)
     """
     if bn_prior and not adapt_bn:
         _fail("--bn-prior applies with --adapt-bn")
-    if data is not None:
+    if data is not None and split is None:
         _evaluate_collection(checkpoint, data, output, calibration, gate, tta, scope_check,
                              bn_prior if adapt_bn else None)
         return
     if calibration is not None or gate is not None or tta != "none" or adapt_bn:
-        _fail("--calibration, --gate, --tta and --adapt-bn apply with --data (a split's test part is scored as the "
-              "model alone)")
+        _fail("--calibration, --gate, --tta and --adapt-bn apply with --data alone, a collection (a split's test "
+              "part is scored as the model alone)")
+    _evaluate_split(checkpoint, split or DEFAULT_SPLIT, data, output)
 
+
+def _evaluate_split(checkpoint: Path, split: Path, data: Path | None, output: Path) -> None:
     from brain_tumor.data.splits import load_split
     from brain_tumor.evaluation.run_eval import evaluate_checkpoint, write_json
-    _, images, labels = _model_data(checkpoint, data_root)
+    _, images, labels = _model_data(checkpoint, data, "--data")
     try:
         test = load_split(split).test
     except (ValueError, OSError, KeyError) as exc:
@@ -116,7 +126,7 @@ def shift_test(
     checkpoint: ModelsOpt,
     split: SplitOpt,
     fold: FoldOpt = None,
-    output: Annotated[Path, typer.Option(help="Folder for shift.json/.md/.png.")] = Path("runs/shift"),
+    output: Annotated[Path, _output(help="Folder for shift.json/.md/.png.")] = Path("runs/shift"),
     seed: Annotated[int, typer.Option(help="Seed of the random parts of the shifts.")] = 0,
     adapt_bn: Annotated[bool, typer.Option(
         help="Also score each model with its BatchNorm statistics re-estimated on each set of slices.")] = False,
@@ -165,7 +175,7 @@ def shortcut_test(
     checkpoint: ModelsOpt,
     split: SplitOpt,
     fold: FoldOpt = None,
-    output: Annotated[Path, typer.Option(help="Folder for shortcut.json/.md/.png.")] = Path("runs/shortcut"),
+    output: Annotated[Path, _output(help="Folder for shortcut.json/.md/.png.")] = Path("runs/shortcut"),
     calibration: CalibrationOpt = None,
     gate: GateOpt = None,
 ) -> None:

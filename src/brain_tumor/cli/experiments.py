@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from brain_tumor.cli.common import ConfigOpt, SetOpt, _config, _fail, _fetch
+from brain_tumor.cli.common import ConfigOpt, SetOpt, _config, _fail, _fetch, _output
 
 
 def reproduce(
@@ -20,11 +20,11 @@ def reproduce(
         help="A first look: both scenarios at 128 px for 3 epochs, no trust step (--set still applies after it).")]
     = False,
     resume: Annotated[bool, typer.Option(
-        help="Continue the run in --results-dir/--work-dir (finished scenarios are kept, an interrupted one "
+        help="Continue the run in --output/--work-dir (finished scenarios are kept, an interrupted one "
              "resumes from its last epoch); without it, a folder holding an earlier run is refused.")] = False,
-    results_dir: Annotated[Path | None, typer.Option(
-        help="Metrics, figures and report [default: runs/paper-split/report, runs/paper-split-quick/report "
-             "with --quick].")] = None,
+    results_dir: Annotated[Path | None, _output(
+        "Metrics, figures and report [default: runs/paper-split/report, runs/paper-split-quick/report "
+        "with --quick].", "--results-dir")] = None,
     work_dir: Annotated[Path | None, typer.Option(
         help="Checkpoints and TensorBoard logs [default: runs/paper-split, runs/paper-split-quick].")] = None,
     reference: Annotated[Path, typer.Option(
@@ -69,7 +69,8 @@ def reproduce(
 def train(
     config: ConfigOpt = None,
     overrides: SetOpt = None,
-    results_dir: Annotated[Path, typer.Option(help="Run folder for metrics and figures.")] = Path("runs/train/report"),
+    results_dir: Annotated[Path, _output("Run folder for metrics and figures.", "--results-dir")] = Path(
+        "runs/train/report"),
     work_dir: Annotated[Path, typer.Option(help="Checkpoints.")] = Path("runs/train"),
 ) -> None:
     """Train and evaluate one run on the paper split (freeze from model.freeze_layers).
@@ -92,8 +93,9 @@ def cv(
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     grouping: Annotated[str, typer.Option(help="official | strict | slice (leaky, for comparison).")] = "official",
-    results_dir: Annotated[Path | None, typer.Option(
-        help="Default runs/cv/<grouping>/report (the committed copies: --results-dir results/cv/NAME).")] = None,
+    results_dir: Annotated[Path | None, _output(
+        "Default runs/cv/<grouping>/report (the committed copies: --output results/cv/NAME).", "--results-dir")]
+    = None,
     work_dir: Annotated[Path | None, typer.Option(help="Default runs/cv/<grouping>.")] = None,
     fold: Annotated[list[int] | None, typer.Option(help="Run only these folds; repeatable.")] = None,
 ) -> None:
@@ -147,7 +149,7 @@ def compare(
 
 def leaderboard(
     cv_root: Annotated[Path, typer.Argument(help="The folder holding the CV folders, e.g. results/cv.")],
-    output: Annotated[Path | None, typer.Option(
+    output: Annotated[Path | None, _output(
         help="Write OUTPUT.md and OUTPUT.json [default: CV_ROOT/leaderboard].")] = None,
 ) -> None:
     """The recipe table: every patient-wise CV, sorted by pooled accuracy, with its paired
@@ -174,7 +176,7 @@ def leaderboard(
 def ensemble(
     members: Annotated[list[Path], typer.Argument(
         help="Two or more `brain-tumor cv` results folders of the same folds.")],
-    output: Annotated[Path, typer.Option(help="The ensemble's CV folder (beside its members, for the leaderboard).")],
+    output: Annotated[Path, _output(help="The ensemble's CV folder (beside its members, for the leaderboard).")],
 ) -> None:
     """Score an ensemble on the patient-wise protocol: each fold's held-out slices answered by the mean
     of the members' fold models' probabilities (every one trained without those patients), from the
@@ -194,14 +196,21 @@ def ensemble(
 
 
 def report(
-    results_dir: Annotated[Path, typer.Option(help="The reproduction's results folder.")] = Path(
-        "runs/paper-split/report"),
+    results_dir: Annotated[Path | None, typer.Argument(
+        help="The reproduction's results folder, rebuilt in place.", show_default="runs/paper-split/report")] = None,
+    old_name: Annotated[Path | None, typer.Option(
+        "--results-dir", help="The results folder by its earlier name (old scripts).")] = None,
 ) -> None:
     """Rebuild comparison.md and report.html from finished runs (after `trust`, say).
 
-    Example: brain-tumor report --results-dir runs/paper-split/report
+    Example: brain-tumor report runs/paper-split/report
     """
     from brain_tumor.reproduce import rebuild_report
 
+    if results_dir is not None and old_name is not None:
+        _fail("give the results folder once: as the argument or as --results-dir")
+    results_dir = results_dir or old_name or Path("runs/paper-split/report")
+    if not results_dir.is_dir():
+        _fail(f"{results_dir}: no such results folder")
     rebuild_report(results_dir)
     typer.echo(f"report: {results_dir / 'report.html'}")

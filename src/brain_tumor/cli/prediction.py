@@ -21,6 +21,7 @@ from brain_tumor.cli.common import (
     _fail,
     _load_fast_predictor,
     _load_predictor,
+    _output,
 )
 
 
@@ -144,7 +145,7 @@ def _write_overlay(predictor, source: str, target: Path) -> Path:  # type: ignor
 def explain(
     paths: Annotated[list[Path], typer.Argument(help="Files and folders to explain.")],
     checkpoint: CheckpointOpt,
-    output: Annotated[Path, typer.Option(help="Folder for the overlays.")] = Path("gradcam"),
+    output: Annotated[Path, _output(help="Folder for the overlays.")] = Path("gradcam"),
 ) -> None:
     """Write Grad-CAM overlays (last ResNet stage, predicted class) for each slice.
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from brain_tumor.cli.common import CheckpointOpt, FoldOpt, SplitOpt, _checkpoint_meta, _fail, _model_data
+from brain_tumor.cli.common import CheckpointOpt, FoldOpt, SplitOpt, _checkpoint_meta, _fail, _model_data, _output
 
 
 def trust(
@@ -54,7 +54,7 @@ def trust(
 
 def calibrate(
     cv_dir: Annotated[Path, typer.Argument(help="A `brain-tumor cv` results folder (fold-*/test_predictions.csv).")],
-    output: Annotated[Path, typer.Option(help="Where calibration.json and the cross-fitted report go.")] = Path(
+    output: Annotated[Path, _output(help="Where calibration.json and the cross-fitted report go.")] = Path(
         "runs/calibrate"),
     confidence: Annotated[float, typer.Option(
         min=0.5, max=0.999, help="Stated coverage of the prediction sets.")] = 0.95,
@@ -101,7 +101,7 @@ def no_tumour_gate(
     no_tumour_data: Annotated[Path, typer.Option(help="Slices without a tumour: a folder with manifest.csv "
                                                       "(label no_tumour, group), or a class-per-folder tree.")] = Path(
         "../shared/data/br35h-no-tumour"),
-    output: Annotated[Path, typer.Option(help="Where gate.json and no_tumour.json/.md go.")] = Path("runs/no-tumour"),
+    output: Annotated[Path, _output(help="Where gate.json and no_tumour.json/.md go.")] = Path("runs/no-tumour"),
     per_class: Annotated[int, typer.Option(min=10, help="Training slices per tumour class for the gate.")] = 200,
     threshold: Annotated[float, typer.Option(min=0.01, max=0.99, help="P(no tumour) that answers no tumour.")] = 0.5,
     seed: Annotated[int, typer.Option(help="Seed of the sampling, styles and group folds.")] = 0,
@@ -134,7 +134,7 @@ def ood(
     checkpoint: CheckpointOpt,
     split: SplitOpt,
     fold: FoldOpt = None,
-    output: Annotated[Path, typer.Option(help="Folder for ood.json/.md.")] = Path("runs/ood"),
+    output: Annotated[Path, _output(help="Folder for ood.json/.md.")] = Path("runs/ood"),
     flag_rate: Annotated[float, typer.Option(help="Share of in-distribution validation slices flagged.")] = 0.05,
     k: Annotated[int, typer.Option(help="Neighbour whose distance is the score.")] = 10,
 ) -> None:
