@@ -23,16 +23,16 @@ def reproduce(
         help="Continue the run in --output/--work-dir (finished scenarios are kept, an interrupted one "
              "resumes from its last epoch); without it, a folder holding an earlier run is refused.")] = False,
     results_dir: Annotated[Path | None, _output(
-        "Metrics, figures and report [default: runs/paper-split/report, runs/paper-split-quick/report "
-        "with --quick].", "--results-dir")] = None,
+        "Metrics, figures and report (default: runs/paper-split/report, runs/paper-split-quick/report "
+        "with --quick).", "--results-dir")] = None,
     work_dir: Annotated[Path | None, typer.Option(
-        help="Checkpoints and TensorBoard logs [default: runs/paper-split, runs/paper-split-quick].")] = None,
+        help="Checkpoints and TensorBoard logs (default: runs/paper-split, runs/paper-split-quick).")] = None,
     reference: Annotated[Path, typer.Option(
         help="Committed results to compare with: every finished run of the same recipe and split in this "
              "tree, whatever its seed or precision.")] = Path("results"),
     scenario: Annotated[list[int] | None, typer.Option(help="Keras layers to freeze; repeatable.")] = None,
     trust: Annotated[bool | None, typer.Option(
-        help="Also calibrate, choose the refer threshold and score Grad-CAM [default: on, off with --quick].")]
+        help="Also calibrate, choose the refer threshold and score Grad-CAM (default: on, off with --quick).")]
     = None,
 ) -> None:
     """Reproduce the paper: train both freeze scenarios on the paper split into a fresh run folder,
@@ -150,7 +150,7 @@ def compare(
 def leaderboard(
     cv_root: Annotated[Path, typer.Argument(help="The folder holding the CV folders, e.g. results/cv.")],
     output: Annotated[Path | None, _output(
-        help="Write OUTPUT.md and OUTPUT.json [default: CV_ROOT/leaderboard].")] = None,
+        help="Write OUTPUT.md and OUTPUT.json (default: CV_ROOT/leaderboard).")] = None,
 ) -> None:
     """The recipe table: every patient-wise CV, sorted by pooled accuracy, with its paired
     difference against the paper recipe at the same resolution (CIs resample patients), meningioma
