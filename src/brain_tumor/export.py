@@ -141,7 +141,8 @@ whole volumes or on children without measuring first.
 Recipe: {data.get('image_size')} px, preprocessing {data.get('preprocessing')}, augmentation
 {data.get('augmentation')}, freeze {recipe.get('model', {}).get('freeze_layers')} Keras layers,
 up to {train.get('max_epochs')} epochs at {train.get('precision')}, counterfactual share
-{train.get('counterfactual', 0.0)}; best epoch {meta.get('epoch')}.
+{train.get('counterfactual', 0.0)}, context mix {train.get('context_mix', 0.0)}, context penalty
+{train.get('context_penalty', 0.0)}; best epoch {meta.get('epoch')}.
 
 **Context shortcut**: {shortcut_section(shortcut)}
 
