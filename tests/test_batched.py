@@ -130,3 +130,12 @@ def test_an_empty_set(predictor: Predictor) -> None:
     assert features.shape == (0, 2048) and plain.shape == (0, 3)
     features, plain = embeddings_for(predictor, torch.zeros((0, 1, 64, 64), dtype=torch.uint8))
     assert features.shape == (0, 2048) and plain.shape == (0, 3)
+
+
+def test_the_shift_benchmark_predicts_through_the_path(predictor: Predictor) -> None:
+    from brain_tumor.robustness import predict_on
+
+    images = _slices()
+    expected = predictor.logits(torch.stack([predictor.to_tensor(im) for im in images])).argmax(1)
+    assert predict_on(predictor, images, batch=BATCH).tolist() == expected.tolist()
+    assert predict_on(predictor, []).shape == (0,)
