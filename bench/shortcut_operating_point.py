@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from brain_tumor.context_shortcut import predict_images
+from brain_tumor.batched import predict_slices
 from brain_tumor.data.imageio import read_slice
 from brain_tumor.data.manifest import load_records
 from brain_tumor.data.splits import load_split
@@ -35,7 +35,7 @@ from brain_tumor.model_loading import load_predictor
 
 def validation_confidences(checkpoint: Path, paths: list[str]) -> np.ndarray:
     predictor = load_predictor(checkpoint, engine="pytorch")
-    return np.array([p.confidence for p in predict_images(predictor, [read_slice(p) for p in paths])])
+    return np.array([p.confidence for p in predict_slices(predictor, [read_slice(p) for p in paths])])
 
 
 def summarise(rows: list[dict[str, str]], name: str, threshold: float, patient_of: dict[str, str],

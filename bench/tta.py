@@ -40,8 +40,7 @@ def fold_logits(checkpoint: Path, images: torch.Tensor, precision: str, batch_si
     for mode in ("none", "flip"):
         predictor = load_predictor(checkpoint, precision=precision, engine="pytorch", tta=mode)
         start = time.perf_counter()
-        out[mode] = torch.cat([predictor.logits(images[i:i + batch_size])
-                               for i in range(0, len(images), batch_size)]).float().numpy()
+        out[mode] = predictor.logits_for(images, batch_size)
         out[f"{mode}_seconds"] = time.perf_counter() - start
     out["compute"] = predictor.compute
     return out

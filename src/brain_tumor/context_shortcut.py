@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from brain_tumor.answers import NO_TUMOUR, Prediction
 from brain_tumor.atomic import write_dict_csv, write_text
+from brain_tumor.batched import predict_slices
 from brain_tumor.config import portable_path
 from brain_tumor.data.erasing import ERASERS, ISOLATORS, Box
 from brain_tumor.data.imageio import read_slice
@@ -19,7 +19,6 @@ from brain_tumor.evaluation.report import markdown_table
 from brain_tumor.evaluation.run_eval import write_json
 from brain_tumor.evaluation.shortcut import answer_kinds
 from brain_tumor.evaluation.statistics import bootstrap_mean
-from brain_tumor.inference import Predictor
 from brain_tumor.model_loading import load_predictor, model_sha256
 
 METHODS = ("clean", *ERASERS, *ISOLATORS)
@@ -35,14 +34,6 @@ def render_variants(images: list[np.ndarray], boxes: list[Box]) -> dict[str, lis
     for name, fn in {**ERASERS, **ISOLATORS}.items():
         out[name] = [fn(im, box) for im, box in tqdm(list(zip(images, boxes)), desc=name, unit="img")]
     return out
-
-
-def predict_images(predictor: Predictor, images: list[np.ndarray], batch: int = 32) -> list[Prediction]:
-    answers: list[Prediction] = []
-    for i in range(0, len(images), batch):
-        x = torch.stack([predictor.to_tensor(im) for im in images[i:i + batch]])
-        answers += predictor.predict_batch(x, [str(k) for k in range(i, i + len(x))])
-    return answers
 
 
 def answer_shares(preds: list[Prediction], labels: np.ndarray, class_names: list[str]) -> dict[str, np.ndarray]:
@@ -142,7 +133,7 @@ def run_shortcut_test(checkpoints: dict[str, Path], paths: list[str], labels: np
     rows: list[dict[str, Any]] = [{"path": p, "label": class_names[y]} for p, y in zip(names or paths, labels)]
     for name, checkpoint in checkpoints.items():
         predictor = load_predictor(checkpoint, calibration=calibration, gate=gate)
-        answers = {m: predict_images(predictor, ims) for m, ims in tqdm(variants.items(), desc=name, unit="method")}
+        answers = {m: predict_slices(predictor, ims) for m, ims in tqdm(variants.items(), desc=name, unit="method")}
         referral = ("confidence threshold" + (f" from {predictor.calibration_source}" if predictor.calibration_source
                                               else " stored in the checkpoint")
                     if predictor.refer_threshold is not None else "no confidence threshold") + \

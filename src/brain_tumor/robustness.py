@@ -12,6 +12,7 @@ import torch
 from tqdm import tqdm
 
 from brain_tumor.atomic import write_csv, write_text
+from brain_tumor.batched import embeddings_for, slice_logits
 from brain_tumor.config import portable_path
 from brain_tumor.data.imageio import read_slice
 from brain_tumor.data.preprocess import head_box, prepare_slice, robust_slice
@@ -27,11 +28,8 @@ ADAPTED = "+bn-adapted"  # the suffix of a model scored with its BatchNorm stati
 
 def predict_on(predictor: Predictor, images: list[np.ndarray], batch: int = 64) -> np.ndarray:
     """Predicted class of ``predictor`` for each float [0, 1] slice (its own preprocessing applied)."""
-    predicted = []
-    for i in range(0, len(images), batch):
-        x = torch.stack([predictor.to_tensor(im) for im in images[i:i + batch]])
-        predicted.append(predictor.logits(x).argmax(1).numpy())
-    return np.concatenate(predicted)
+    predicted: np.ndarray = slice_logits(predictor, images, batch).argmax(1)
+    return predicted
 
 
 def shift_statistics(predictions: dict[str, dict[str, np.ndarray]], labels: np.ndarray,
@@ -180,29 +178,19 @@ def draw_preprocessing_steps(paths: list[str], out: Path, size: int = 224) -> Pa
                              f"robust: {size}px"], out)
 
 
-def embed_all(predictor: Predictor, images: torch.Tensor, batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """Penultimate features and logits of uint8 ``[N, 1, S, S]`` images."""
-    feats, logits = [], []
-    for i in tqdm(range(0, len(images), batch), desc="features", unit="batch", leave=False):
-        f, z = predictor.embed(images[i:i + batch])
-        feats.append(f)
-        logits.append(z)
-    return torch.cat(feats), torch.cat(logits)
-
-
 def ood_scores(predictor: Predictor, images: torch.Tensor, train: list[int], parts: dict[str, list[int]],
                k: int = 10) -> tuple[torch.Tensor, dict[str, dict[str, np.ndarray]]]:
     """The kNN bank of the training slices' features, and the kNN and energy scores of each named
     part of ``images`` and of each kind of image in the refuse set."""
     from brain_tumor.evaluation.ood import energy_scores, knn_scores, make_bank, refuse_set
 
-    bank = make_bank(embed_all(predictor, images[train])[0])
+    bank = make_bank(embeddings_for(predictor, images[train], progress=True)[0])
     batches = {name: images[idx] for name, idx in parts.items()}
     batches.update({kind: torch.stack([predictor.to_tensor(p) for p in pictures])
                     for kind, pictures in refuse_set().items()})
     scores: dict[str, dict[str, np.ndarray]] = {}
     for name, batch in batches.items():
-        f, z = embed_all(predictor, batch)
+        f, z = embeddings_for(predictor, batch, progress=True)
         scores[name] = {"knn": knn_scores(bank, f, k).numpy(), "energy": energy_scores(z).numpy()}
     return bank, scores
 

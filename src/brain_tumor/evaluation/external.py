@@ -5,6 +5,7 @@ a tumour, and how confidently)."""
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,12 +13,14 @@ from typing import Any
 import numpy as np
 
 from brain_tumor.answers import Prediction, failed, out_of_scope
+from brain_tumor.batched import iter_predictions
 from brain_tumor.data.imageio import SUPPORTED_SUFFIXES, ImageReadError, read_slice
 from brain_tumor.data.manifest import canonical_label
 from brain_tumor.evaluation import statistics as st
 from brain_tumor.evaluation.calibration import risk_coverage
 from brain_tumor.evaluation.metrics import classification_metrics
 from brain_tumor.evaluation.plots import plot_image_grid
+from brain_tumor.inference import Predictor
 
 NO_TUMOUR = "no_tumour"
 NO_TUMOUR_NAMES = {"no_tumour", "no_tumor", "notumour", "notumor", "no tumour", "no tumor", "normal", "healthy",
@@ -179,36 +182,29 @@ def collection_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def predict_items(predictor: Any, items: list[Item], batch: int = 32) -> list[Prediction]:
+def predict_items(predictor: Predictor, items: list[Item], batch: int = 32) -> list[Prediction]:
     """One answer per item, in order; an unreadable file is a failed answer, not a stop, and an
-    image that is plainly not an MRI slice an out-of-scope one (with ``predictor.scope_check``)."""
-    import torch
-
-
+    image that is plainly not an MRI slice an out-of-scope one (with ``predictor.scope_check``).
+    The files are read as the model needs them, a batch of in-scope slices at a time."""
     answers: list[Prediction | None] = [None] * len(items)
-    pending: list[tuple[int, torch.Tensor]] = []
+    sent: list[int] = []  # the items given to the model, in order
 
-    def flush() -> None:
-        if pending:
-            preds = predictor.predict_batch(torch.stack([t for _, t in pending]), [str(items[k].path)
-                                                                                 for k, _ in pending])
-            for (k, _), p in zip(pending, preds):
-                answers[k] = p
-            pending.clear()
+    def in_scope() -> Iterator[tuple[str, np.ndarray]]:
+        for k, item in enumerate(items):
+            try:
+                image = read_slice(item.path)
+            except ImageReadError as exc:
+                answers[k] = failed(str(item.path), str(exc))
+                continue
+            if (reason := predictor.out_of_scope_reason(item.path, image)) is not None:
+                answers[k] = out_of_scope(str(item.path), reason)
+            else:
+                sent.append(k)
+                yield str(item.path), image
 
-    for k, item in enumerate(items):
-        try:
-            image = read_slice(item.path)
-        except ImageReadError as exc:
-            answers[k] = failed(str(item.path), str(exc))
-            continue
-        if (reason := predictor.out_of_scope_reason(item.path, image)) is not None:
-            answers[k] = out_of_scope(str(item.path), reason)
-        else:
-            pending.append((k, predictor.to_tensor(image)))
-        if len(pending) >= batch:
-            flush()
-    flush()
+    predictions = list(iter_predictions(predictor, in_scope(), batch))  # reads every item
+    for k, prediction in zip(sent, predictions, strict=True):
+        answers[k] = prediction
     return [a for a in answers if a is not None]
 
 

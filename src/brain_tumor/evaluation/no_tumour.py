@@ -12,14 +12,14 @@ slices.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
+from brain_tumor.batched import embeddings
 from brain_tumor.data.counterfactual import erased_copy
 from brain_tumor.data.erasing import ERASERS, Box
 from brain_tumor.data.imageio import ImageReadError, read_slice
@@ -41,34 +41,24 @@ def features_of(predictor: Predictor, paths: Sequence[str | Path], render: Rende
     each file read, passed through ``render(i, image)`` and the model; an unreadable file is logged
     and masked out, and so is one ``render`` returns None for (e.g. no control region fits for an
     erasure). Masked-out rows are zeros: select with the mask (``features[ok]``)."""
-    feats: list[np.ndarray] = []
-    probs: list[np.ndarray] = []
     ok = np.ones(len(paths), dtype=bool)
-    pending: list[torch.Tensor] = []
 
-    def flush() -> None:
-        if pending:
-            f, logits = predictor.embed(torch.stack(pending))
-            feats.append(f.numpy())
-            probs.append((logits / predictor.temperature).softmax(-1).numpy())
-            pending.clear()
+    def rendered() -> Iterator[np.ndarray]:
+        for i, path in enumerate(tqdm(paths, desc=desc, mininterval=10)):
+            try:
+                image = render(i, read_slice(path))
+            except ImageReadError as exc:
+                log.warning("skipped: %s", exc)
+                image = None
+            if image is None:
+                ok[i] = False
+            else:
+                yield image
 
-    for i, path in enumerate(tqdm(paths, desc=desc, mininterval=10)):
-        try:
-            rendered = render(i, read_slice(path))
-        except ImageReadError as exc:
-            log.warning("skipped: %s", exc)
-            rendered = None
-        if rendered is None:
-            ok[i] = False
-        else:
-            pending.append(predictor.to_tensor(rendered))
-        if len(pending) >= batch:
-            flush()
-    flush()
-    if not feats:
+    features, logits = embeddings(predictor, rendered(), batch)  # reads every path, filling ok
+    if not ok.any():
         raise ValueError(f"{desc}: not one of {len(paths)} slices could be scored")
-    kept_feats, kept_probs = np.concatenate(feats), np.concatenate(probs)
+    kept_feats, kept_probs = features.numpy(), (logits / predictor.temperature).softmax(-1).numpy()
     all_feats = np.zeros((len(paths), kept_feats.shape[1]), dtype=kept_feats.dtype)
     all_probs = np.zeros((len(paths), kept_probs.shape[1]), dtype=kept_probs.dtype)
     all_feats[ok], all_probs[ok] = kept_feats, kept_probs

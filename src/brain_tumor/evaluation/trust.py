@@ -50,12 +50,11 @@ def localisation_report(predictor: Predictor, images: torch.Tensor, labels: np.n
                         boxes: list[tuple[float, float, float, float] | None], out_dir: Path,
                         tolerance_px: int = 15, batch_size: int = 16) -> dict[str, Any]:
     """Pointing game and energy-in-box on correctly classified slices, per class; a gallery."""
-    cams, preds = [], []
+    pred = predictor.logits_for(images, batch_size).argmax(1)
+    cams = []  # Grad-CAM needs gradients: its own loop, outside the inference path
     for start in tqdm(range(0, len(images), batch_size), desc="grad-cam"):
-        batch = images[start:start + batch_size]
-        preds.append(predictor.logits(batch).argmax(1).numpy())
-        cams.append(grad_cam(predictor.network, predictor.normalize, batch))
-    cam, pred = np.concatenate(cams), np.concatenate(preds)
+        cams.append(grad_cam(predictor.network, predictor.normalize, images[start:start + batch_size]))
+    cam = np.concatenate(cams)
     keep = [i for i in range(len(labels)) if boxes[i] is not None and pred[i] == labels[i]]
     hits = np.array([pointing_hit(cam[i], boxes[i], tolerance_px) for i in keep])  # type: ignore[arg-type]
     energy = np.array([energy_in_box(cam[i], boxes[i]) for i in keep])  # type: ignore[arg-type]
@@ -96,8 +95,7 @@ def run_trust(checkpoint: Path, run_dir: Path, images: torch.Tensor, labels: tor
     out_dir = run_dir / "trust"
     out_dir.mkdir(parents=True, exist_ok=True)
     y = labels.numpy()
-    val_logits = np.concatenate([predictor.logits(images[val][i:i + 64]).numpy() for i in range(0, len(val), 64)])
-    test_logits = np.concatenate([predictor.logits(images[test][i:i + 64]).numpy() for i in range(0, len(test), 64)])
+    val_logits, test_logits = (predictor.logits_for(images[part], batch_size=64) for part in (val, test))
     calibration = calibration_report(val_logits, y[val], test_logits, y[test], target_risk, out_dir)
     localisation = localisation_report(predictor, images[test], y[test], [boxes[i] for i in test], out_dir,
                                        tolerance_px)
