@@ -263,6 +263,26 @@ def test_report_takes_its_folder_as_an_argument_or_by_its_old_name(tmp_path: Pat
     assert twice.exit_code == 2 and len(twice.output.strip().splitlines()) == 1
 
 
+def test_evaluate_scores_one_fold_of_a_cv_splits_file(tiny_checkpoint: Path, class_folder_dataset: Path,
+                                                     tmp_path: Path) -> None:
+    import dataclasses
+
+    from brain_tumor.data.splits import Split
+
+    folds = [Split(f"official-fold{k}", 0, [i for i in range(36) if i % 3 != k - 1], [],
+                   [i for i in range(36) if i % 3 == k - 1][: 4 + k]) for k in (1, 2)]
+    splits = tmp_path / "splits.json"
+    splits.write_text(json.dumps([dataclasses.asdict(f) for f in folds]))
+    common = ["evaluate", "-m", str(tiny_checkpoint), "--split", str(splits), "--data", str(class_folder_dataset)]
+    scored = runner.invoke(app, [*common, "--fold", "2", "-o", str(tmp_path / "fold-2")])
+    assert scored.exit_code == 0, scored.output
+    assert sum(json.loads((tmp_path / "fold-2" / "metrics.json").read_text())["support"].values()) == 6  # fold 2's
+    no_fold = runner.invoke(app, common)
+    assert no_fold.exit_code == 2 and "--fold 1..2" in no_fold.output and len(no_fold.output.strip().splitlines()) == 1
+    stray = runner.invoke(app, ["evaluate", "-m", str(tiny_checkpoint), "--fold", "1"])
+    assert stray.exit_code == 2 and "with --split" in stray.output
+
+
 def test_evaluate_data_is_the_dataset_with_split_and_a_collection_alone(
         tiny_checkpoint: Path, class_folder_dataset: Path, tmp_path: Path) -> None:
     from brain_tumor.data.splits import Split, save_split

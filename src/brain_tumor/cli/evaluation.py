@@ -35,8 +35,9 @@ def evaluate(
              "a labelled collection to evaluate on, a CSV of path,label, a folder with manifest.csv, or "
              "class-per-folder (glioma_tumor/, no_tumor/, normal/, ...).")] = None,
     split: Annotated[Path | None, typer.Option(
-        help="split.json of the run; its test part is scored (without --data, default: the paper split, "
-             f"{DEFAULT_SPLIT}).")] = None,
+        help="split.json of the run, or a CV splits.json with --fold; its test part is scored (without --data, "
+             f"default: the paper split, {DEFAULT_SPLIT}).")] = None,
+    fold: FoldOpt = None,
     output: Annotated[Path, _output(help="Where metrics.json goes.")] = Path("runs/evaluate"),
     calibration: CalibrationOpt = None,
     gate: GateOpt = None,
@@ -52,10 +53,13 @@ def evaluate(
     and gate.json included).
 
     Example: brain-tumor evaluate -m runs/train/model.pt --data ../shared/data/br35h-no-tumour --output runs/evaluate
-    (a split's test part: brain-tumor evaluate -m runs/train/model.pt --split runs/train/report/split.json)
+    (a split's test part: brain-tumor evaluate -m runs/train/model.pt --split runs/train/report/split.json;
+    a CV fold's: brain-tumor evaluate -m runs/cv/NAME/fold-1/model.pt --split results/cv/NAME/splits.json --fold 1)
     """
     if bn_prior and not adapt_bn:
         _fail("--bn-prior applies with --adapt-bn")
+    if fold is not None and split is None:
+        _fail("--fold picks a fold of a CV splits.json: give it with --split")
     if data is not None and split is None:
         _evaluate_collection(checkpoint, data, output, calibration, gate, tta, scope_check,
                              bn_prior if adapt_bn else None)
@@ -63,16 +67,16 @@ def evaluate(
     if calibration is not None or gate is not None or tta != "none" or adapt_bn:
         _fail("--calibration, --gate, --tta and --adapt-bn apply with --data alone, a collection (a split's test "
               "part is scored as the model alone)")
-    _evaluate_split(checkpoint, split or DEFAULT_SPLIT, data, output)
+    _evaluate_split(checkpoint, split or DEFAULT_SPLIT, fold, data, output)
 
 
-def _evaluate_split(checkpoint: Path, split: Path, data: Path | None, output: Path) -> None:
+def _evaluate_split(checkpoint: Path, split: Path, fold: int | None, data: Path | None, output: Path) -> None:
     from brain_tumor.data.splits import load_split
     from brain_tumor.evaluation.run_eval import evaluate_checkpoint, write_json
     _, images, labels = _model_data(checkpoint, data, "--data")
     try:
-        test = load_split(split).test
-    except (ValueError, OSError, KeyError) as exc:
+        test = load_split(split, fold).test
+    except (ValueError, OSError, KeyError, IndexError) as exc:
         _fail(f"{split}: cannot read the split ({exc})")
     metrics, _, _ = evaluate_checkpoint(checkpoint, images, labels, test)
     write_json(metrics, output / "metrics.json")
