@@ -82,7 +82,7 @@ def backfilled_record(run_dir: Path, paper_split: Path) -> dict[str, Any] | None
     environment = _json(run_dir / "environment.json")
     parts = {"train": split.train, "val": split.val, "test": split.test}
     record = run_record(config, kind, split.name, parts, run_dir / "model.pt", metrics, environment, fold=fold)
-    return {**record, "finished": None, "backfilled": NOTE}
+    return {**record, "finished": None, "backfilled": {"note": NOTE, "split_file": split_file.as_posix()}}
 
 
 def main(argv: list[str] | None = None) -> int:
