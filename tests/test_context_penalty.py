@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from brain_tumor.config import RunConfig, apply_overrides
+from brain_tumor.data.counterfactual import ERASED
 from brain_tumor.data.datamodule import MASK_GROW, SliceDataset
 from brain_tumor.data.erasing import box_mask
-from brain_tumor.model import build_classifier, freeze_first_keras_layers
+from brain_tumor.model import build_classifier, features_fp32_stem, freeze_first_keras_layers
 from brain_tumor.model.backbone import preprocessing_for
 from brain_tumor.training.module import SliceClassifier, context_evidence_penalty
 from brain_tumor.transforms import train_preset
@@ -95,23 +96,25 @@ def test_the_mask_follows_the_augmentation_and_only_training_items_carry_it() ->
     assert no_box[2].sum() == 0  # type: ignore[misc]
 
 
-def _module(penalty: float) -> SliceClassifier:
+def _module(penalty: float, smoothing: float) -> SliceClassifier:
     torch.manual_seed(0)
     network = build_classifier("none", 3)
     freeze_first_keras_layers(network, 15)
-    return SliceClassifier(network, preprocessing_for("none", 64), channels_last=False, label_smoothing=0.1,
+    return SliceClassifier(network, preprocessing_for("none", 64), channels_last=False, label_smoothing=smoothing,
                            context_penalty=penalty)
 
 
-def test_the_training_loss_adds_the_weighted_penalty_and_validation_ignores_it() -> None:
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])  # the shared path and the smoothed one
+@pytest.mark.parametrize("erased", [False, True])  # with a counterfactual (tumour-erased) slice or not
+def test_the_training_loss_adds_the_weighted_penalty_and_validation_ignores_it(smoothing: float,
+                                                                              erased: bool) -> None:
     generator = torch.Generator().manual_seed(1)
     images = torch.randint(0, 255, (4, 1, 64, 64), dtype=torch.uint8, generator=generator)
-    labels, masks = torch.tensor([0, 1, 2, 0]), _masks(4, 64, (slice(20, 40), slice(20, 40)))
-    plain, penalised = _module(0.0).eval(), _module(2.0).eval()
+    labels = torch.tensor([0, 1, ERASED if erased else 2, 0])
+    masks = _masks(4, 64, (slice(20, 40), slice(20, 40)))
+    plain, penalised = _module(0.0, smoothing).eval(), _module(2.0, smoothing).eval()
     with torch.no_grad():
-        features = penalised.network.layer4(penalised.network.layer3(penalised.network.layer2(
-            penalised.network.layer1(penalised.network.maxpool(penalised.network.relu(penalised.network.bn1(
-                penalised.network.conv1(penalised.normalize(images)))))))))
+        features = features_fp32_stem(penalised.network, penalised.normalize(images))
         penalty = context_evidence_penalty(features, penalised.network.fc.weight, masks).item()
         base = plain.training_step((images, labels, masks), 0).item()
         assert penalty > 0

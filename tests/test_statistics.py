@@ -181,7 +181,8 @@ def test_paper_split_overview_pairs_each_recipe_with_the_plain_one_by_budget_and
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 200)
     paths = [f"s{i}.jpg" for i in range(200)]
-    runs = [("plain", [], 42, 0.95), ("plain-seed43", [], 43, 0.93), ("robust", ["data.augmentation=robust"], 42, 0.85),
+    runs = [("plain", [], 42, 0.95), ("plain-again", [], 42, 0.94), ("plain-seed43", [], 43, 0.93),
+            ("robust", ["data.augmentation=robust"], 42, 0.85),
             ("robust-seed43", ["data.augmentation=robust"], 43, 0.87),
             ("robust-e12", ["data.augmentation=robust", "train.max_epochs=12"], 42, 0.9)]  # no plain run at 12 epochs
     for name, overrides, seed, skill in runs:
@@ -200,9 +201,12 @@ def test_paper_split_overview_pairs_each_recipe_with_the_plain_one_by_budget_and
         (decoy / f).write_bytes((tmp_path / "paper-split-plain" / "freeze-15" / f).read_bytes())
     (decoy / "run.json").write_text(json.dumps({"format": RUN_FORMAT, "kind": "cv fold"}))
     md, html = paper_split_overview(tmp_path)
-    assert md.count("| paper-split-") == 5 and html.count("<table>") == 2
+    assert md.count("| paper-split-") == 6 and html.count("<table>") == 2
     rows = [line for line in md.splitlines() if "robust augmentation" in line and "| 42, 43 |" in line]
     assert len(rows) == 1  # both seeds of the robust recipe against both seeds of the plain one
+    assert rows[0].count("p = ") == 3  # seed 42 against each of the plain recipe's two seed-42 runs, seed 43 once
+    comparisons = md.split("right only in recipe")[1]
+    assert "| freeze 15, paper preprocessing, paper augmentation |" not in comparisons  # plain is never a variant
     difference = float(rows[0].split(" | ")[4].split(" [")[0])
     assert difference < 0  # the robust runs were made worse
     assert "≤12 epochs" not in md.split("right only in recipe")[1]  # no plain run of that budget to compare with

@@ -190,7 +190,7 @@ def _recipe_name(config: dict[str, Any]) -> str:
 def paper_split_overview(results_root: Path) -> tuple[str, str]:
     """Markdown and HTML of every run on the paper split under ``results_root`` (found by its
     ``run.json``, :func:`brain_tumor.run_record.runs_of_kind`), one row each, and each recipe
-    against the plain freeze-15 recipe trained at the same budget
+    against every run of the plain freeze-15 recipe trained at the same budget
     with the same seed: McNemar per seed and, over all the seeds both have, the mean paired
     difference with a CI resampling patients (:func:`compare_repeats`)."""
     runs = {d.relative_to(results_root).as_posix(): d for d in runs_of_kind(results_root, "paper-split scenario")
@@ -204,11 +204,15 @@ def paper_split_overview(results_root: Path) -> tuple[str, str]:
         rows.append([name, _recipe_name(c), _recipe_text(c), str(c["train"]["seed"]), f"{m['accuracy']:.4f}",
                      f"{m['macro_f1']:.4f}", f"{m['recall']['meningioma']:.4f}"])
     header = ["run", "recipe", "training", "seed", "test accuracy", "macro F1", "meningioma recall"]
-    plain = {(_budget(c), c["train"]["seed"]): n for n, c in configs.items() if is_plain_recipe(c)}
+    plain: dict[tuple[Any, ...], list[str]] = {}  # every plain run of a budget and seed: each is a draw
+    for n, c in configs.items():
+        if is_plain_recipe(c):
+            plain.setdefault((_budget(c), c["train"]["seed"]), []).append(n)
     groups: dict[tuple[str, tuple[Any, ...] | None], list[tuple[str, str]]] = {}
     for name, c in configs.items():
-        baseline = plain.get((_budget(c), c["train"]["seed"]))
-        if baseline is not None and baseline != name:
+        if is_plain_recipe(c):
+            continue
+        for baseline in plain.get((_budget(c), c["train"]["seed"]), []):
             groups.setdefault((_recipe_name(c), _budget(c)), []).append((name, baseline))
     try:
         patient_of = patients_by_path(next(iter(runs.values())))
@@ -221,14 +225,15 @@ def paper_split_overview(results_root: Path) -> tuple[str, str]:
                           digits=2) for m in ("accuracy", "meningioma_recall")]
         per_seed = "; ".join(f"{p['a_right_b_wrong']} / {p['a_wrong_b_right']}, p = {p['p_value']:.3g}"
                              for p in t["pairs"])
-        seeds = ", ".join(str(configs[a]["train"]["seed"]) for a, _ in pairs)
+        seeds = ", ".join(sorted({str(configs[a]["train"]["seed"]) for a, _ in pairs}))
         comparison_rows.append([recipe, _recipe_text(configs[pairs[0][0]]), seeds,
                                 f"{t['mean_accuracy_a']:.4f} vs {t['mean_accuracy_b']:.4f}", *diffs, per_seed])
     comparison_header = ["recipe", "training", "seeds", "accuracy (mean over seeds) vs plain recipe",
                          "accuracy difference, points [95% CI]", "meningioma recall difference, points [95% CI]",
                          "right only in recipe / only in plain recipe, McNemar p (per seed)"]
-    note = ("Each recipe against the plain freeze-15 recipe (paper preprocessing and augmentation) trained at the "
-            "same budget with the same seeds, on the same test slices; differences are means over the seeds, "
+    note = ("Each recipe against every run of the plain freeze-15 recipe (paper preprocessing and augmentation) "
+            "trained at the same budget with the same seeds, on the same test slices; differences are means over "
+            "those pairs, "
             + ("their CIs resample patients." if patient_of else
                "their CIs resample slices (the dataset's patient ids were not found)."))
     md = ["## Paper split: every run", "", markdown_table(header, rows)]
@@ -240,12 +245,19 @@ def paper_split_overview(results_root: Path) -> tuple[str, str]:
 
 
 def cv_grouping(cv_dir: Path) -> str | None:
-    """How a CV's folds were made (``official``, ``strict``, ``slice``), from its summary.json;
-    None while its first fold is still running (no summary yet)."""
+    """How a CV's folds were made (``official``, ``strict``, ``slice``), from its summary.json, or
+    else from the name its splits.json gives its folds (``<grouping>-fold<k>``, written by
+    :func:`brain_tumor.data.splits.cv_splits`); None when neither is there."""
     try:
         return str(json.loads((cv_dir / "summary.json").read_text())["grouping"])
     except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        name = str(json.loads((cv_dir / "splits.json").read_text())[0]["name"])
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None
+    grouping, sep, _ = name.rpartition("-fold")
+    return grouping if sep else None
 
 
 def summarise(y: np.ndarray, probs: np.ndarray, groups: list[str], fold_metrics: list[dict[str, Any]],

@@ -83,7 +83,8 @@ class SliceClassifier(L.LightningModule):
             return logits, None
         head = self.network.fc
         assert isinstance(head, nn.Linear)
-        penalty = context_evidence_penalty(features.float(), head.weight.float(), masks)
+        with torch.autocast(device_type=x.device.type, enabled=False):  # in fp32, whatever autocast is on
+            penalty = context_evidence_penalty(features.float(), head.weight.float(), masks)
         self.log("train_context_penalty", penalty, on_step=False, on_epoch=True, batch_size=len(x))
         return logits, self.context_penalty * penalty
 
@@ -218,6 +219,13 @@ def context_evidence_penalty(features: torch.Tensor, fc_weight: torch.Tensor, ma
     ``softmax(o)`` to the uniform distribution less ``log C``: 0 when the context favours no class,
     growing as it picks one (a "right for the right reasons" loss, Ross et al. 2017, on class
     activation maps instead of input gradients: no second backward pass).
+
+    What it cannot do: a cell of the last stage sees most of the image (ResNet-50's receptive
+    field), so the penalty governs where evidence is attributed on the feature map, not which
+    pixels it comes from; context can still reach the logits through the cells over the tumour.
+    Whether a model trained with it stops naming erased tumours is for ``brain-tumor
+    shortcut-test`` to say. The training loss logged (``train_loss``) includes the weighted
+    penalty, logged alone as ``train_context_penalty``.
 
     Args:
         features: the last stage's map ``[B, K, h, w]`` (before pooling).
