@@ -123,3 +123,18 @@ def test_shortcut_test_command(tiny_checkpoint: Path, tmp_path: Path) -> None:
     assert (out / "shortcut_examples.png").is_file() and (out / "shortcut.md").read_text().startswith("## plain")
     assert len((out / "shortcut_predictions.csv").read_text().splitlines()) == 6
     assert "again/inpaint" in (out / "shortcut_predictions.csv").read_text().splitlines()[0]
+
+
+def test_a_larger_grow_erases_what_surrounds_the_tumour_too() -> None:
+    from brain_tumor.context_shortcut import render_variants
+
+    yy, xx = np.mgrid[:100, :100] / 100
+    image = np.where((yy - 0.5) ** 2 + (xx - 0.5) ** 2 < 0.2, 0.3, 0.0).astype(np.float32)
+    image[35:65, 35:65] = 0.6  # oedema around the tumour, beyond the default grown box
+    image[45:55, 45:55] = 1.0  # the tumour
+    box = (0.5, 0.5, 0.1, 0.1)
+    tight, wide = render_variants([image], [box])["box_fill"][0], render_variants([image], [box], 1.0)["box_fill"][0]
+    assert tight.max() < 1.0 and wide.max() < 1.0  # the tumour is gone either way
+    assert np.isclose(tight[40, 40], 0.6) and not np.isclose(wide[40, 40], 0.6)  # the oedema only with grow 1
+    on_blank = render_variants([image], [box], 1.0)["tumour_on_blank"][0]
+    assert np.isclose(on_blank[40, 40], 0.6) and on_blank[10, 50] == 0  # isolating keeps the grown box only

@@ -13,7 +13,7 @@ from brain_tumor.answers import NO_TUMOUR, Prediction
 from brain_tumor.atomic import write_dict_csv, write_text
 from brain_tumor.batched import predict_slices
 from brain_tumor.config import portable_path
-from brain_tumor.data.erasing import ERASERS, ISOLATORS, Box
+from brain_tumor.data.erasing import ERASERS, GROW, ISOLATORS, Box
 from brain_tumor.data.imageio import read_slice
 from brain_tumor.evaluation.report import markdown_table
 from brain_tumor.evaluation.run_eval import write_json
@@ -28,11 +28,12 @@ HELD_OUT_NOTE = ("Counterfactual training (`train.counterfactual`) erases with f
                  "tumour on the midline, as most pituitary ones are).")
 
 
-def render_variants(images: list[np.ndarray], boxes: list[Box]) -> dict[str, list[np.ndarray]]:
-    """Every slice under every method (``clean`` is the slice itself)."""
+def render_variants(images: list[np.ndarray], boxes: list[Box], grow: float = GROW) -> dict[str, list[np.ndarray]]:
+    """Every slice under every method (``clean`` is the slice itself), the tumour's box grown by
+    ``grow`` of its size on each side."""
     out: dict[str, list[np.ndarray]] = {"clean": images}
     for name, fn in {**ERASERS, **ISOLATORS}.items():
-        out[name] = [fn(im, box) for im, box in tqdm(list(zip(images, boxes)), desc=name, unit="img")]
+        out[name] = [fn(im, box, grow) for im, box in tqdm(list(zip(images, boxes)), desc=name, unit="img")]
     return out
 
 
@@ -84,8 +85,9 @@ def _ci_cell(v: list[float]) -> str:
     return f"{100 * v[0]:.1f} [{100 * v[1]:.1f}, {100 * v[2]:.1f}]"
 
 
-def shortcut_markdown(results: dict[str, Any], class_names: list[str]) -> str:
-    lines = []
+def shortcut_markdown(results: dict[str, Any], class_names: list[str], grow: float = GROW) -> str:
+    lines = [f"The tumour's box is grown by {100 * grow:.0f}% of its size on each side before it is erased or "
+             "isolated.\n"]
     columns = [*class_names, "all"]
     for model, r in results.items():
         lines.append(f"## {model}\n\nShare of held-out slices answered with their own tumour class (95% CI "
@@ -122,12 +124,12 @@ def _points(v: list[float]) -> str:
 
 def run_shortcut_test(checkpoints: dict[str, Path], paths: list[str], labels: np.ndarray, boxes: list[Box],
                       groups: list[str], class_names: list[str], out_dir: Path, calibration: Path | None = None,
-                      gate: Path | None = None, names: list[str] | None = None) -> dict[str, Any]:
+                      gate: Path | None = None, names: list[str] | None = None, grow: float = GROW) -> dict[str, Any]:
     """The benchmark for each checkpoint (with ``calibration``/``gate`` applied to each, default the
-    files beside it); writes shortcut.json/.md and every slice's answer (``shortcut_predictions.csv``,
-    slices named by ``names``, default their paths)."""
+    files beside it), erasing or isolating the box grown by ``grow``; writes shortcut.json/.md and
+    every slice's answer (``shortcut_predictions.csv``, slices named by ``names``, default their paths)."""
     images = [read_slice(p) for p in tqdm(paths, desc="reading test slices", unit="img")]
-    variants = render_variants(images, boxes)
+    variants = render_variants(images, boxes, grow)
     results: dict[str, Any] = {}
     first: tuple[str, dict[str, list[Prediction]]] | None = None
     rows: list[dict[str, Any]] = [{"path": p, "label": class_names[y]} for p, y in zip(names or paths, labels)]
@@ -152,9 +154,9 @@ def run_shortcut_test(checkpoints: dict[str, Path], paths: list[str], labels: np
             for row, p in zip(rows, preds):
                 row[f"{name}/{method}"] = f"{p.predicted}:{p.confidence:.3f}" + (":refer" if p.refer else "")
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json({"n": len(paths), "methods": list(METHODS), "grow": 0.15, "models": results},
+    write_json({"n": len(paths), "methods": list(METHODS), "grow": grow, "models": results},
                out_dir / "shortcut.json")
-    write_text(out_dir / "shortcut.md", shortcut_markdown(results, class_names))
+    write_text(out_dir / "shortcut.md", shortcut_markdown(results, class_names, grow))
     write_dict_csv(out_dir / "shortcut_predictions.csv", rows)
     draw_examples(variants, labels, class_names, out_dir / "shortcut_examples.png")
     return results

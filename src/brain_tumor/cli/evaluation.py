@@ -182,6 +182,9 @@ def shortcut_test(
     output: Annotated[Path, _output(help="Folder for shortcut.json/.md/.png.")] = Path("runs/shortcut"),
     calibration: CalibrationOpt = None,
     gate: GateOpt = None,
+    grow: Annotated[float, typer.Option(
+        min=0.0, max=2.0, help="Grow the tumour's box by this share of its size on each side before erasing or "
+                               "isolating it (larger: takes what surrounds the tumour, e.g. oedema, too).")] = 0.15,
 ) -> None:
     """What each model answers on held-out slices whose tumour is erased (box fill, a tissue patch
     from elsewhere, inpainting, mirrored hemisphere) or left alone on a blank or tissue background,
@@ -209,7 +212,7 @@ def shortcut_test(
     labels = np.array([CLASS_NAMES.index(records[i].label) for i in idx])
     groups = [records[i].patient_id or records[i].path for i in idx]
     results = run_shortcut_test(models, paths, labels, [records[i].box for i in idx], groups, list(CLASS_NAMES),
-                                output, calibration, gate, [records[i].result_name for i in idx])
+                                output, calibration, gate, [records[i].result_name for i in idx], grow)
     for name, r in results.items():
         typer.echo(f"{name}: " + ", ".join(f"{m} {100 * v['all']['same'][0]:.1f}%" for m, v in r["summary"].items()))
     typer.echo(f"-> {output / 'shortcut.md'}")

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from brain_tumor.data.context_mix import context_mixed
 from brain_tumor.data.counterfactual import counterfactual
-from brain_tumor.data.erasing import Box, box_mask
+from brain_tumor.data.erasing import GROW, Box, box_mask
 from brain_tumor.data.splits import Split
 
 
@@ -23,8 +23,7 @@ def distilled_target(label: int, teacher: torch.Tensor, weight: float) -> torch.
     return (1 - weight) * one_hot + weight * teacher
 
 
-MASK_GROW = 0.15  # the tumour region of the context penalty: the box grown by 15% on each side, as the
-# shortcut benchmark's erasers grow it (brain_tumor.context_shortcut)
+MASK_GROW = GROW  # the tumour region of the context penalty: the box grown as the shortcut benchmark grows it
 
 
 class SliceDataset(Dataset[tuple[torch.Tensor, int]]):

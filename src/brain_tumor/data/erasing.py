@@ -14,6 +14,7 @@ import numpy as np
 
 Box = tuple[float, float, float, float]
 BACKGROUND = 0.02  # intensities at or below this are air, not tissue
+GROW = 0.15  # the benchmark's default: the box grown by 15% of its size on each side, the tumour's rim with it
 
 
 def box_slices(box: Box, shape: tuple[int, int], grow: float = 0.15) -> tuple[slice, slice]:
@@ -125,8 +126,8 @@ def tumour_on_tissue(image: np.ndarray, box: Box, grow: float = 0.15) -> np.ndar
 
 # what the benchmark applies; "erased" methods remove the tumour, "isolated" ones keep only it
 # (training erases with box_fill and tissue_patch only: brain_tumor.data.counterfactual)
-ERASERS: dict[str, Callable[[np.ndarray, Box], np.ndarray]] = {
+ERASERS: dict[str, Callable[[np.ndarray, Box, float], np.ndarray]] = {
     "box_fill": erase_box_fill, "tissue_patch": erase_tissue_patch, "inpaint": erase_inpaint,
     "mirror": erase_mirror}
-ISOLATORS: dict[str, Callable[[np.ndarray, Box], np.ndarray]] = {
+ISOLATORS: dict[str, Callable[[np.ndarray, Box, float], np.ndarray]] = {
     "tumour_on_blank": tumour_on_blank, "tumour_on_tissue": tumour_on_tissue}

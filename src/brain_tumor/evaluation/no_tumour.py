@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from brain_tumor.batched import embeddings
 from brain_tumor.data.counterfactual import erased_copy
-from brain_tumor.data.erasing import ERASERS, Box
+from brain_tumor.data.erasing import ERASERS, GROW, Box
 from brain_tumor.data.imageio import ImageReadError, read_slice
 from brain_tumor.data.preprocess import prepare_slice
 from brain_tumor.evaluation import statistics as st
@@ -139,4 +139,4 @@ def eraser_renderer(eraser: str, boxes: Sequence[Box]) -> Render:
     """``render(i, image)``: item ``i``'s tumour erased by one of the benchmark's erasers
     (:data:`brain_tumor.data.erasing.ERASERS`)."""
     erase = ERASERS[eraser]
-    return lambda i, image: erase(image, boxes[i])
+    return lambda i, image: erase(image, boxes[i], GROW)
