@@ -138,3 +138,13 @@ def test_a_larger_grow_erases_what_surrounds_the_tumour_too() -> None:
     assert np.isclose(tight[40, 40], 0.6) and not np.isclose(wide[40, 40], 0.6)  # the oedema only with grow 1
     on_blank = render_variants([image], [box], 1.0)["tumour_on_blank"][0]
     assert np.isclose(on_blank[40, 40], 0.6) and on_blank[10, 50] == 0  # isolating keeps the grown box only
+
+
+def test_every_method_copes_with_a_box_grown_past_the_whole_slice() -> None:
+    from brain_tumor.context_shortcut import render_variants
+
+    image = np.full((64, 64), 0.4, dtype=np.float32)
+    image[20:44, 20:44] = 0.9
+    variants = render_variants([image], [(0.5, 0.5, 0.6, 0.6)], 1.0)  # 0.6 grown by 100% a side: 1.8 of the slice
+    assert all(v[0].shape == image.shape and np.isfinite(v[0]).all() for v in variants.values())
+    assert variants["inpaint"][0].max() < 0.9  # nothing left of the tumour

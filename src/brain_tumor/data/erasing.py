@@ -56,10 +56,14 @@ def erase_box_fill(image: np.ndarray, box: Box, grow: float = 0.15) -> np.ndarra
 
 
 def erase_inpaint(image: np.ndarray, box: Box, grow: float = 0.15) -> np.ndarray:
-    """The grown box filled by biharmonic inpainting from its border (scikit-image)."""
+    """The grown box filled by biharmonic inpainting from its border (scikit-image); where the
+    grown box covers the whole slice (nothing to inpaint from), :func:`erase_box_fill`."""
     from skimage.restoration import inpaint_biharmonic
 
-    filled: np.ndarray = np.clip(inpaint_biharmonic(image, box_mask(box, image.shape, grow)), 0, 1)
+    mask = box_mask(box, image.shape, grow)
+    if mask.all():
+        return erase_box_fill(image, box, grow)
+    filled: np.ndarray = np.clip(inpaint_biharmonic(image, mask), 0, 1)
     return filled.astype(np.float32)
 
 
