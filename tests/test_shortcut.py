@@ -120,7 +120,9 @@ def test_shortcut_test_command(tiny_checkpoint: Path, tmp_path: Path) -> None:
         shares = [per_class["all"][k][0] for k in ("same", "other_tumour", "no_tumour", "referred")]
         assert sum(shares) == pytest.approx(1.0)
         assert per_class["all"]["n"] == 5
-    assert (out / "shortcut_examples.png").is_file() and (out / "shortcut.md").read_text().startswith("## plain")
+    markdown = (out / "shortcut.md").read_text()
+    assert (out / "shortcut_examples.png").is_file() and markdown.startswith("The tumour's box is grown by 15%")
+    assert "\n## plain\n" in markdown and json.loads((out / "shortcut.json").read_text())["grow"] == 0.15
     assert len((out / "shortcut_predictions.csv").read_text().splitlines()) == 6
     assert "again/inpaint" in (out / "shortcut_predictions.csv").read_text().splitlines()[0]
 
