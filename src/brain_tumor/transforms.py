@@ -10,7 +10,7 @@ import functools
 import math
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 import torch
 import torch.nn.functional as F
@@ -104,7 +104,7 @@ class GeometryThenIntensity:
     """A preset made of a geometric part (torchvision v2, so a mask can follow it) and an intensity
     part on [0, 1] floats; uint8 ``[1, H, W]`` in and out."""
 
-    geometry: Callable[..., Any]
+    geometry: v2.Compose
     intensity: Callable[[torch.Tensor], torch.Tensor]
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
@@ -112,8 +112,7 @@ class GeometryThenIntensity:
 
     def with_mask(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``image`` transformed, and its mask (``[1, H, W]``) moved by the same geometry."""
-        geometry = self.geometry.with_mask if isinstance(self.geometry, PaperTrainPreset) else self.geometry
-        moved, moved_mask = geometry(tv_tensors.Image(image), tv_tensors.Mask(mask))
+        moved, moved_mask = self.geometry(tv_tensors.Image(image), tv_tensors.Mask(mask))
         x = self.intensity(moved.as_subclass(torch.Tensor).float() / 255.0)
         return (x.clamp(0, 1) * 255).round().to(torch.uint8), moved_mask.as_subclass(torch.Tensor)
 
@@ -153,7 +152,7 @@ class LightShiftPreset(GeometryThenIntensity):
 
     def __init__(self, *, gammas: tuple[float, float] = (0.5, 3.0), p_gamma: float = 0.3,
                  p_downup: float = 0.25, p_blur: float = 0.0, p_noise: float = 0.2) -> None:
-        self.geometry = PaperTrainPreset()
+        self.geometry = PaperTrainPreset().transform  # torchvision v2: a mask can follow it
         blur = [v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 2.0))], p=p_blur)] if p_blur else []
         self.intensity = v2.Compose([
             v2.RandomApply([RandomGamma(gammas)], p=p_gamma),
@@ -173,7 +172,7 @@ class TorchIOPreset(GeometryThenIntensity):
     def __init__(self) -> None:
         import torchio as tio  # SimpleITK and nibabel come with it: load only when this preset is used
 
-        self.geometry = PaperTrainPreset()
+        self.geometry = PaperTrainPreset().transform  # torchvision v2: a mask can follow it
         self.artefacts = tio.Compose([
             tio.RandomBiasField(coefficients=0.3, p=0.3),
             tio.RandomGamma(log_gamma=(-0.4, 0.4), p=0.3),
