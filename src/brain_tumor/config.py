@@ -83,6 +83,10 @@ class TrainConfig:
     # weight of the context penalty: the cross-entropy to uniform of what the feature map outside the
     # tumour's grown box alone says of the classes (brain_tumor.training.module.context_evidence_penalty)
     context_penalty: float = 0.0
+    # weight of the tumour map's loss: a head on the third stage learns, cell by cell, where the tumour's box
+    # is (erased slices of train.counterfactual: nowhere); the slice's strongest cell is its tumour evidence,
+    # and a slice without any is answered "no tumour" (brain_tumor.model.backbone.add_tumour_map)
+    tumour_map: float = 0.0
     # knowledge distillation (brain_tumor.training.distill): teachers' checkpoints, comma-separated; in a CV
     # "{fold}" is the fold's number. Each training target: (1 - weight) * label + weight * teachers' mean
     teachers: str | None = None
@@ -134,14 +138,15 @@ class RunConfig:
         if self.train.context_mix > 0 and self.data.preprocessing != "paper":
             raise ValueError("train.context_mix needs data.preprocessing=paper (the other pipelines crop and pad, "
                              "which moves the tumour boxes)")
-        if self.train.context_penalty < 0:
-            raise ValueError("train.context_penalty must be >= 0 (0: off)")
-        if self.train.context_penalty > 0 and self.data.preprocessing != "paper":
-            raise ValueError("train.context_penalty needs data.preprocessing=paper (the other pipelines crop and pad, "
-                             "which moves the tumour boxes)")
-        if self.train.context_penalty > 0 and self.train.mixup_alpha > 0:
-            raise ValueError("train.context_penalty cannot be combined with train.mixup_alpha (a mixed slice has two "
-                             "tumours and one mask)")
+        for name, weight in (("context_penalty", self.train.context_penalty), ("tumour_map", self.train.tumour_map)):
+            if weight < 0:
+                raise ValueError(f"train.{name} must be >= 0 (0: off)")
+            if weight > 0 and self.data.preprocessing != "paper":
+                raise ValueError(f"train.{name} needs data.preprocessing=paper (the other pipelines crop and pad, "
+                                 "which moves the tumour boxes)")
+            if weight > 0 and self.train.mixup_alpha > 0:
+                raise ValueError(f"train.{name} cannot be combined with train.mixup_alpha (a mixed slice has two "
+                                 "tumours and one mask)")
         if self.train.counterfactual > 0 and self.data.preprocessing != "paper":
             raise ValueError("train.counterfactual needs data.preprocessing=paper (the other pipelines crop and pad, "
                              "which moves the tumour boxes)")

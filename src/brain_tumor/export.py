@@ -142,7 +142,8 @@ Recipe: {data.get('image_size')} px, preprocessing {data.get('preprocessing')}, 
 {data.get('augmentation')}, freeze {recipe.get('model', {}).get('freeze_layers')} Keras layers,
 up to {train.get('max_epochs')} epochs at {train.get('precision')}, counterfactual share
 {train.get('counterfactual', 0.0)}, context mix {train.get('context_mix', 0.0)}, context penalty
-{train.get('context_penalty', 0.0)}; best epoch {meta.get('epoch')}.
+{train.get('context_penalty', 0.0)}, tumour map {train.get('tumour_map', 0.0)}; best epoch {meta.get('epoch')}.
+{evidence_section(meta.get('tumour_evidence'))}
 
 **Context shortcut**: {shortcut_section(shortcut)}
 
@@ -228,3 +229,13 @@ def export_package(checkpoint: str | Path, out_dir: str | Path, model_card: str 
         shutil.rmtree(out)
     tmp.replace(out)
     return out
+
+
+def evidence_section(record: dict[str, Any] | None) -> str:
+    """The model card's words on a tumour map's "no tumour" answer (empty without one)."""
+    if not record:
+        return ""
+    return (f"\n**No tumour from the tumour map**: the model's tumour map finds tumour tissue cell by cell; a "
+            f"slice whose strongest cell stays below {float(record['threshold']):.4f} is answered \"no tumour\" "
+            f"(fitted on {record.get('fitted_on')}: about {100 * float(record.get('quantile', 0)):.0f}% of tumour "
+            "slices like them fall below it). It runs in PyTorch only: exports do not carry the map.\n")

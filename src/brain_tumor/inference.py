@@ -22,13 +22,22 @@ from brain_tumor.hardware import (
     EngineChoice,
     ThreadChoice,
 )
-from brain_tumor.model.backbone import Preprocessing, forward_fp32_stem
+from brain_tumor.model.backbone import (
+    Preprocessing,
+    forward_fp32_stem,
+    has_tumour_map,
+    tumour_evidence,
+    tumour_map_logits,
+)
 from brain_tumor.scope import check_file_scope
 from brain_tumor.training.checkpoint import load_checkpoint
 from brain_tumor.transforms import Normalize
+from brain_tumor.tumour_evidence import read_evidence_record
 
 log = logging.getLogger(__name__)
 
+# logits, OOD scores, P(no tumour), tumour evidence (see Predictor._outputs)
+Outputs = tuple[torch.Tensor, list[float] | None, list[float] | None, list[float] | None]
 TTA_MODES = ("none", "flip")  # test-time augmentation: "flip" averages the logits of the slice and its mirror
 
 
@@ -52,6 +61,8 @@ class Predictor:
         self.set_confidence = 0.95
         self.calibration_source: str | None = None  # a calibration.json applied over the checkpoint's
         self.gate: TumourGate | None = None  # the "no tumour" gate (see use_gate)
+        # the tumour map's threshold (brain_tumor.tumour_evidence), for a model trained with one
+        self.tumour_evidence: dict[str, Any] | None = None
         self.recipe: dict[str, Any] | None = None  # the training config stored in the checkpoint
         self.tta = "none"  # see use_tta
         self.scope_check = True  # refuse images that are plainly not MRI slices (brain_tumor.scope)
@@ -138,6 +149,8 @@ class Predictor:
                         float(calibration.get("temperature", 1.0)), calibration.get("refer_threshold"))
         predictor.ood = checkpoint.ood
         predictor.recipe = checkpoint.config
+        if has_tumour_map(predictor.network):
+            predictor.tumour_evidence = read_evidence_record(checkpoint.meta)
         return predictor
 
     def to_tensor(self, image: np.ndarray) -> torch.Tensor:
@@ -172,25 +185,50 @@ class Predictor:
     @torch.inference_mode()
     def embed(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(penultimate features, logits)`` for uint8 ``[B, 1, S, S]`` (PyTorch path)."""
-        captured: list[torch.Tensor] = []
-        handle = self.network.get_submodule("fc").register_forward_hook(lambda m, i, o: captured.append(i[0]))
+        captured = self._forward_capturing(batch, ("fc",))
+        return captured["fc"], captured["logits"]
+
+    @torch.inference_mode()
+    def _forward_capturing(self, batch: torch.Tensor, parts: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """One PyTorch forward pass: ``logits`` and, as asked in ``parts``, ``fc`` (the penultimate
+        features) and ``evidence`` (the tumour map's, :func:`brain_tumor.model.tumour_evidence`)."""
+        captured: dict[str, torch.Tensor] = {}
+        handles = []
+        if "fc" in parts:
+            handles.append(self.network.get_submodule("fc").register_forward_hook(
+                lambda m, i, o: captured.__setitem__("fc", i[0])))
+        if "evidence" in parts:
+            handles.append(self.network.get_submodule("layer3").register_forward_hook(
+                lambda m, i, o: captured.__setitem__("layer3", o)))
         try:
             logits = self._forward(batch)
         finally:
-            handle.remove()
-        return captured[0].float(), logits
+            for handle in handles:
+                handle.remove()
+        out = {"logits": logits}
+        if "fc" in parts:
+            out["fc"] = captured["fc"].float()
+        if "evidence" in parts:
+            out["evidence"] = tumour_evidence(tumour_map_logits(self.network, captured["layer3"]))
+        return out
 
-    def _outputs(self, batch: torch.Tensor) -> tuple[torch.Tensor, list[float] | None, list[float] | None]:
-        """Logits, plus OOD scores when the checkpoint carries an OOD detector and ``P(no tumour)``
-        when a gate is loaded (both from the same forward pass: PyTorch's, or an ONNX export's
-        ``features`` output)."""
-        if self.ood is None and self.gate is None:
-            return self.logits(batch), None, None
-        if self.onnx is not None and self.onnx.has_features:
+    def _outputs(self, batch: torch.Tensor) -> Outputs:
+        """Logits, plus OOD scores when the checkpoint carries an OOD detector, ``P(no tumour)``
+        when a gate is loaded, and tumour evidence when the model has a tumour map (all from the
+        same forward pass: PyTorch's, or an ONNX export's ``features`` output)."""
+        features_needed = self.ood is not None or self.gate is not None
+        evidence_needed = self.tumour_evidence is not None
+        if not features_needed and not evidence_needed:
+            return self.logits(batch), None, None, None
+        evidence = None
+        if self.onnx is not None and self.onnx.has_features and not evidence_needed:
             logits_np, features_np = self.onnx.outputs(batch.numpy())
             logits, features = torch.from_numpy(logits_np), torch.from_numpy(features_np)
-        else:
-            features, logits = self.embed(batch)
+        else:  # a tumour map runs in PyTorch (no export carries it)
+            captured = self._forward_capturing(batch, ("fc", "evidence") if evidence_needed else ("fc",))
+            logits, features = captured["logits"], captured["fc"]
+            if evidence_needed:
+                evidence = [float(v) for v in captured["evidence"]]
         logits = self._with_tta(logits, batch)
         scores = None
         if self.ood is not None:
@@ -198,20 +236,21 @@ class Predictor:
 
             scores = [float(v) for v in knn_scores(self.ood["bank"].float(), features, int(self.ood["k"]))]
         p_none = [float(v) for v in self.gate.p_no_tumour(features.numpy())] if self.gate is not None else None
-        return logits, scores, p_none
+        return logits, scores, p_none, evidence
 
     def answers(self, sources: list[str], logits: torch.Tensor, ood_scores: list[float] | None,
-                p_no_tumour: list[float] | None = None) -> list[Prediction]:
-        """Predictions for rows of logits (with their OOD scores and ``P(no tumour)``); conformal
-        sets for the batch at once."""
+                p_no_tumour: list[float] | None = None, evidence: list[float] | None = None) -> list[Prediction]:
+        """Predictions for rows of logits (with their OOD scores, ``P(no tumour)`` and tumour
+        evidence); conformal sets for the batch at once."""
         calibrated = (logits.float() / self.temperature).softmax(-1)
         members = self.conformal.sets(calibrated.numpy(), self.set_confidence) if self.conformal else None
         return [self._answer(source, logits[i], calibrated[i], None if ood_scores is None else ood_scores[i],
                              None if members is None else members[i],
-                             None if p_no_tumour is None else p_no_tumour[i]) for i, source in enumerate(sources)]
+                             None if p_no_tumour is None else p_no_tumour[i],
+                             None if evidence is None else evidence[i]) for i, source in enumerate(sources)]
 
     def _answer(self, source: str, logits: torch.Tensor, calibrated: torch.Tensor, ood_score: float | None,
-                members: np.ndarray | None, p_none: float | None) -> Prediction:
+                members: np.ndarray | None, p_none: float | None, evidence: float | None = None) -> Prediction:
         probs = logits.softmax(-1)
         k = int(probs.argmax())
         predicted, confidence = self.class_names[k], float(calibrated[k])
@@ -229,6 +268,13 @@ class Predictor:
                 predicted, confidence = NO_TUMOUR, p_none  # the gate's probability: not calibrated
                 refer = bool(extra.get("out_of_distribution", False))
                 extra.pop("prediction_set", None)  # sets are over tumour classes: none applies
+        if evidence is not None and self.tumour_evidence is not None:
+            extra["tumour_evidence"] = round(evidence, 6)
+            if predicted != NO_TUMOUR and evidence < float(self.tumour_evidence["threshold"]):
+                # the tumour map finds no tumour tissue anywhere: no tumour to classify
+                predicted, confidence = NO_TUMOUR, 1.0 - evidence  # not calibrated
+                refer = bool(extra.get("out_of_distribution", False))
+                extra.pop("prediction_set", None)
         return Prediction(source, {c: float(p) for c, p in zip(self.class_names, probs)}, predicted, confidence,
                           refer, self.refer_threshold is not None and predicted != NO_TUMOUR, extra=extra)
 
@@ -286,8 +332,8 @@ class Predictor:
 
     def predict_batch(self, batch: torch.Tensor, sources: list[str]) -> list[Prediction]:
         """Answers for uint8 ``[B, 1, S, S]`` slices already prepared with :meth:`to_tensor`."""
-        logits, scores, p_none = self._outputs(batch)
-        return self.answers(sources, logits, scores, p_none)
+        logits, scores, p_none, evidence = self._outputs(batch)
+        return self.answers(sources, logits, scores, p_none, evidence)
 
     def _flush(self, pending: list[tuple[str, torch.Tensor]]) -> Iterator[Prediction]:
         if pending:

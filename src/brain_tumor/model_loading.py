@@ -106,12 +106,17 @@ def load_predictor(checkpoint: str | Path, precision: str = "auto", engine: str 
     precision_choice = choose_precision(precision, "cpu")
     int8: str | None
     fp32: str | None
+    if onnx is not None and predictor.tumour_evidence is not None:
+        raise ValueError(f"{onnx}: no export carries this model's tumour map (its \"no tumour\" answer); "
+                         "run it without --onnx (PyTorch)")
     if onnx is not None:
         if (predictor.ood is not None or predictor.gate is not None) and not OnnxPredictor(onnx).has_features:
             raise ValueError(f"{onnx}: has no features output, which this model's OOD flag or no-tumour gate needs "
                              "(export it again with brain-tumor export)")
         int8, fp32 = str(onnx), None
     elif engine == "pytorch":
+        int8 = fp32 = None
+    elif predictor.tumour_evidence is not None:  # the tumour map runs in PyTorch: no export carries it
         int8 = fp32 = None
     else:
         int8, fp32 = find_exports(checkpoint)

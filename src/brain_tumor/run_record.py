@@ -33,7 +33,7 @@ def run_record(config: RunConfig, kind: str, split_name: str, split: dict[str, l
                    "warmup_epochs": train.warmup_epochs,
                    "label_smoothing": train.label_smoothing, "mixup_alpha": train.mixup_alpha,
                    "counterfactual": train.counterfactual, "context_mix": train.context_mix,
-                   "context_penalty": train.context_penalty,
+                   "context_penalty": train.context_penalty, "tumour_map": train.tumour_map,
                    "teachers": train.teachers, "distill_weight": train.distill_weight,
                    "distill_temperature": train.distill_temperature,
                    "ema_decay": train.ema_decay},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,10 +120,57 @@ def features_fp32_stem(network: ResNet, x: torch.Tensor) -> torch.Tensor:
     large, and rounding them to bf16 loses much of what bn1 then keeps. With the stem in fp32,
     bf16 autocast stays within a few slices of fp32 (measured in ``bench/speed.py``).
     """
+    return stage_features_fp32_stem(network, x)[1]
+
+
+def stage_features_fp32_stem(network: ResNet, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The third stage's map ``[B, 1024, H/16, W/16]`` and the last stage's ``[B, 2048, H/32,
+    W/32]``, the stem in fp32 as in :func:`features_fp32_stem`."""
     with torch.autocast(device_type=x.device.type, enabled=False):
         x = network.maxpool(network.relu(network.bn1(network.conv1(x.float()))))
-    features: torch.Tensor = network.layer4(network.layer3(network.layer2(network.layer1(x))))
-    return features
+    third: torch.Tensor = network.layer3(network.layer2(network.layer1(x)))
+    last: torch.Tensor = network.layer4(third)
+    return third, last
+
+
+TUMOUR_MAP = "tumour_map"  # the name of the tumour-map head in a network (and its checkpoint's state dict)
+TUMOUR_MAP_PRIOR = 0.01  # the head's initial probability that a cell shows tumour (its bias)
+
+
+def add_tumour_map(network: ResNet) -> ResNet:
+    """Give ``network`` a tumour map: a 1x1 convolution on the third stage's map (stride 16, 14 x 14
+    cells at 224 px), one logit per cell for "tumour tissue here". A cell of the third stage sees
+    a neighbourhood, not the whole slice as the last stage's do, and each cell is trained on its own
+    target (:func:`brain_tumor.training.module.tumour_map_loss`), so the slice's context, shared
+    by the cells inside and outside the tumour, cannot tell them apart. The bias starts at the
+    logit of :data:`TUMOUR_MAP_PRIOR` (most cells show no tumour), as detectors' heads do."""
+    channels = int(network.fc.in_features) // 2  # the third stage's width: half the last stage's
+    head = nn.Conv2d(channels, 1, kernel_size=1)
+    nn.init.normal_(head.weight, std=0.01)
+    assert head.bias is not None
+    nn.init.constant_(head.bias, math.log(TUMOUR_MAP_PRIOR / (1 - TUMOUR_MAP_PRIOR)))
+    network.add_module(TUMOUR_MAP, head)
+    return network
+
+
+def has_tumour_map(network: nn.Module) -> bool:
+    """Whether ``network`` carries the head of :func:`add_tumour_map`."""
+    return isinstance(getattr(network, TUMOUR_MAP, None), nn.Conv2d)
+
+
+def tumour_map_logits(network: nn.Module, third: torch.Tensor) -> torch.Tensor:
+    """The tumour map's logits ``[B, 1, h, w]`` from the third stage's map, in fp32 whatever
+    autocast is active."""
+    head = getattr(network, TUMOUR_MAP)
+    with torch.autocast(device_type=third.device.type, enabled=False):
+        logits: torch.Tensor = head(third.float())
+    return logits
+
+
+def tumour_evidence(map_logits: torch.Tensor) -> torch.Tensor:
+    """Per slice, the strongest cell's probability of tumour tissue ``[B]``: how much of a
+    tumour the map finds anywhere in the slice."""
+    return torch.sigmoid(map_logits.flatten(1).amax(1))
 
 
 def classify_features(network: ResNet, features: torch.Tensor) -> torch.Tensor:

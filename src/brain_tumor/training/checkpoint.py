@@ -14,15 +14,16 @@ from torch import nn
 from torchvision.models import ResNet, resnet50
 
 from brain_tumor.atomic import atomic_path
-from brain_tumor.model.backbone import Preprocessing, make_resnet50_v1
+from brain_tumor.model.backbone import TUMOUR_MAP, Preprocessing, add_tumour_map, make_resnet50_v1
 from brain_tumor.package import PackageError, is_package, read_package, resolve_reference
 
 FORMAT = "brain-tumor-checkpoint/1"
 log = logging.getLogger(__name__)
 
 
-def build_network(architecture: str, num_classes: int) -> ResNet:
-    """An untrained network of the named architecture with a ``num_classes`` head."""
+def build_network(architecture: str, num_classes: int, tumour_map: bool = False) -> ResNet:
+    """An untrained network of the named architecture with a ``num_classes`` head (and, with
+    ``tumour_map``, the head of :func:`brain_tumor.model.add_tumour_map`)."""
     if architecture == "resnet50-v1":
         model = make_resnet50_v1()
     elif architecture == "resnet50-v1.5":
@@ -30,7 +31,7 @@ def build_network(architecture: str, num_classes: int) -> ResNet:
     else:
         raise ValueError(f"unknown architecture {architecture!r}")
     model.fc = nn.Linear(model.fc.in_features, num_classes)
-    return model
+    return add_tumour_map(model) if tumour_map else model
 
 
 def architecture_for(weights: str) -> str:
@@ -41,9 +42,10 @@ def architecture_for(weights: str) -> str:
 def save_model_checkpoint(path: str | Path, network: nn.Module, *, architecture: str,
                           class_names: list[str], preprocessing: Preprocessing,
                           config: dict[str, Any], epoch: int, metrics: dict[str, float],
-                          split: dict[str, str] | None = None) -> Path:
+                          split: dict[str, str] | None = None, extra: dict[str, Any] | None = None) -> Path:
     """Atomically write a checkpoint loadable with ``torch.load(weights_only=True)``; ``split``
-    (its name and ``test_indices_sha256``) says which slices the model never saw."""
+    (its name and ``test_indices_sha256``) says which slices the model never saw; ``extra``: more
+    self-description (plain data), e.g. the tumour-evidence threshold."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -58,6 +60,7 @@ def save_model_checkpoint(path: str | Path, network: nn.Module, *, architecture:
         "epoch": epoch,
         "metrics": metrics,
         **({"split": dict(split)} if split else {}),
+        **(extra or {}),
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -88,7 +91,8 @@ class Checkpoint:
 
     def build(self) -> nn.Module:
         """The network with these weights, in eval mode."""
-        network = build_network(self.architecture, len(self.class_names))
+        network = build_network(self.architecture, len(self.class_names),
+                                tumour_map=f"{TUMOUR_MAP}.weight" in self.state_dict)
         for m in network.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.eps = self.bn_eps

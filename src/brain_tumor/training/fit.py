@@ -18,12 +18,20 @@ from brain_tumor.data.datamodule import SliceDataModule
 from brain_tumor.data.manifest import CLASS_NAMES, Record, load_records
 from brain_tumor.data.splits import Split, indices_sha256, load_or_make_paper_split
 from brain_tumor.hardware import apply_threads, resolve_threads
-from brain_tumor.model import FreezeReport, build_classifier, freeze_first_keras_layers, preprocessing_for
+from brain_tumor.model import (
+    FreezeReport,
+    add_tumour_map,
+    build_classifier,
+    freeze_first_keras_layers,
+    has_tumour_map,
+    preprocessing_for,
+)
 from brain_tumor.training.callbacks import EpochLog, EpochTimer
 from brain_tumor.training.checkpoint import CheckpointError, architecture_for, save_model_checkpoint
 from brain_tumor.training.distill import teacher_paths, teacher_probabilities
 from brain_tumor.training.module import SliceClassifier
 from brain_tumor.transforms import train_preset
+from brain_tumor.tumour_evidence import evidence_record
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +90,8 @@ def build_module(config: RunConfig, class_names: list[str],
     network = build_classifier(config.model.weights, len(class_names), config.model.weights_path,
                                config.model.bn_momentum)
     report = freeze_first_keras_layers(network, config.model.freeze_layers)
+    if config.train.tumour_map > 0:
+        add_tumour_map(network)  # after freezing: the new head always trains
     weights = None
     if config.train.class_weighted_loss:
         counts = torch.bincount(train_labels, minlength=len(class_names)).float()
@@ -95,7 +105,8 @@ def build_module(config: RunConfig, class_names: list[str],
                              optimizer=config.train.optimizer, schedule=config.train.schedule,
                              warmup_epochs=config.train.warmup_epochs,
                              label_smoothing=config.train.label_smoothing, mixup_alpha=config.train.mixup_alpha,
-                             num_classes=len(class_names), context_penalty=config.train.context_penalty)
+                             num_classes=len(class_names), context_penalty=config.train.context_penalty,
+                             tumour_map=config.train.tumour_map)
     return module, report
 
 
@@ -171,9 +182,9 @@ def fit(config: RunConfig, data: PreparedData, run_dir: Path, work_dir: Path,
                                  boxes=[r.box for r in data.records], counterfactual=config.train.counterfactual,
                                  context_mix=config.train.context_mix, soft_targets=soft_targets,
                                  distill_weight=config.train.distill_weight,
-                                 with_masks=config.train.context_penalty > 0)
+                                 with_masks=config.train.context_penalty > 0 or config.train.tumour_map > 0)
     for name, share in (("counterfactual", config.train.counterfactual), ("context_mix", config.train.context_mix),
-                        ("context_penalty", config.train.context_penalty)):
+                        ("context_penalty", config.train.context_penalty), ("tumour_map", config.train.tumour_map)):
         if share > 0 and not any(data.records[i].box for i in data.split.train):
             raise ValueError(f"train.{name} needs tumour boxes (the manifest's box_* columns); this data has none")
     last = work_dir / "last.ckpt"
@@ -194,5 +205,18 @@ def fit(config: RunConfig, data: PreparedData, run_dir: Path, work_dir: Path,
         class_names=data.class_names,
         preprocessing=preprocessing_for(config.model.weights, config.data.image_size, config.data.preprocessing),
         config=to_dict(config), epoch=best_epoch,
-        metrics={"val_loss": float(best.best_model_score or float("nan"))}, split=split_record(data.split))
+        metrics={"val_loss": float(best.best_model_score or float("nan"))}, split=split_record(data.split),
+        extra=_evidence_extra(module, data))
     return FitResult(out, report, trainer.current_epoch, best_epoch)
+
+
+def _evidence_extra(module: SliceClassifier, data: PreparedData) -> dict[str, object]:
+    """For a network with a tumour map, its tumour-evidence threshold fitted on the inner
+    validation slices that hold a tumour (:mod:`brain_tumor.tumour_evidence`); else nothing."""
+    if not has_tumour_map(module.network):
+        return {}
+    val = [i for i in data.split.val if data.records[i].box is not None] or list(data.split.val)
+    scores = module.slice_evidence(data.images[val]).numpy()
+    record = evidence_record(scores)
+    log.info("tumour evidence: threshold %.4f (%s)", record["threshold"], record["fitted_on"])
+    return {"tumour_evidence": record}

@@ -13,10 +13,18 @@ from torch import nn
 from torchvision.transforms import v2
 
 from brain_tumor.data.counterfactual import ERASED
-from brain_tumor.model import Preprocessing, classify_features, features_fp32_stem, set_frozen_batchnorm_eval
+from brain_tumor.model import (
+    Preprocessing,
+    classify_features,
+    has_tumour_map,
+    set_frozen_batchnorm_eval,
+    stage_features_fp32_stem,
+    tumour_evidence,
+    tumour_map_logits,
+)
 from brain_tumor.transforms import Normalize
 
-# (images, labels) or, for the context penalty, (images, labels, tumour masks)
+# (images, labels) or, for the context penalty and the tumour map, (images, labels, tumour masks)
 Batch = tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
@@ -40,6 +48,8 @@ class SliceClassifier(L.LightningModule):
 
         context_penalty: weight of :func:`context_evidence_penalty` in the training loss, for
             batches that carry tumour masks (a third element); 0 leaves it out.
+        tumour_map: weight of :func:`tumour_map_loss` (the network must carry the head of
+            :func:`brain_tumor.model.add_tumour_map`), for batches that carry tumour masks.
 
     A training slice labelled :data:`~brain_tumor.data.counterfactual.ERASED` (its tumour erased)
     is pulled towards no class at all: its target is the uniform distribution over the classes
@@ -51,8 +61,10 @@ class SliceClassifier(L.LightningModule):
                  class_weights: torch.Tensor | None = None, channels_last: bool = True,
                  optimizer: str = "adam", schedule: str = "plateau", warmup_epochs: int = 0,
                  label_smoothing: float = 0.0, mixup_alpha: float = 0.0, num_classes: int = 3,
-                 context_penalty: float = 0.0) -> None:
+                 context_penalty: float = 0.0, tumour_map: float = 0.0) -> None:
         super().__init__()
+        if tumour_map > 0 and not has_tumour_map(network):
+            raise ValueError("tumour_map > 0 needs a network with a tumour map (brain_tumor.model.add_tumour_map)")
         self.network = network.to(memory_format=torch.channels_last) if channels_last else network
         self.normalize = Normalize(preprocessing)
         self.lr, self.weight_decay = lr, weight_decay
@@ -63,30 +75,59 @@ class SliceClassifier(L.LightningModule):
         self.label_smoothing = label_smoothing
         self.mix = batch_mixer(mixup_alpha, num_classes) if mixup_alpha > 0 else None
         self.context_penalty = context_penalty
+        self.tumour_map = tumour_map
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self._classify(self.normalize(images))
 
     def _classify(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of normalised images."""
-        return self._classify_with_penalty(x, None)[0]
+        return self._classify_with_penalty(x, None, None)[0]
 
-    def _classify_with_penalty(self, x: torch.Tensor,
-                               masks: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits of normalised images and, given tumour ``masks``, the weighted
-        :func:`context_evidence_penalty` (logged as ``train_context_penalty``, unweighted)."""
+    def _classify_with_penalty(self, x: torch.Tensor, masks: torch.Tensor | None,
+                               labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits of normalised images and, given tumour ``masks`` (and the batch's ``labels``), the
+        weighted sum of :func:`context_evidence_penalty` and :func:`tumour_map_loss`, each logged
+        unweighted (``train_context_penalty``, ``train_tumour_map_loss``)."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        features = features_fp32_stem(self.network, x)  # the stem in fp32: safe under bf16 autocast
+        third, features = stage_features_fp32_stem(self.network, x)  # the stem in fp32: safe under bf16 autocast
         logits = classify_features(self.network, features)
         if masks is None:
             return logits, None
-        head = self.network.fc
-        assert isinstance(head, nn.Linear)
-        with torch.autocast(device_type=x.device.type, enabled=False):  # in fp32, whatever autocast is on
-            penalty = context_evidence_penalty(features.float(), head.weight.float(), masks)
-        self.log("train_context_penalty", penalty, on_step=False, on_epoch=True, batch_size=len(x))
-        return logits, self.context_penalty * penalty
+        extra = logits.new_zeros((), dtype=torch.float32)
+        if self.context_penalty > 0:
+            head = self.network.fc
+            assert isinstance(head, nn.Linear)
+            with torch.autocast(device_type=x.device.type, enabled=False):  # in fp32, whatever autocast is on
+                penalty = context_evidence_penalty(features.float(), head.weight.float(), masks)
+            self.log("train_context_penalty", penalty, on_step=False, on_epoch=True, batch_size=len(x))
+            extra = extra + self.context_penalty * penalty
+        if self.tumour_map > 0:
+            erased = labels == ERASED if labels is not None and labels.ndim == 1 else torch.zeros(
+                len(x), dtype=torch.bool, device=x.device)
+            map_loss = tumour_map_loss(tumour_map_logits(self.network, third), masks, erased)
+            self.log("train_tumour_map_loss", map_loss, on_step=False, on_epoch=True, batch_size=len(x))
+            extra = extra + self.tumour_map * map_loss
+        return logits, extra
+
+    @torch.inference_mode()
+    def slice_evidence(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """Tumour evidence ``[N]`` (:func:`brain_tumor.model.tumour_evidence`) of uint8 ``[N, 1, S, S]``
+        slices, in fp32, the network in eval mode (restored afterwards)."""
+        was_training = self.training
+        self.eval()
+        try:
+            out = []
+            for start in range(0, len(images), batch_size):
+                x = self.normalize(images[start:start + batch_size])
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                third, _ = stage_features_fp32_stem(self.network, x)
+                out.append(tumour_evidence(tumour_map_logits(self.network, third)))
+            return torch.cat(out) if out else torch.zeros(0)
+        finally:
+            self.train(was_training)
 
     def train(self, mode: bool = True) -> SliceClassifier:
         super().train(mode)
@@ -106,7 +147,7 @@ class SliceClassifier(L.LightningModule):
         targets: torch.Tensor = labels  # class indices, or probability vectors (distillation)
         if self.mix is not None and labels.ndim == 1:
             x, targets = self.mix(x, labels)
-        raw, penalty = self._classify_with_penalty(x, masks)
+        raw, penalty = self._classify_with_penalty(x, masks, labels)
         logits = raw.float()
         loss = F.cross_entropy(logits, targets, weight=self.loss_fn.weight, label_smoothing=self.label_smoothing)
         if penalty is not None:
@@ -119,10 +160,11 @@ class SliceClassifier(L.LightningModule):
 
     def _step(self, batch: Batch, stage: str) -> torch.Tensor:
         images, labels = batch[0], batch[1]
-        masks = batch[2] if len(batch) > 2 and stage == "train" and self.context_penalty > 0 else None
+        wants_masks = self.context_penalty > 0 or self.tumour_map > 0
+        masks = batch[2] if len(batch) > 2 and stage == "train" and wants_masks else None
         if stage == "train" and (mixed := self._train_step(images, labels, masks)) is not None:
             return mixed
-        raw, penalty = self._classify_with_penalty(self.normalize(images), masks)
+        raw, penalty = self._classify_with_penalty(self.normalize(images), masks, labels)
         logits = raw.float()  # loss and softmax in fp32 under mixed precision
         erased = labels == ERASED
         acc: torch.Tensor | None
@@ -244,3 +286,31 @@ def context_evidence_penalty(features: torch.Tensor, fc_weight: torch.Tensor, ma
     context_logits = outside @ fc_weight.t()  # [b, C]
     classes = fc_weight.shape[0]
     return (-F.log_softmax(context_logits, dim=1).mean(dim=1) - math.log(classes)).mean()
+
+
+def tumour_map_loss(map_logits: torch.Tensor, masks: torch.Tensor, erased: torch.Tensor) -> torch.Tensor:
+    """Where the tumour is, cell by cell, and whether there is one at all.
+
+    Each cell's target is its share inside the tumour's (grown) box; a slice whose tumour was
+    erased (``erased``) has none anywhere, so its cells, seen in the same context as those of the
+    slice with its tumour, must all say "no tumour". Two terms, added: the binary cross-entropy of
+    every cell against its share, and that of the slice's strongest cell against "this slice holds
+    a tumour" (the evidence used at inference, :func:`brain_tumor.model.tumour_evidence`). Slices
+    with neither a box nor an erased tumour are left out; 0 when none is left.
+
+    Args:
+        map_logits: the tumour map ``[B, 1, h, w]`` (:func:`brain_tumor.model.tumour_map_logits`).
+        masks: tumour masks ``[B, 1, H, W]`` at the image's size (non-zero inside the grown box).
+        erased: ``[B]`` booleans, the slices whose tumour was erased.
+    """
+    grid = (int(map_logits.shape[-2]), int(map_logits.shape[-1]))
+    target = F.adaptive_avg_pool2d((masks > 0).float(), grid)  # [B, 1, h, w]: each cell's share inside
+    target = torch.where(erased.view(-1, 1, 1, 1), torch.zeros_like(target), target)
+    kept = erased | (target.flatten(1).sum(1) > 0)
+    if not kept.any():
+        return map_logits.new_zeros((), dtype=torch.float32)
+    cells = map_logits[kept].float()
+    cell_loss = F.binary_cross_entropy_with_logits(cells, target[kept])
+    strongest = cells.flatten(1).amax(1)
+    slice_loss = F.binary_cross_entropy_with_logits(strongest, (~erased[kept]).float())
+    return cell_loss + slice_loss
