@@ -153,9 +153,27 @@ def test_a_slice_without_tumour_evidence_is_answered_no_tumour(tmp_path: Path) -
     empty = Predictor.from_checkpoint(_checkpoint(tmp_path, bias=-6.0)).predict(image)
     assert empty.predicted == NO_TUMOUR and empty.extra["tumour_evidence"] < 0.01
     assert empty.confidence == pytest.approx(1 - empty.extra["tumour_evidence"], abs=1e-5)
+    assert empty.extra["no_tumour_from"] == "tumour_map" and "no_tumour_from" not in found_extra(tmp_path, image)
     found = Predictor.from_checkpoint(_checkpoint(tmp_path, bias=6.0)).predict(image)
     assert found.predicted in CLASSES and found.extra["tumour_evidence"] > 0.99
     assert found.probabilities == pytest.approx(empty.probabilities)  # same classifier: only the answer differs
+
+
+def found_extra(tmp_path: Path, image: np.ndarray) -> dict[str, object]:
+    return Predictor.from_checkpoint(_checkpoint(tmp_path, bias=6.0)).predict(image).extra
+
+
+def test_predict_writes_the_evidence_column(tmp_path: Path) -> None:
+    image = tmp_path / "slice.png"
+    Image.fromarray(synthetic_slice(np.random.default_rng(0), 1, 64)).save(image)
+    out = tmp_path / "predictions.csv"
+    result = CliRunner().invoke(app, ["predict", str(image), "-m", str(_checkpoint(tmp_path, bias=-6.0)),
+                                      "--csv", str(out), "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    header, row = out.read_text().splitlines()[:2]
+    assert "tumour_evidence" in header.split(",")
+    values = dict(zip(header.split(","), row.split(",")))
+    assert values["predicted"] == NO_TUMOUR and float(values["tumour_evidence"]) < 0.01
 
 
 def test_the_map_travels_in_the_checkpoint_and_keeps_inference_in_pytorch(tmp_path: Path) -> None:

@@ -266,6 +266,7 @@ class Predictor:
             extra["p_no_tumour"] = round(p_none, 6)
             if p_none >= self.gate.threshold:  # the gate's answer comes first: no tumour to classify
                 predicted, confidence = NO_TUMOUR, p_none  # the gate's probability: not calibrated
+                extra["no_tumour_from"] = "gate"
                 refer = bool(extra.get("out_of_distribution", False))
                 extra.pop("prediction_set", None)  # sets are over tumour classes: none applies
         if evidence is not None and self.tumour_evidence is not None:
@@ -273,6 +274,7 @@ class Predictor:
             if predicted != NO_TUMOUR and evidence < float(self.tumour_evidence["threshold"]):
                 # the tumour map finds no tumour tissue anywhere: no tumour to classify
                 predicted, confidence = NO_TUMOUR, 1.0 - evidence  # not calibrated
+                extra["no_tumour_from"] = "tumour_map"
                 refer = bool(extra.get("out_of_distribution", False))
                 extra.pop("prediction_set", None)
         return Prediction(source, {c: float(p) for c, p in zip(self.class_names, probs)}, predicted, confidence,

@@ -10,12 +10,13 @@ from typing import IO, Any
 
 
 def prediction_fields(class_names: list[str], with_ood: bool, with_sets: bool = False,
-                      with_gate: bool = False) -> list[str]:
+                      with_gate: bool = False, with_evidence: bool = False) -> list[str]:
     """The CSV columns of a prediction row (see :meth:`brain_tumor.inference.Prediction.row`)."""
     fields = ["path", "predicted", "confidence", "refer", "calibrated", "error", "out_of_scope",
               *[f"p_{c}" for c in class_names]]
     fields += ["ood_score", "out_of_distribution"] if with_ood else []
-    return fields + (["prediction_set"] if with_sets else []) + (["p_no_tumour"] if with_gate else [])
+    return fields + (["prediction_set"] if with_sets else []) + (["p_no_tumour"] if with_gate else []) + \
+        (["tumour_evidence"] if with_evidence else [])
 
 
 class PredictionSinks:

@@ -46,6 +46,11 @@ class PredictionOut(BaseModel):
     set_confidence: float | None = Field(None, gt=0, lt=1, description="The stated coverage of `prediction_set`.")
     p_no_tumour: float | None = Field(None, ge=0, le=1, description="The no-tumour gate's probability that the "
                                                                     "slice holds no tumour (with a gate).")
+    tumour_evidence: float | None = Field(None, ge=0, le=1, description="How strongly the model's tumour map finds "
+                                          "tumour tissue anywhere in the slice (a model trained with a tumour map); "
+                                          "below the model's threshold the answer is no_tumour.")
+    no_tumour_from: Literal["gate", "tumour_map"] | None = Field(
+        None, description="With a no_tumour answer, which check gave it: the no-tumour gate or the tumour map.")
     image_png: str | None = Field(None, description="The slice as the model saw it, base64 PNG (with "
                                                     "?image=true, or ?explain=true).")
     overlay_png: str | None = Field(None, description="Grad-CAM overlaid on the slice, base64 PNG "
