@@ -97,11 +97,13 @@ def _module(weight: float, smoothing: float = 0.0) -> SliceClassifier:
                            tumour_map=weight)
 
 
-@pytest.mark.parametrize("smoothing", [0.0, 0.1])  # the shared path and the smoothed one
-def test_the_training_loss_adds_the_weighted_map_loss_and_validation_ignores_it(smoothing: float) -> None:
+# the shared path (no smoothing, or smoothing with an erased slice) and the smoothed one (_train_step)
+@pytest.mark.parametrize(("smoothing", "erased"), [(0.0, True), (0.1, True), (0.1, False)])
+def test_the_training_loss_adds_the_weighted_map_loss_and_validation_ignores_it(smoothing: float,
+                                                                                erased: bool) -> None:
     generator = torch.Generator().manual_seed(1)
     images = torch.randint(0, 255, (4, 1, 64, 64), dtype=torch.uint8, generator=generator)
-    labels = torch.tensor([0, 1, ERASED, 2])
+    labels = torch.tensor([0, 1, ERASED if erased else 1, 2])
     masks = _masks(4)
     plain, mapped = _module(0.0, smoothing).eval(), _module(3.0, smoothing).eval()
     mapped.network.load_state_dict(plain.network.state_dict(), strict=False)  # same classifier, plus a head
@@ -171,22 +173,51 @@ def test_predict_writes_the_evidence_column(tmp_path: Path) -> None:
                                       "--csv", str(out), "--precision", "fp32"])
     assert result.exit_code == 0, result.output
     header, row = out.read_text().splitlines()[:2]
-    assert "tumour_evidence" in header.split(",")
+    assert {"tumour_evidence", "no_tumour_from"} <= set(header.split(","))
     values = dict(zip(header.split(","), row.split(",")))
     assert values["predicted"] == NO_TUMOUR and float(values["tumour_evidence"]) < 0.01
+    assert values["no_tumour_from"] == "tumour_map"
 
 
-def test_the_map_travels_in_the_checkpoint_and_keeps_inference_in_pytorch(tmp_path: Path) -> None:
+def test_a_package_keeps_the_threshold(tmp_path: Path) -> None:
+    from brain_tumor.export import export_package
+
+    package = tmp_path / "package"
+    export_package(_checkpoint(tmp_path, bias=-6.0, threshold=0.25), package)
+    predictor = Predictor.from_checkpoint(package)
+    assert predictor.evidence_record is not None and predictor.evidence_record["threshold"] == 0.25
+    assert "0.2500" in (package / "model_card.md").read_text()
+    image = synthetic_slice(np.random.default_rng(0), 1, 64) / 255.0
+    assert predictor.predict(image).extra["no_tumour_from"] == "tumour_map"
+
+
+def test_the_map_travels_in_the_checkpoint_and_keeps_inference_in_pytorch(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     path = _checkpoint(tmp_path, bias=1.0)
     checkpoint = load_checkpoint(path)
     assert has_tumour_map(checkpoint.build()) and checkpoint.meta["tumour_evidence"]["threshold"] == 0.5
-    predictor = load_predictor(path, precision="fp32")
-    assert predictor.onnx is None and predictor.tumour_evidence is not None
+    exports = (str(tmp_path / "model.int8.onnx"), str(tmp_path / "model.onnx"))
+    monkeypatch.setattr("brain_tumor.model_loading.find_exports", lambda checkpoint: exports)
+    predictor = load_predictor(path, precision="fp32")  # exports "beside" it are not used
+    assert predictor.onnx is None and predictor.evidence_record is not None
+    assert predictor.compute["engine"]["engine"] == "pytorch"
     with pytest.raises(ValueError, match="tumour map"):
         load_predictor(path, onnx=tmp_path / "model.onnx")
+    with pytest.raises(ValueError, match="tumour map"):
+        load_predictor(path, engine="onnx")
+    no_head = tmp_path / "no-head.pt"
+    save_model_checkpoint(no_head, build_classifier("none", 3), architecture="resnet50-v1", class_names=CLASSES,
+                          preprocessing=preprocessing_for("none", 64), config=to_dict(RunConfig()), epoch=0,
+                          metrics={}, extra={"tumour_evidence": {"threshold": 0.5}})
+    with pytest.raises(ValueError, match="no tumour map"):
+        Predictor.from_checkpoint(no_head)
+    with pytest.raises(ValueError, match="cannot replace"):
+        save_model_checkpoint(tmp_path / "x.pt", build_classifier("none", 3), architecture="resnet50-v1",
+                              class_names=CLASSES, preprocessing=preprocessing_for("none", 64), config={}, epoch=0,
+                              metrics={}, extra={"class_names": ["a"]})
     broken = tmp_path / "broken.pt"
     payload = torch.load(path, weights_only=True)
-    payload["tumour_evidence"] = {"threshold": "high"}
+    payload["tumour_evidence"] = {"threshold": True}
     torch.save(payload, broken)
     with pytest.raises(ValueError, match="threshold"):
         Predictor.from_checkpoint(broken)
@@ -230,6 +261,8 @@ def test_train_with_a_tumour_map_stores_its_threshold(tmp_path: Path) -> None:
     record = checkpoint.meta["tumour_evidence"]
     assert 0 <= record["threshold"] <= 1 and record["quantile"] == 0.01
     assert has_tumour_map(checkpoint.build())
-    assert json.loads((results / "run.json").read_text())["recipe"]["tumour_map"] == 1.0
+    run = json.loads((results / "run.json").read_text())
+    assert run["recipe"]["tumour_map"] == 1.0
+    assert record["fitted_on"].startswith(f"{run['data']['n_val']} inner-validation")  # validation slices only
     predictions = (results / "test_predictions.csv").read_text().splitlines()
     assert len(predictions) > 1

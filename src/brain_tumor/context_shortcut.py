@@ -142,8 +142,8 @@ def run_shortcut_test(checkpoints: dict[str, Path], paths: list[str], labels: np
                    (", OOD flag" if predictor.ood is not None else ", no OOD flag") + \
                    (f", no-tumour gate {predictor.compute.get('gate')}" if predictor.gate is not None else
                     ", no no-tumour gate") + \
-                   (f", tumour map (\"no tumour\" below evidence {predictor.tumour_evidence['threshold']:.4f})"
-                    if predictor.tumour_evidence is not None else "")
+                   (f", tumour map (\"no tumour\" below evidence {predictor.evidence_record['threshold']:.4f})"
+                    if predictor.evidence_record is not None else "")
         results[name] = {"checkpoint": portable_path(checkpoint), "model_sha256": model_sha256(checkpoint),
                          "referral": referral, "compute": predictor.compute,
                          "summary": summarise(answers, labels, groups, class_names)}

@@ -205,6 +205,7 @@ def export_package(checkpoint: str | Path, out_dir: str | Path, model_card: str 
               "class_names": payload["class_names"], "preprocessing": payload["preprocessing"],
               "bn_eps": payload["bn_eps"], "epoch": payload.get("epoch"), "metrics": payload.get("metrics"),
               "calibration": payload.get("calibration"),
+              "tumour_evidence": payload.get("tumour_evidence"),  # the tumour map's threshold, if the model has one
               "ood": {k: v for k, v in ood.items() if k != "bank"} if ood is not None else None,
               "recipe": portable(payload.get("config", {})),  # names no machine's folders
               "package": {"source_checkpoint_sha256": file_sha256(checkpoint),

@@ -62,7 +62,7 @@ class Predictor:
         self.calibration_source: str | None = None  # a calibration.json applied over the checkpoint's
         self.gate: TumourGate | None = None  # the "no tumour" gate (see use_gate)
         # the tumour map's threshold (brain_tumor.tumour_evidence), for a model trained with one
-        self.tumour_evidence: dict[str, Any] | None = None
+        self.evidence_record: dict[str, Any] | None = None
         self.recipe: dict[str, Any] | None = None  # the training config stored in the checkpoint
         self.tta = "none"  # see use_tta
         self.scope_check = True  # refuse images that are plainly not MRI slices (brain_tumor.scope)
@@ -71,8 +71,8 @@ class Predictor:
         """``flip``: answer from the mean of the logits of each slice and its left-right mirror (the
         paper's augmentation flips, and an axial slice's mirror is a plausible slice). Done here on
         the uint8 batch, so that it holds for the PyTorch and the ONNX engines alike (a library
-        wrapper such as ttach wraps only a torch module). OOD scores and the gate keep the
-        unflipped slice's features, on which their thresholds were fitted."""
+        wrapper such as ttach wraps only a torch module). OOD scores, the gate and the tumour map
+        keep the unflipped slice, on which their thresholds were fitted."""
         if mode not in TTA_MODES:
             raise ValueError(f"tta: unknown {mode!r} ({' | '.join(TTA_MODES)})")
         self.tta = mode
@@ -149,8 +149,12 @@ class Predictor:
                         float(calibration.get("temperature", 1.0)), calibration.get("refer_threshold"))
         predictor.ood = checkpoint.ood
         predictor.recipe = checkpoint.config
-        if has_tumour_map(predictor.network):
-            predictor.tumour_evidence = read_evidence_record(checkpoint.meta)
+        record = read_evidence_record(checkpoint.meta)
+        if record is not None and not has_tumour_map(predictor.network):
+            raise ValueError(f"{path}: holds a tumour-evidence threshold but no tumour map to apply it to")
+        if record is None and has_tumour_map(predictor.network):
+            log.warning("%s: has a tumour map but no tumour-evidence threshold: the map gives no answer", path)
+        predictor.evidence_record = record
         return predictor
 
     def to_tensor(self, image: np.ndarray) -> torch.Tensor:
@@ -217,7 +221,7 @@ class Predictor:
         when a gate is loaded, and tumour evidence when the model has a tumour map (all from the
         same forward pass: PyTorch's, or an ONNX export's ``features`` output)."""
         features_needed = self.ood is not None or self.gate is not None
-        evidence_needed = self.tumour_evidence is not None
+        evidence_needed = self.evidence_record is not None
         if not features_needed and not evidence_needed:
             return self.logits(batch), None, None, None
         evidence = None
@@ -269,9 +273,9 @@ class Predictor:
                 extra["no_tumour_from"] = "gate"
                 refer = bool(extra.get("out_of_distribution", False))
                 extra.pop("prediction_set", None)  # sets are over tumour classes: none applies
-        if evidence is not None and self.tumour_evidence is not None:
+        if evidence is not None and self.evidence_record is not None:
             extra["tumour_evidence"] = round(evidence, 6)
-            if predicted != NO_TUMOUR and evidence < float(self.tumour_evidence["threshold"]):
+            if predicted != NO_TUMOUR and evidence < float(self.evidence_record["threshold"]):
                 # the tumour map finds no tumour tissue anywhere: no tumour to classify
                 predicted, confidence = NO_TUMOUR, 1.0 - evidence  # not calibrated
                 extra["no_tumour_from"] = "tumour_map"

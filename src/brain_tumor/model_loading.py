@@ -106,7 +106,10 @@ def load_predictor(checkpoint: str | Path, precision: str = "auto", engine: str 
     precision_choice = choose_precision(precision, "cpu")
     int8: str | None
     fp32: str | None
-    if onnx is not None and predictor.tumour_evidence is not None:
+    if predictor.evidence_record is not None and engine in ("onnx", "openvino"):
+        raise ValueError(f"{checkpoint}: --engine {engine} cannot run this model's tumour map (its \"no tumour\" "
+                         "answer; no export carries it): use --engine pytorch or auto")
+    if onnx is not None and predictor.evidence_record is not None:
         raise ValueError(f"{onnx}: no export carries this model's tumour map (its \"no tumour\" answer); "
                          "run it without --onnx (PyTorch)")
     if onnx is not None:
@@ -116,7 +119,7 @@ def load_predictor(checkpoint: str | Path, precision: str = "auto", engine: str 
         int8, fp32 = str(onnx), None
     elif engine == "pytorch":
         int8 = fp32 = None
-    elif predictor.tumour_evidence is not None:  # the tumour map runs in PyTorch: no export carries it
+    elif predictor.evidence_record is not None:  # the tumour map runs in PyTorch: no export carries it
         int8 = fp32 = None
     else:
         int8, fp32 = find_exports(checkpoint)

@@ -16,7 +16,7 @@ def prediction_fields(class_names: list[str], with_ood: bool, with_sets: bool = 
               *[f"p_{c}" for c in class_names]]
     fields += ["ood_score", "out_of_distribution"] if with_ood else []
     return fields + (["prediction_set"] if with_sets else []) + (["p_no_tumour"] if with_gate else []) + \
-        (["tumour_evidence"] if with_evidence else [])
+        (["tumour_evidence"] if with_evidence else []) + (["no_tumour_from"] if with_gate or with_evidence else [])
 
 
 class PredictionSinks:

@@ -3,10 +3,13 @@ the threshold below which the slice is answered "no tumour".
 
 A model trained with ``train.tumour_map`` carries a map head (:func:`brain_tumor.model.add_tumour_map`);
 a slice's evidence is its strongest cell's probability (:func:`brain_tumor.model.tumour_evidence`).
-The threshold is fitted when training ends, on the inner validation slices (training patients'
-slices the optimiser never saw, each holding a tumour): the :data:`EVIDENCE_QUANTILE` quantile of
-their evidence, so about that share of tumour slices like them would be answered "no tumour".
-It is stored in the checkpoint (``tumour_evidence``): plain numbers, nothing unpickled.
+The threshold is fitted when training ends, on the inner validation slices (slices the optimiser
+never saw, each holding a tumour, never the test slices; in a patient-wise CV they come from the
+training patients, in the paper's random split they may share patients with the test): the
+:data:`EVIDENCE_QUANTILE` quantile of their evidence, so about that share of validation slices
+falls below it (new patients' slices may fall below it more often: measure it, as
+``brain-tumor shortcut-test`` does on unmodified slices). It is stored in the checkpoint
+(``tumour_evidence``): plain numbers, nothing unpickled.
 """
 
 from __future__ import annotations
@@ -45,6 +48,6 @@ def read_evidence_record(meta: dict[str, Any]) -> dict[str, Any] | None:
     if record is None:
         return None
     threshold = record.get("threshold") if isinstance(record, dict) else None
-    if not isinstance(threshold, (int, float)) or not 0 <= float(threshold) <= 1:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= float(threshold) <= 1:
         raise ValueError(f"tumour_evidence.threshold must be a probability, got {threshold!r}")
     return dict(record)

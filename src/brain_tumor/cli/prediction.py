@@ -64,7 +64,7 @@ def predict(
         sinks = PredictionSinks(csv_out, json_out, prediction_fields(predictor.class_names, predictor.ood is not None,
                                                                      predictor.conformal is not None,
                                                                      predictor.gate is not None,
-                                                                     predictor.tumour_evidence is not None))
+                                                                     predictor.evidence_record is not None))
     except OSError as exc:
         _fail(f"cannot write predictions: {exc.strerror or exc} ({exc.filename})")
     overlays = OverlayNames(cam_dir) if cam_dir is not None else None

@@ -123,14 +123,16 @@ def summarise_collection(items: list[Item], answers: list[Prediction], class_nam
         tumour_called = ~refused & ~none
         sure = tumour_called & (np.array([a.confidence for _, a in healthy]) > 0.9)
         gated = any("p_no_tumour" in a.extra for _, a in healthy)
+        mapped = any("tumour_evidence" in a.extra for _, a in healthy)
         out["no_tumour"] = {"n": len(healthy), "refused": float(refused.mean()),
                             "refused_as_out_of_scope": float(np.mean(["out_of_scope" in a.extra for _, a in healthy])),
                             "called_no_tumour": float(none.mean()),
                             "called_a_tumour": float(tumour_called.mean()),
                             "called_a_tumour_with_confidence_over_0.9": float(sure.mean()),
                             "called": {c: float(np.mean([a.predicted == c for _, a in healthy])) for c in class_names},
-                            "no_tumour_answer": "the no-tumour gate" if gated
-                            else "none: the model knows only the three tumour classes"}
+                            "no_tumour_answer": " and ".join(
+                                [n for n, on in (("the no-tumour gate", gated), ("the tumour map", mapped)) if on])
+                            or "none: the model knows only the three tumour classes"}
     return out
 
 

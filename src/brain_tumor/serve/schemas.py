@@ -30,9 +30,11 @@ class PredictionOut(BaseModel):
         "notice": "Research use only. Not a medical device and not for diagnosis."}]})
 
     predicted: str = Field(description="The most probable class, or `no_tumour` when the model is served with a "
-                                       "no-tumour gate and the gate finds no tumour.")
+                                       "no-tumour gate and the gate finds no tumour, or when the model's tumour map "
+                                       "finds no tumour tissue (see `no_tumour_from`).")
     confidence: float = Field(ge=0, le=1, description="Calibrated probability of the predicted class "
-                                                      "(uncalibrated when `calibrated` is false).")
+                                                      "(uncalibrated when `calibrated` is false; for `no_tumour`, the "
+                                                      "gate's probability or 1 - `tumour_evidence`, uncalibrated).")
     refer: bool = Field(description="True when the answer should go to a human: low confidence or out of distribution.")
     calibrated: bool = Field(description="Whether a validated temperature and referral threshold are applied.")
     probabilities: dict[str, float] = Field(description="Uncalibrated softmax probability of each class.")

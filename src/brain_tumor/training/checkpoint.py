@@ -48,6 +48,10 @@ def save_model_checkpoint(path: str | Path, network: nn.Module, *, architecture:
     self-description (plain data), e.g. the tumour-evidence threshold."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    core = {"format", "state_dict", "architecture", "class_names", "preprocessing", "bn_eps", "config", "epoch",
+            "metrics", "split"}
+    if clash := core & set(extra or {}):
+        raise ValueError(f"extra self-description cannot replace {sorted(clash)}")
     payload = {
         "format": FORMAT,
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()},

@@ -75,7 +75,7 @@ class SliceClassifier(L.LightningModule):
         self.label_smoothing = label_smoothing
         self.mix = batch_mixer(mixup_alpha, num_classes) if mixup_alpha > 0 else None
         self.context_penalty = context_penalty
-        self.tumour_map = tumour_map
+        self.tumour_map_weight = tumour_map
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self._classify(self.normalize(images))
@@ -103,12 +103,12 @@ class SliceClassifier(L.LightningModule):
                 penalty = context_evidence_penalty(features.float(), head.weight.float(), masks)
             self.log("train_context_penalty", penalty, on_step=False, on_epoch=True, batch_size=len(x))
             extra = extra + self.context_penalty * penalty
-        if self.tumour_map > 0:
+        if self.tumour_map_weight > 0:
             erased = labels == ERASED if labels is not None and labels.ndim == 1 else torch.zeros(
                 len(x), dtype=torch.bool, device=x.device)
             map_loss = tumour_map_loss(tumour_map_logits(self.network, third), masks, erased)
             self.log("train_tumour_map_loss", map_loss, on_step=False, on_epoch=True, batch_size=len(x))
-            extra = extra + self.tumour_map * map_loss
+            extra = extra + self.tumour_map_weight * map_loss
         return logits, extra
 
     @torch.inference_mode()
@@ -160,7 +160,7 @@ class SliceClassifier(L.LightningModule):
 
     def _step(self, batch: Batch, stage: str) -> torch.Tensor:
         images, labels = batch[0], batch[1]
-        wants_masks = self.context_penalty > 0 or self.tumour_map > 0
+        wants_masks = self.context_penalty > 0 or self.tumour_map_weight > 0
         masks = batch[2] if len(batch) > 2 and stage == "train" and wants_masks else None
         if stage == "train" and (mixed := self._train_step(images, labels, masks)) is not None:
             return mixed
@@ -307,8 +307,8 @@ def tumour_map_loss(map_logits: torch.Tensor, masks: torch.Tensor, erased: torch
     target = F.adaptive_avg_pool2d((masks > 0).float(), grid)  # [B, 1, h, w]: each cell's share inside
     target = torch.where(erased.view(-1, 1, 1, 1), torch.zeros_like(target), target)
     kept = erased | (target.flatten(1).sum(1) > 0)
-    if not kept.any():
-        return map_logits.new_zeros((), dtype=torch.float32)
+    if not kept.any():  # zero, still joined to the head (DDP expects a gradient for every parameter)
+        return (map_logits.float() * 0).sum()
     cells = map_logits[kept].float()
     cell_loss = F.binary_cross_entropy_with_logits(cells, target[kept])
     strongest = cells.flatten(1).amax(1)
