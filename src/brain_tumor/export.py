@@ -238,5 +238,6 @@ def evidence_section(record: dict[str, Any] | None) -> str:
         return ""
     return (f"\n**No tumour from the tumour map**: the model's tumour map finds tumour tissue cell by cell; a "
             f"slice whose strongest cell stays below {float(record['threshold']):.4f} is answered \"no tumour\" "
-            f"(fitted on {record.get('fitted_on')}: about {100 * float(record.get('quantile', 0)):.0f}% of tumour "
-            "slices like them fall below it). It runs in PyTorch only: exports do not carry the map.\n")
+            f"(fitted on {record.get('fitted_on')}, {100 * float(record.get('quantile', 0)):.0f}% of which fall below "
+            "it; new patients' tumour slices may fall below it more often: `brain-tumor shortcut-test` measures it on "
+            "unmodified held-out slices). It runs in PyTorch only: exports do not carry the map.\n")
