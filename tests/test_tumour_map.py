@@ -30,7 +30,7 @@ from brain_tumor.model.backbone import preprocessing_for
 from brain_tumor.model_loading import load_predictor
 from brain_tumor.training.checkpoint import load_checkpoint, save_model_checkpoint
 from brain_tumor.training.module import SliceClassifier, tumour_map_loss
-from brain_tumor.tumour_evidence import evidence_record, evidence_threshold
+from brain_tumor.tumour_evidence import answer_metrics, evidence_record, evidence_threshold
 from tests.conftest import synthetic_slice, tiny_run_settings
 
 CLASSES = ["glioma", "meningioma", "pituitary"]
@@ -266,3 +266,25 @@ def test_train_with_a_tumour_map_stores_its_threshold(tmp_path: Path) -> None:
     assert record["fitted_on"].startswith(f"{run['data']['n_val']} inner-validation")  # validation slices only
     predictions = (results / "test_predictions.csv").read_text().splitlines()
     assert len(predictions) > 1
+
+
+def test_answer_metrics_count_no_tumour_answers_as_not_right() -> None:
+    labels = np.array([0, 0, 1, 2])
+    probs = np.eye(3)[[0, 1, 1, 2]]  # the second slice is misclassified
+    result = answer_metrics(labels, probs, np.array([0.9, 0.9, 0.1, 0.9]), 0.5, CLASSES)
+    assert result["called_no_tumour"] == 0.25 and result["accuracy_with_map_answer"] == 0.5
+    assert result["called_no_tumour_per_class"] == {"glioma": 0.0, "meningioma": 1.0, "pituitary": 0.0}
+
+
+def test_evaluation_of_a_map_model_adds_the_answer_it_gives(tmp_path: Path) -> None:
+    from brain_tumor.evaluation.run_eval import evaluate_checkpoint
+
+    slices = [synthetic_slice(np.random.default_rng(k), k % 3, 64) for k in range(6)]
+    images = torch.from_numpy(np.stack(slices))[:, None]
+    labels = torch.tensor([k % 3 for k in range(6)])
+    metrics, _, _ = evaluate_checkpoint(_checkpoint(tmp_path, bias=-6.0), images, labels, list(range(6)))
+    assert metrics["tumour_map"]["called_no_tumour"] == 1.0 and metrics["tumour_map"]["accuracy_with_map_answer"] == 0
+    plain = tmp_path / "plain.pt"
+    save_model_checkpoint(plain, build_classifier("none", 3), architecture="resnet50-v1", class_names=CLASSES,
+                          preprocessing=preprocessing_for("none", 64), config=to_dict(RunConfig()), epoch=0, metrics={})
+    assert "tumour_map" not in evaluate_checkpoint(plain, images, labels, list(range(6)))[0]

@@ -294,6 +294,15 @@ class Predictor:
                                                                            disable=not progress)]
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.class_names)), np.float32)
 
+    def evidence_for(self, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+        """Tumour evidence ``[N]`` of uint8 ``[N, 1, S, S]`` prepared slices (PyTorch path; a model
+        with a tumour map)."""
+        if not has_tumour_map(self.network):
+            raise ValueError("this model has no tumour map")
+        out = [self._forward_capturing(images[i:i + batch_size], ("evidence",))["evidence"]
+               for i in range(0, len(images), batch_size)]
+        return torch.cat(out).float().numpy() if out else np.zeros(0, np.float32)
+
     def predict(self, image: np.ndarray, source: str = "<array>") -> Prediction:
         """Predict one float [0, 1] grayscale slice."""
         return self.predict_batch(self.to_tensor(image)[None], [source])[0]

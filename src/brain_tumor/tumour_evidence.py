@@ -51,3 +51,18 @@ def read_evidence_record(meta: dict[str, Any]) -> dict[str, Any] | None:
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= float(threshold) <= 1:
         raise ValueError(f"tumour_evidence.threshold must be a probability, got {threshold!r}")
     return dict(record)
+
+
+def answer_metrics(labels: np.ndarray, probs: np.ndarray, evidence: np.ndarray, threshold: float,
+                   class_names: list[str]) -> dict[str, Any]:
+    """What a user gets with the map's answer on, for tumour slices with known ``labels``: the share
+    answered "no tumour" (evidence below ``threshold``; overall and per class) and the share
+    answered right (not "no tumour", and the most probable class is the label)."""
+    labels, evidence = np.asarray(labels), np.asarray(evidence, dtype=np.float64)
+    none = evidence < threshold
+    right = ~none & (np.asarray(probs).argmax(1) == labels)
+    return {"threshold": float(threshold), "n": int(labels.size),
+            "called_no_tumour": float(none.mean()) if labels.size else float("nan"),
+            "accuracy_with_map_answer": float(right.mean()) if labels.size else float("nan"),
+            "called_no_tumour_per_class": {c: float(none[labels == k].mean()) if (labels == k).any() else None
+                                           for k, c in enumerate(class_names)}}

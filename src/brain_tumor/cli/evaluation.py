@@ -81,6 +81,9 @@ def _evaluate_split(checkpoint: Path, split: Path, fold: int | None, data: Path 
     metrics, _, _ = evaluate_checkpoint(checkpoint, images, labels, test)
     write_json(metrics, output / "metrics.json")
     typer.echo(f"accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f} -> {output / 'metrics.json'}")
+    if (answered := metrics.get("tumour_map")) is not None:
+        typer.echo(f"with the tumour map's answer: {answered['called_no_tumour']:.2%} called no tumour, "
+                   f"{answered['accuracy_with_map_answer']:.2%} answered right")
 
 
 def _evaluate_collection(checkpoint: Path, data: Path, output: Path, calibration: Path | None,

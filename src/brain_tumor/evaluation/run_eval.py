@@ -14,6 +14,7 @@ from brain_tumor.evaluation.metrics import classification_metrics, roc_curves
 from brain_tumor.evaluation.plots import plot_confusion_matrix, plot_history, plot_roc
 from brain_tumor.inference import Predictor
 from brain_tumor.training.checkpoint import read_checkpoint_meta
+from brain_tumor.tumour_evidence import answer_metrics
 
 
 def write_json(data: dict[str, Any], path: Path) -> Path:
@@ -56,10 +57,16 @@ def read_history(metrics_csv: Path) -> dict[str, list[float]]:
 def evaluate_checkpoint(checkpoint: Path, images: torch.Tensor, labels: torch.Tensor,
                         positions: list[int]) -> tuple[dict[str, Any], np.ndarray, dict[str, Any]]:
     """Metrics, probabilities and checkpoint metadata of a model on the given positions, through the
-    one inference path (:class:`brain_tumor.inference.Predictor`, PyTorch fp32, raw probabilities)."""
+    one inference path (:class:`brain_tumor.inference.Predictor`, PyTorch fp32, raw probabilities).
+    The metrics score the classifier; for a model with a tumour map, ``tumour_map`` adds what a
+    user gets with its "no tumour" answer on (:func:`brain_tumor.tumour_evidence.answer_metrics`)."""
     predictor = Predictor.from_checkpoint(checkpoint)
     probs = torch.from_numpy(predictor.logits_for(images[positions], progress=True)).softmax(1).numpy()
     metrics = classification_metrics(labels[positions].numpy(), probs, predictor.class_names)
+    if predictor.evidence_record is not None:
+        evidence = predictor.evidence_for(images[positions])
+        metrics["tumour_map"] = answer_metrics(labels[positions].numpy(), probs, evidence,
+                                               float(predictor.evidence_record["threshold"]), predictor.class_names)
     return metrics, probs, read_checkpoint_meta(checkpoint)
 
 
