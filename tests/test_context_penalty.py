@@ -14,7 +14,8 @@ from brain_tumor.data.datamodule import MASK_GROW, SliceDataset
 from brain_tumor.data.erasing import box_mask
 from brain_tumor.model import build_classifier, features_fp32_stem, freeze_first_keras_layers
 from brain_tumor.model.backbone import preprocessing_for
-from brain_tumor.training.module import SliceClassifier, context_evidence_penalty
+from brain_tumor.training.losses import context_evidence_penalty
+from brain_tumor.training.module import SliceClassifier
 from brain_tumor.transforms import train_preset
 
 WEIGHT = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])  # three classes over two features

@@ -11,7 +11,7 @@ from brain_tumor.config import RunConfig, apply_overrides
 from brain_tumor.data.counterfactual import ERASED, control_box, counterfactual, region_mask
 from brain_tumor.data.datamodule import SliceDataset
 from brain_tumor.data.erasing import box_slices
-from brain_tumor.training.module import counterfactual_loss
+from brain_tumor.training.losses import counterfactual_loss
 
 SIZE = 96
 TUMOUR = (slice(30, 42), slice(20, 32))

@@ -10,7 +10,8 @@ from brain_tumor.config import load_config
 from brain_tumor.data.counterfactual import ERASED
 from brain_tumor.model import build_classifier, freeze_first_keras_layers
 from brain_tumor.model.backbone import preprocessing_for
-from brain_tumor.training.module import SliceClassifier, batch_mixer, counterfactual_loss, warmup_cosine
+from brain_tumor.training.losses import counterfactual_loss
+from brain_tumor.training.module import SliceClassifier, batch_mixer, warmup_cosine
 
 
 def _module(**options: object) -> SliceClassifier:

@@ -29,7 +29,8 @@ from brain_tumor.model import (
 from brain_tumor.model.backbone import preprocessing_for
 from brain_tumor.model_loading import load_predictor
 from brain_tumor.training.checkpoint import load_checkpoint, save_model_checkpoint
-from brain_tumor.training.module import SliceClassifier, tumour_map_loss
+from brain_tumor.training.losses import tumour_map_loss
+from brain_tumor.training.module import SliceClassifier
 from brain_tumor.tumour_evidence import answer_metrics, evidence_record, evidence_threshold
 from tests.conftest import synthetic_slice, tiny_run_settings
 

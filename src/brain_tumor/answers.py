@@ -43,3 +43,15 @@ def out_of_scope(source: str, reason: str) -> Prediction:
     """A prediction slot for an image refused before the model: not an MRI slice of a head
     (:mod:`brain_tumor.scope`); ``extra["out_of_scope"]`` holds the reason."""
     return Prediction(source, {}, "", 0.0, True, False, error=refusal_message(reason), extra={"out_of_scope": reason})
+
+
+def no_tumour_answer(p_no_tumour: float | None, gate_threshold: float | None, evidence: float | None,
+                     evidence_threshold: float | None) -> tuple[str, float] | None:
+    """Which check answers "no tumour", with its (uncalibrated) confidence, or None: the gate first
+    (``P(no tumour)`` at or above its threshold), then the tumour map (its evidence below its
+    threshold: it finds no tumour tissue anywhere). A check without its threshold does not answer."""
+    if p_no_tumour is not None and gate_threshold is not None and p_no_tumour >= gate_threshold:
+        return "gate", p_no_tumour
+    if evidence is not None and evidence_threshold is not None and evidence < evidence_threshold:
+        return "tumour_map", 1.0 - evidence
+    return None

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from brain_tumor.answers import Prediction
 from brain_tumor.inference import Predictor
+from brain_tumor.model import has_tumour_map
 
 K = TypeVar("K")
 Out = TypeVar("Out")
@@ -115,3 +116,12 @@ def embeddings_for(predictor: Predictor, images: torch.Tensor, batch_size: int =
     """:func:`embeddings` of uint8 ``[N, 1, S, S]`` slices already prepared at the model's size."""
     return _embed(predictor, _shown(chunks(images, batch_size), progress, desc, len(images), batch_size))
 
+
+
+def slice_evidence(predictor: Predictor, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+    """Tumour evidence ``[N]`` of uint8 ``[N, 1, S, S]`` prepared slices, from the PyTorch forward
+    pass that also gives the logits (a model with a tumour map; :mod:`brain_tumor.tumour_evidence`)."""
+    if not has_tumour_map(predictor.network):
+        raise ValueError("this model has no tumour map")
+    out = [predictor.forward_parts(batch, ("evidence",))["evidence"] for batch in chunks(images, batch_size)]
+    return torch.cat(out).float().numpy() if out else np.zeros(0, np.float32)

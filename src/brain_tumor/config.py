@@ -81,7 +81,7 @@ class TrainConfig:
     # tumour is erased; label kept (brain_tumor.data.context_mix)
     context_mix: float = 0.0
     # weight of the context penalty: the cross-entropy to uniform of what the feature map outside the
-    # tumour's grown box alone says of the classes (brain_tumor.training.module.context_evidence_penalty)
+    # tumour's grown box alone says of the classes (brain_tumor.training.losses.context_evidence_penalty)
     context_penalty: float = 0.0
     # weight of the tumour map's loss: a head on the third stage learns, cell by cell, where the tumour's box
     # is (erased slices of train.counterfactual: nowhere); the slice's strongest cell is its tumour evidence,

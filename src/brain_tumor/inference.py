@@ -11,17 +11,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from brain_tumor.answers import NO_TUMOUR, Prediction, failed, out_of_scope
-from brain_tumor.config import recipe_fingerprint
-from brain_tumor.data.imageio import ImageReadError, dicom_frame_count, expand_inputs, read_slice
+from brain_tumor.answers import NO_TUMOUR, Prediction, failed, no_tumour_answer, out_of_scope
+from brain_tumor.calibration_file import check_calibration_fits, merged_ood
+from brain_tumor.data.imageio import ImageReadError, expand_inputs, read_frames
 from brain_tumor.data.preprocess import prepare_slice
 from brain_tumor.evaluation.conformal import ConformalSets
 from brain_tumor.exported_runtime import ExportedModel, open_export
 from brain_tumor.gate import TumourGate
-from brain_tumor.hardware import (
-    EngineChoice,
-    ThreadChoice,
-)
+from brain_tumor.hardware import EngineChoice, ThreadChoice
 from brain_tumor.model.backbone import (
     Preprocessing,
     forward_fp32_stem,
@@ -95,39 +92,13 @@ class Predictor:
     def use_calibration(self, calibration: dict[str, Any], source: str) -> Predictor:
         """Apply a ``calibration.json`` (temperature, referral threshold, conformal sets) fitted on a
         patient-wise CV's out-of-fold predictions; it replaces the checkpoint's own calibration."""
-        if list(calibration.get("class_names", [])) != self.class_names:
-            raise ValueError(f"{source}: calibrated for classes {calibration.get('class_names')}, "
-                             f"the model has {self.class_names}")
-        if calibration.get("image_size") != self.preprocessing.image_size:
-            raise ValueError(f"{source}: fitted on {calibration.get('image_size')}-px models, this model reads "
-                             f"{self.preprocessing.image_size} px (calibrate on a CV of this recipe)")
-        if calibration.get("recipe") and self.recipe:
-            mine = recipe_fingerprint(self.recipe)
-            differ = [f"{k}={v!r} (this model: {mine.get(k)!r})" for k, v in calibration["recipe"].items()
-                      if k in mine and mine[k] != v and k != "data.image_size"]  # checked above, on the weights
-            if differ:
-                raise ValueError(f"{source}: fitted on models of another recipe: {', '.join(differ)} "
-                                 "(calibrate on a CV of this recipe)")
+        check_calibration_fits(calibration, source, self.class_names, self.preprocessing.image_size, self.recipe)
         self.temperature = float(calibration["temperature"])
         self.refer_threshold = float(calibration["refer_threshold"])
         self.conformal = ConformalSets.from_dict(calibration["conformal"])
         self.set_confidence = float(calibration["confidence"])
         self.calibration_source = source
-        ood = calibration.get("ood")
-        if ood and self.ood is not None:
-            if (ood["method"], int(ood["k"])) != (self.ood["method"], int(self.ood["k"])):
-                log.warning("%s: OOD threshold for %s k=%s, the model's detector is %s k=%s: kept the model's",
-                            source, ood["method"], ood["k"], self.ood["method"], self.ood["k"])
-            else:
-                bank, fitted = len(self.ood["bank"]), ood.get("bank_size")
-                if fitted and not 0.8 <= bank / fitted <= 1.25:
-                    log.warning("%s: OOD threshold fitted with banks of %d slices, this model's holds %d: kNN "
-                                "distances shrink as a bank grows, so the flag rate will differ", source, fitted, bank)
-                self.ood = {**self.ood, "threshold": float(ood["threshold"]), "flag_rate": ood.get("flag_rate"),
-                            "fitted_on": ood.get("fitted_on")}
-        elif ood:
-            log.warning("%s: holds an OOD threshold, but the model has no OOD detector beside it "
-                        "(brain-tumor ood): no OOD flag", source)
+        self.ood = merged_ood(self.ood, calibration.get("ood"), source)
         return self
 
     def use_engine(self, engine: EngineChoice, threads: ThreadChoice | None = None) -> Predictor:
@@ -189,11 +160,11 @@ class Predictor:
     @torch.inference_mode()
     def embed(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(penultimate features, logits)`` for uint8 ``[B, 1, S, S]`` (PyTorch path)."""
-        captured = self._forward_capturing(batch, ("fc",))
+        captured = self.forward_parts(batch, ("fc",))
         return captured["fc"], captured["logits"]
 
     @torch.inference_mode()
-    def _forward_capturing(self, batch: torch.Tensor, parts: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    def forward_parts(self, batch: torch.Tensor, parts: tuple[str, ...]) -> dict[str, torch.Tensor]:
         """One PyTorch forward pass: ``logits`` and, as asked in ``parts``, ``fc`` (the penultimate
         features) and ``evidence`` (the tumour map's, :func:`brain_tumor.model.tumour_evidence`)."""
         captured: dict[str, torch.Tensor] = {}
@@ -229,7 +200,7 @@ class Predictor:
             logits_np, features_np = self.onnx.outputs(batch.numpy())
             logits, features = torch.from_numpy(logits_np), torch.from_numpy(features_np)
         else:  # a tumour map runs in PyTorch (no export carries it)
-            captured = self._forward_capturing(batch, ("fc", "evidence") if evidence_needed else ("fc",))
+            captured = self.forward_parts(batch, ("fc", "evidence") if evidence_needed else ("fc",))
             logits, features = captured["logits"], captured["fc"]
             if evidence_needed:
                 evidence = [float(v) for v in captured["evidence"]]
@@ -266,21 +237,16 @@ class Predictor:
             refer = refer or unlike
         if members is not None:
             extra["prediction_set"] = "|".join(c for c, inside in zip(self.class_names, members) if inside)
-        if p_none is not None and self.gate is not None:
-            extra["p_no_tumour"] = round(p_none, 6)
-            if p_none >= self.gate.threshold:  # the gate's answer comes first: no tumour to classify
-                predicted, confidence = NO_TUMOUR, p_none  # the gate's probability: not calibrated
-                extra["no_tumour_from"] = "gate"
-                refer = bool(extra.get("out_of_distribution", False))
-                extra.pop("prediction_set", None)  # sets are over tumour classes: none applies
-        if evidence is not None and self.evidence_record is not None:
-            extra["tumour_evidence"] = round(evidence, 6)
-            if predicted != NO_TUMOUR and evidence < float(self.evidence_record["threshold"]):
-                # the tumour map finds no tumour tissue anywhere: no tumour to classify
-                predicted, confidence = NO_TUMOUR, 1.0 - evidence  # not calibrated
-                extra["no_tumour_from"] = "tumour_map"
-                refer = bool(extra.get("out_of_distribution", False))
-                extra.pop("prediction_set", None)
+        gate = self.gate.threshold if self.gate is not None and p_none is not None else None
+        mapped = float(self.evidence_record["threshold"]) if self.evidence_record and evidence is not None else None
+        if gate is not None:
+            extra["p_no_tumour"] = round(float(p_none or 0), 6)
+        if mapped is not None:
+            extra["tumour_evidence"] = round(float(evidence or 0), 6)
+        if (none := no_tumour_answer(p_none, gate, evidence, mapped)) is not None:  # no tumour to classify
+            predicted, (extra["no_tumour_from"], confidence) = NO_TUMOUR, none  # not calibrated
+            refer = bool(extra.get("out_of_distribution", False))
+            extra.pop("prediction_set", None)  # sets are over tumour classes: none applies
         return Prediction(source, {c: float(p) for c, p in zip(self.class_names, probs)}, predicted, confidence,
                           refer, self.refer_threshold is not None and predicted != NO_TUMOUR, extra=extra)
 
@@ -294,31 +260,9 @@ class Predictor:
                                                                            disable=not progress)]
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.class_names)), np.float32)
 
-    def evidence_for(self, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
-        """Tumour evidence ``[N]`` of uint8 ``[N, 1, S, S]`` prepared slices (PyTorch path; a model
-        with a tumour map)."""
-        if not has_tumour_map(self.network):
-            raise ValueError("this model has no tumour map")
-        out = [self._forward_capturing(images[i:i + batch_size], ("evidence",))["evidence"]
-               for i in range(0, len(images), batch_size)]
-        return torch.cat(out).float().numpy() if out else np.zeros(0, np.float32)
-
     def predict(self, image: np.ndarray, source: str = "<array>") -> Prediction:
         """Predict one float [0, 1] grayscale slice."""
         return self.predict_batch(self.to_tensor(image)[None], [source])[0]
-
-    def read(self, path: Path) -> Iterator[tuple[str, np.ndarray]]:
-        """``(source name, slice)`` pairs of a file; one per frame for multi-frame DICOM."""
-        if path.suffix.lower() in (".dcm", ".dicom") and path.is_file() and path.stat().st_size:
-            try:
-                frames = dicom_frame_count(path)
-            except Exception as exc:  # noqa: BLE001
-                raise ImageReadError(f"{path}: not a readable DICOM file ({exc})") from exc
-            if frames > 1:
-                for f in range(frames):
-                    yield f"{path}#frame{f}", read_slice(path, frame=f)
-                return
-        yield str(path), read_slice(path)
 
     def predict_files(self, paths: Iterable[str | Path], batch_size: int = 16,
                       skipped: list[Path] | None = None) -> Iterator[Prediction]:
@@ -328,7 +272,7 @@ class Predictor:
         pending: list[tuple[str, torch.Tensor]] = []
         for path in expand_inputs(paths, skipped):
             try:
-                for source, image in self.read(path):
+                for source, image in read_frames(path):
                     if (reason := self.out_of_scope_reason(path, image)) is not None:
                         yield out_of_scope(source, reason)
                     else:

@@ -61,12 +61,12 @@ def export(
     if diff > 1e-4:
         _fail(f"ONNX parity failed ({diff:.2e} > 1e-4)")
     if int8_calibration:
-        from brain_tumor.data.imageio import ImageReadError, expand_inputs
+        from brain_tumor.data.imageio import ImageReadError, expand_inputs, read_frames
 
         images = []
         for path in expand_inputs(int8_calibration):
             try:
-                images += [predictor.to_tensor(image) for _, image in predictor.read(path)]
+                images += [predictor.to_tensor(image) for _, image in read_frames(path)]
             except ImageReadError as exc:
                 typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         if not images:

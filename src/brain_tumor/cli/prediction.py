@@ -152,7 +152,7 @@ def explain(
 
     Example: brain-tumor explain slice.jpg -m model.pt --output gradcam/
     """
-    from brain_tumor.data.imageio import ImageReadError, expand_inputs
+    from brain_tumor.data.imageio import ImageReadError, expand_inputs, read_frames
     from brain_tumor.prediction_output import OverlayNames
 
     predictor = _load_predictor(checkpoint)
@@ -160,7 +160,7 @@ def explain(
     names, n_failed, skipped = OverlayNames(output), 0, []
     for path in expand_inputs(paths, skipped):
         try:
-            sources = [source for source, _ in predictor.read(path)]  # one per DICOM frame
+            sources = [source for source, _ in read_frames(path)]  # one per DICOM frame
             for source in sources:
                 typer.echo(f"{source} -> {_write_overlay(predictor, source, names.for_source(source))}")
         except (ImageReadError, OSError, ValueError, RuntimeError) as exc:

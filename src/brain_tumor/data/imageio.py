@@ -6,7 +6,7 @@ Every failure becomes an :class:`ImageReadError` whose message is one line namin
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -204,3 +204,17 @@ def expand_inputs(paths: Iterable[str | Path], skipped: list[Path] | None = None
         else:
             out.append(p)
     return out
+
+
+def read_frames(path: Path) -> Iterator[tuple[str, np.ndarray]]:
+    """``(source name, slice)`` pairs of a file; one per frame for multi-frame DICOM."""
+    if path.suffix.lower() in (".dcm", ".dicom") and path.is_file() and path.stat().st_size:
+        try:
+            frames = dicom_frame_count(path)
+        except Exception as exc:  # noqa: BLE001
+            raise ImageReadError(f"{path}: not a readable DICOM file ({exc})") from exc
+        if frames > 1:
+            for f in range(frames):
+                yield f"{path}#frame{f}", read_slice(path, frame=f)
+            return
+    yield str(path), read_slice(path)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from brain_tumor import atomic
+from brain_tumor.batched import slice_evidence
 from brain_tumor.evaluation.metrics import classification_metrics, roc_curves
 from brain_tumor.evaluation.plots import plot_confusion_matrix, plot_history, plot_roc
 from brain_tumor.inference import Predictor
@@ -64,7 +65,7 @@ def evaluate_checkpoint(checkpoint: Path, images: torch.Tensor, labels: torch.Te
     probs = torch.from_numpy(predictor.logits_for(images[positions], progress=True)).softmax(1).numpy()
     metrics = classification_metrics(labels[positions].numpy(), probs, predictor.class_names)
     if predictor.evidence_record is not None:
-        evidence = predictor.evidence_for(images[positions])
+        evidence = slice_evidence(predictor, images[positions])
         metrics["tumour_map"] = answer_metrics(labels[positions].numpy(), probs, evidence,
                                                float(predictor.evidence_record["threshold"]), predictor.class_names)
     return metrics, probs, read_checkpoint_meta(checkpoint)

@@ -141,7 +141,7 @@ def add_tumour_map(network: ResNet) -> ResNet:
     """Give ``network`` a tumour map: a 1x1 convolution on the third stage's map (stride 16, 14 x 14
     cells at 224 px), one logit per cell for "tumour tissue here". A cell of the third stage sees
     a neighbourhood, not the whole slice as the last stage's do, and each cell is trained on its own
-    target (:func:`brain_tumor.training.module.tumour_map_loss`), so the slice's context, shared
+    target (:func:`brain_tumor.training.losses.tumour_map_loss`), so the slice's context, shared
     by the cells inside and outside the tumour, cannot tell them apart. The bias starts at the
     logit of :data:`TUMOUR_MAP_PRIOR` (most cells show no tumour), as detectors' heads do."""
     channels = int(network.fc.in_features) // 2  # the third stage's width: half the last stage's
