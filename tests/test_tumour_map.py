@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from brain_tumor.answers import NO_TUMOUR
+from brain_tumor.answers import NO_TUMOUR, no_tumour_answer
 from brain_tumor.cli import app
 from brain_tumor.config import RunConfig, apply_overrides, to_dict
 from brain_tumor.data.counterfactual import ERASED
@@ -289,3 +289,11 @@ def test_evaluation_of_a_map_model_adds_the_answer_it_gives(tmp_path: Path) -> N
     save_model_checkpoint(plain, build_classifier("none", 3), architecture="resnet50-v1", class_names=CLASSES,
                           preprocessing=preprocessing_for("none", 64), config=to_dict(RunConfig()), epoch=0, metrics={})
     assert "tumour_map" not in evaluate_checkpoint(plain, images, labels, list(range(6)))[0]
+
+
+def test_the_gate_answers_before_the_map_and_a_check_without_threshold_never_answers() -> None:
+    assert no_tumour_answer(0.9, 0.5, 0.1, 0.3) == ("gate", 0.9)  # both say no tumour: the gate's answer
+    assert no_tumour_answer(0.2, 0.5, 0.1, 0.3) == pytest.approx(("tumour_map", 0.9))  # only the map
+    assert no_tumour_answer(0.2, 0.5, 0.8, 0.3) is None  # neither
+    assert no_tumour_answer(0.9, None, 0.1, None) is None  # no thresholds, no answer
+    assert no_tumour_answer(None, 0.5, 0.3, 0.3) is None  # evidence at the threshold is not below it
