@@ -117,7 +117,6 @@ def embeddings_for(predictor: Predictor, images: torch.Tensor, batch_size: int =
     return _embed(predictor, _shown(chunks(images, batch_size), progress, desc, len(images), batch_size))
 
 
-
 def slice_evidence(predictor: Predictor, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
     """Tumour evidence ``[N]`` of uint8 ``[N, 1, S, S]`` prepared slices, from the PyTorch forward
     pass that also gives the logits (a model with a tumour map; :mod:`brain_tumor.tumour_evidence`)."""

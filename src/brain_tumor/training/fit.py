@@ -216,6 +216,9 @@ def _evidence_extra(module: SliceClassifier, data: PreparedData) -> dict[str, ob
     if not has_tumour_map(module.network):
         return {}
     val = [i for i in data.split.val if data.records[i].box is not None] or list(data.split.val)
+    if not val:  # nothing to fit it on: the map gives no answer (a warning when the model is loaded)
+        log.warning("tumour evidence: no validation slice to fit the threshold on; the map will give no answer")
+        return {}
     scores = module.slice_evidence(data.images[val]).numpy()
     record = evidence_record(scores)
     log.info("tumour evidence: threshold %.4f (%s)", record["threshold"], record["fitted_on"])
