@@ -237,12 +237,12 @@ class Predictor:
             refer = refer or unlike
         if members is not None:
             extra["prediction_set"] = "|".join(c for c, inside in zip(self.class_names, members) if inside)
-        gate = self.gate.threshold if self.gate is not None and p_none is not None else None
-        mapped = float(self.evidence_record["threshold"]) if self.evidence_record and evidence is not None else None
-        if gate is not None:
-            extra["p_no_tumour"] = round(float(p_none or 0), 6)
-        if mapped is not None:
-            extra["tumour_evidence"] = round(float(evidence or 0), 6)
+        gate = self.gate.threshold if self.gate is not None else None
+        mapped = float(self.evidence_record["threshold"]) if self.evidence_record is not None else None
+        if p_none is not None and gate is not None:
+            extra["p_no_tumour"] = round(p_none, 6)
+        if evidence is not None and mapped is not None:
+            extra["tumour_evidence"] = round(evidence, 6)
         if (none := no_tumour_answer(p_none, gate, evidence, mapped)) is not None:  # no tumour to classify
             predicted, (extra["no_tumour_from"], confidence) = NO_TUMOUR, none  # not calibrated
             refer = bool(extra.get("out_of_distribution", False))
