@@ -128,3 +128,67 @@ def test_auto_engine_finds_exports_beside_the_checkpoint_and_ignores_stale_ones(
     checkpoint.write_bytes(checkpoint.read_bytes() + b"\0")
     assert find_exports(checkpoint) == (None, None)
     assert load_predictor(checkpoint).compute["engine"]["engine"] == "pytorch"
+
+
+def _map_checkpoint(path: Path, x: torch.Tensor) -> Path:
+    """A model with a tumour map whose threshold splits the slices ``x`` in half."""
+    from brain_tumor.config import RunConfig, to_dict
+    from brain_tumor.model import add_tumour_map, build_classifier
+    from brain_tumor.model.backbone import preprocessing_for
+    from brain_tumor.training.checkpoint import save_model_checkpoint
+
+    torch.manual_seed(0)
+    network = add_tumour_map(build_classifier("none", 3)).eval()
+    head = network.tumour_map
+
+    def save(threshold: float) -> Path:
+        return save_model_checkpoint(path, network, architecture="resnet50-v1", class_names=["a", "b", "c"],
+                                     preprocessing=preprocessing_for("none", 64), config=to_dict(RunConfig()),
+                                     epoch=0, metrics={}, extra={"tumour_evidence": {"threshold": threshold}})
+
+    def strongest_logits() -> torch.Tensor:
+        return torch.logit(Predictor.from_checkpoint(save(0.5)).forward_parts(x, ("evidence",))["evidence"].double())
+
+    with torch.no_grad():  # a head whose strongest cells spread around 0 on these slices: evidence in (0, 1)
+        head.weight.normal_(0, 1e-3)  # type: ignore[union-attr, operator]
+        m = strongest_logits()
+        scale = 1 / float(m.std())
+        head.weight.mul_(scale)  # type: ignore[union-attr, operator]
+        head.bias.mul_(scale).sub_(scale * float(m.mean()))  # type: ignore[union-attr, operator]
+        middle = torch.sigmoid(strongest_logits()).sort().values[2:4].mean()
+    return save(float(middle))  # three slices below, three above
+
+
+def test_exports_carry_the_tumour_map_and_every_engine_gives_its_answer(tmp_path: Path) -> None:
+    import onnx
+
+    x = torch.randint(0, 256, (6, 1, 64, 64), dtype=torch.uint8)
+    checkpoint = _map_checkpoint(tmp_path / "model.pt", x)
+    reference = Predictor.from_checkpoint(checkpoint)
+    evidence = reference.forward_parts(x, ("evidence",))["evidence"].numpy()
+    expected = [p.predicted for p in reference.predict_batch(x, list("abcdef"))]
+    assert expected.count("no_tumour") == 3
+    fp32 = export_onnx(checkpoint, tmp_path / "model.onnx")
+    session = OnnxPredictor(fp32)
+    assert session.output_names == ["logits", "features", "tumour_evidence"] and session.has_evidence
+    assert np.abs(session.run(x.numpy(), ["tumour_evidence"])["tumour_evidence"] - evidence).max() < 1e-5
+    exact = OpenVinoPredictor(fp32, threads=1, precision_hint="f32")
+    assert exact.has_evidence
+    assert np.abs(exact.run(x.numpy(), ["tumour_evidence"])["tumour_evidence"] - evidence).max() < 1e-4
+    int8 = quantize_int8(fp32, int8_path(fp32), np.random.default_rng(0).integers(0, 256, (16, 1, 64, 64),
+                                                                                     dtype=np.uint8))
+    graph = onnx.load(str(int8)).graph
+    producers = {o: n.op_type for n in graph.node for o in n.output}
+    head = next(n for n in graph.node if n.op_type == "Conv" and "/tumour_map/" in n.name)
+    assert producers.get(head.input[1]) != "DequantizeLinear"  # the map's head keeps fp32 weights
+    rounded = OnnxPredictor(int8).run(x.numpy(), ["tumour_evidence"])["tumour_evidence"]  # its fidelity on real
+    assert rounded.shape == (6,) and ((rounded > 0) & (rounded < 1)).all()  # slices: bench/export_evidence.py
+    for engine in ("onnx", "openvino"):  # the exports beside the checkpoint are used, and answer as PyTorch
+        chosen = load_predictor(checkpoint, engine=engine, precision="fp32" if engine == "openvino" else "auto")
+        assert chosen.onnx is not None and chosen.compute["engine"]["engine"] == engine
+        if engine == "openvino":
+            answers = chosen.predict_batch(x, list("abcdef"))
+            assert [p.predicted for p in answers] == expected
+            assert all(p.extra["no_tumour_from"] == "tumour_map" for p in answers if p.predicted == "no_tumour")
+    given = load_predictor(checkpoint, onnx=fp32)
+    assert [p.predicted for p in given.predict_batch(x, list("abcdef"))] == expected

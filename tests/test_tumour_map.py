@@ -192,19 +192,25 @@ def test_a_package_keeps_the_threshold(tmp_path: Path) -> None:
     assert predictor.predict(image).extra["no_tumour_from"] == "tumour_map"
 
 
-def test_the_map_travels_in_the_checkpoint_and_keeps_inference_in_pytorch(tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_map_travels_in_the_checkpoint_and_old_exports_are_not_used(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     path = _checkpoint(tmp_path, bias=1.0)
     checkpoint = load_checkpoint(path)
     assert has_tumour_map(checkpoint.build()) and checkpoint.meta["tumour_evidence"]["threshold"] == 0.5
     exports = (str(tmp_path / "model.int8.onnx"), str(tmp_path / "model.onnx"))
+
+    class OldExport:  # an export made before the exports carried the map
+        def __init__(self, path: object) -> None:
+            self.output_names = ["logits", "features"]
+
     monkeypatch.setattr("brain_tumor.model_loading.find_exports", lambda checkpoint: exports)
+    monkeypatch.setattr("brain_tumor.model_loading.OnnxPredictor", OldExport)
     predictor = load_predictor(path, precision="fp32")  # exports "beside" it are not used
     assert predictor.onnx is None and predictor.evidence_record is not None
     assert predictor.compute["engine"]["engine"] == "pytorch"
-    with pytest.raises(ValueError, match="tumour map"):
+    with pytest.raises(ValueError, match="no tumour_evidence output"):
         load_predictor(path, onnx=tmp_path / "model.onnx")
-    with pytest.raises(ValueError, match="tumour map"):
+    with pytest.raises(ValueError, match="tumour map's evidence"):
         load_predictor(path, engine="onnx")
     no_head = tmp_path / "no-head.pt"
     save_model_checkpoint(no_head, build_classifier("none", 3), architecture="resnet50-v1", class_names=CLASSES,

@@ -12,25 +12,35 @@ from torchvision.models import ResNet
 
 from brain_tumor.atomic import atomic_path
 from brain_tumor.inference import Predictor
+from brain_tumor.model.backbone import TUMOUR_MAP, has_tumour_map, tumour_evidence
 from brain_tumor.onnx_runtime import FINGERPRINT_KEY, OnnxPredictor, file_sha256
 from brain_tumor.transforms import Normalize
 
 
 class ExportWrapper(nn.Module):
     """float ``[B, 1, S, S]`` in [0, 1] -> ``(logits, penultimate features)``, with the weights'
-    normalisation inside; the features let the OOD flag run on the exported model too."""
+    normalisation inside; the features let the OOD flag and the gate run on the exported model
+    too. A network with a tumour map adds a third output, each slice's tumour evidence (its
+    strongest cell, :func:`brain_tumor.model.tumour_evidence`), for the map's "no tumour" answer."""
 
     def __init__(self, network: ResNet, normalize: Normalize) -> None:
         super().__init__()
         self.network, self.normalize = network, normalize
         self.classifier = network.fc
+        self.with_evidence = has_tumour_map(network)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         net = self.network
         y = net.maxpool(net.relu(net.bn1(net.conv1(self.normalize(x)))))
-        y = net.layer4(net.layer3(net.layer2(net.layer1(y))))
-        features = torch.flatten(net.avgpool(y), 1)
-        return self.classifier(features), features
+        third = net.layer3(net.layer2(net.layer1(y)))
+        features = torch.flatten(net.avgpool(net.layer4(third)), 1)
+        if not self.with_evidence:
+            return self.classifier(features), features
+        return self.classifier(features), features, tumour_evidence(getattr(net, TUMOUR_MAP)(third))
+
+    @property
+    def output_names(self) -> list[str]:
+        return ["logits", "features", *(["tumour_evidence"] if self.with_evidence else [])]
 
 
 def default_onnx_path(checkpoint: str | Path) -> Path:
@@ -56,16 +66,17 @@ def stamp_fingerprint(onnx_path: str | Path, checkpoint: str | Path) -> None:
 
 def export_onnx(checkpoint: str | Path, output: str | Path, opset: int = 17) -> Path:
     """Write an ONNX model with a dynamic batch axis; input ``image`` float [B, 1, S, S] in [0, 1];
-    outputs ``logits`` and ``features``; the checkpoint's fingerprint in its metadata."""
+    outputs ``logits``, ``features`` and, for a model with a tumour map, ``tumour_evidence`` [B];
+    the checkpoint's fingerprint in its metadata."""
     predictor = Predictor.from_checkpoint(checkpoint)
     wrapper = ExportWrapper(predictor.network, predictor.normalize).eval()
     size = predictor.preprocessing.image_size
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(output, suffix=".onnx") as tmp:
+        names = wrapper.output_names
         torch.onnx.export(wrapper, (torch.rand(1, 1, size, size),), str(tmp), input_names=["image"],
-                          output_names=["logits", "features"],
-                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},
+                          output_names=names, dynamic_axes={name: {0: "batch"} for name in ["image", *names]},
                           opset_version=opset, dynamo=False)
         stamp_fingerprint(tmp, checkpoint)
     return output
@@ -77,7 +88,8 @@ def quantize_int8(fp32_onnx: str | Path, output: str | Path, calibration_uint8: 
 
     Calibration images set activation ranges only (no labels): take them from training data.
     ``keep_stem_fp32`` leaves the first convolution unquantized: its caffe-scale inputs and
-    outputs are where low precision costs accuracy (as with bf16). Only convolutions and the
+    outputs are where low precision costs accuracy (as with bf16). A tumour map's head stays fp32
+    too: its threshold sits in the far tail of its output. Only convolutions and the
     classifier run in int8; each residual sum and its ReLU stay fp32 and are rounded after the
     ReLU, so the 8 bits are not spent on negative sums the ReLU then discards.
     """
@@ -108,10 +120,11 @@ def quantize_int8(fp32_onnx: str | Path, output: str | Path, calibration_uint8: 
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_onnx), str(prepared))
         convs = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Conv"]
+        heads = [name for name in convs if f"/{TUMOUR_MAP}/" in name]
         quantize_static(str(prepared), str(output), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         op_types_to_quantize=["Conv", "Gemm"],
-                        nodes_to_exclude=convs[:1] if keep_stem_fp32 else [])
+                        nodes_to_exclude=(convs[:1] if keep_stem_fp32 else []) + heads)
     if fingerprint:  # the quantizer drops metadata: carry the checkpoint's fingerprint over
         model = onnx.load(str(output))
         entry = model.metadata_props.add()
@@ -240,4 +253,5 @@ def evidence_section(record: dict[str, Any] | None) -> str:
             f"slice whose strongest cell stays below {float(record['threshold']):.4f} is answered \"no tumour\" "
             f"(fitted on {record.get('fitted_on')}, {100 * float(record.get('quantile', 0)):.0f}% of which fall below "
             "it; new patients' tumour slices may fall below it more often: `brain-tumor shortcut-test` measures it on "
-            "unmodified held-out slices). It runs in PyTorch only: exports do not carry the map.\n")
+            "unmodified held-out slices). Its ONNX exports (`brain-tumor export`) carry the map, so ONNX Runtime and "
+            "OpenVINO give this answer too.\n")

@@ -190,20 +190,19 @@ class Predictor:
     def _outputs(self, batch: torch.Tensor) -> Outputs:
         """Logits, plus OOD scores when the checkpoint carries an OOD detector, ``P(no tumour)``
         when a gate is loaded, and tumour evidence when the model has a tumour map (all from the
-        same forward pass: PyTorch's, or an ONNX export's ``features`` output)."""
+        same forward pass: PyTorch's, or an export's ``features`` and ``tumour_evidence`` outputs)."""
         features_needed = self.ood is not None or self.gate is not None
         evidence_needed = self.evidence_record is not None
         if not features_needed and not evidence_needed:
             return self.logits(batch), None, None, None
-        evidence = None
-        if self.onnx is not None and self.onnx.has_features and not evidence_needed:
-            logits_np, features_np = self.onnx.outputs(batch.numpy())
-            logits, features = torch.from_numpy(logits_np), torch.from_numpy(features_np)
-        else:  # a tumour map runs in PyTorch (no export carries it)
+        if self.onnx is not None and self.onnx.has_features and (self.onnx.has_evidence or not evidence_needed):
+            out = self.onnx.run(batch.numpy(), ["logits", "features"] + ["tumour_evidence"] * evidence_needed)
+            logits, features = torch.from_numpy(out["logits"]), torch.from_numpy(out["features"])
+            found = None if "tumour_evidence" not in out else torch.from_numpy(out["tumour_evidence"])
+        else:  # PyTorch, or an export made before it carried these outputs
             captured = self.forward_parts(batch, ("fc", "evidence") if evidence_needed else ("fc",))
-            logits, features = captured["logits"], captured["fc"]
-            if evidence_needed:
-                evidence = [float(v) for v in captured["evidence"]]
+            logits, features, found = captured["logits"], captured["fc"], captured.get("evidence")
+        evidence = None if found is None else [float(v) for v in found]
         logits = self._with_tta(logits, batch)
         scores = None
         if self.ood is not None:

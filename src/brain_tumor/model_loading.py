@@ -88,9 +88,10 @@ def load_predictor(checkpoint: str | Path, precision: str = "auto", engine: str 
                    tta: str = "none") -> Predictor:
     """A predictor on the fastest path this machine has for this model (:mod:`brain_tumor.hardware`):
     an explicit ``onnx`` file, else the exports beside the checkpoint, else PyTorch at ``precision``.
-    An ONNX export without the ``features`` output is skipped for a model with an OOD flag, since
-    the flag needs them. ``calibration`` (default: a ``calibration.json`` beside the model) adds
-    conformal prediction sets and replaces the checkpoint's temperature and referral threshold;
+    An ONNX export without an output this model needs is skipped: ``features`` for an OOD flag or
+    a gate, ``tumour_evidence`` for a tumour map. ``calibration`` (default: a ``calibration.json``
+    beside the model) adds conformal prediction sets and replaces the checkpoint's temperature and
+    referral threshold;
     ``gate`` (default: a ``gate.json`` beside the model) adds the "no tumour" answer.
     ``tta``: test-time augmentation (:meth:`Predictor.use_tta`). What was chosen, and why, is in
     ``predictor.compute``."""
@@ -106,25 +107,20 @@ def load_predictor(checkpoint: str | Path, precision: str = "auto", engine: str 
     precision_choice = choose_precision(precision, "cpu")
     int8: str | None
     fp32: str | None
-    if predictor.evidence_record is not None and engine in ("onnx", "openvino"):
-        raise ValueError(f"{checkpoint}: --engine {engine} cannot run this model's tumour map (its \"no tumour\" "
-                         "answer; no export carries it): use --engine pytorch or auto")
-    if onnx is not None and predictor.evidence_record is not None:
-        raise ValueError(f"{onnx}: no export carries this model's tumour map (its \"no tumour\" answer); "
-                         "run it without --onnx (PyTorch)")
     if onnx is not None:
-        if (predictor.ood is not None or predictor.gate is not None) and not OnnxPredictor(onnx).has_features:
-            raise ValueError(f"{onnx}: has no features output, which this model's OOD flag or no-tumour gate needs "
-                             "(export it again with brain-tumor export)")
+        missing = _missing_outputs(predictor, onnx)
+        if missing:
+            raise ValueError(f"{onnx}: has no {missing} output, which this model needs (export it again with "
+                             "brain-tumor export)")
         int8, fp32 = str(onnx), None
     elif engine == "pytorch":
         int8 = fp32 = None
-    elif predictor.evidence_record is not None:  # the tumour map runs in PyTorch: no export carries it
-        int8 = fp32 = None
-    else:
-        int8, fp32 = find_exports(checkpoint)
-        if predictor.ood is not None or predictor.gate is not None:
-            int8, fp32 = (p if p and OnnxPredictor(p).has_features else None for p in (int8, fp32))
+    else:  # exports that lack an output this model needs are skipped (made before the exports carried it)
+        found = find_exports(checkpoint)
+        int8, fp32 = (p if p and not _missing_outputs(predictor, p) else None for p in found)
+        if engine in ("onnx", "openvino") and any(found) and not (int8 or fp32):
+            raise ValueError(f"{checkpoint}: its exports lack an output this model needs (the features for its OOD "
+                             "flag or gate, or its tumour map's evidence): export it again with brain-tumor export")
     if onnx is not None and engine == "openvino":  # the given file, under OpenVINO
         choice = resolve_engine("openvino", precision_choice, None, str(onnx), detect_cpu(), openvino_available())
     elif onnx is not None:
@@ -139,3 +135,15 @@ def load_predictor(checkpoint: str | Path, precision: str = "auto", engine: str 
                          "threads": thread_choice.describe(), "calibration": predictor.calibration_source,
                          "gate": str(gate_path) if gate_path is not None else None, "tta": tta}
     return predictor
+
+
+def _missing_outputs(predictor: Predictor, export: str | Path) -> str | None:
+    """The output the export at ``export`` lacks for this model: ``features`` for its OOD flag or
+    gate, ``tumour_evidence`` for its tumour map; None when it has all it needs (opened only when
+    the model needs more than logits)."""
+    needs = {"features": predictor.ood is not None or predictor.gate is not None,
+             "tumour_evidence": predictor.evidence_record is not None}
+    if not any(needs.values()):
+        return None
+    names = OnnxPredictor(export).output_names
+    return next((name for name, needed in needs.items() if needed and name not in names), None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,8 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
 
 class OnnxPredictor:
     """An ONNX Runtime CPU session over an exported model: uint8 slices in, logits (and, for
-    exports that carry them, the penultimate features the OOD flag needs) out."""
+    exports that carry them, the penultimate features the OOD flag and the gate need, and the
+    tumour map's evidence) out."""
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         import onnxruntime as ort
@@ -39,12 +41,20 @@ class OnnxPredictor:
     def has_features(self) -> bool:
         return "features" in self.output_names
 
+    @property
+    def has_evidence(self) -> bool:
+        """Whether the export carries a tumour map's evidence (``tumour_evidence``)."""
+        return "tumour_evidence" in self.output_names
+
+    def run(self, images_uint8: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """The outputs ``names`` (of :attr:`output_names`) for uint8 ``[B, 1, S, S]``."""
+        out = self.session.run(list(names), {"image": images_uint8.astype(np.float32) / 255.0})
+        return {name: np.asarray(value) for name, value in zip(names, out)}
+
     def outputs(self, images_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """``(logits, features or None)`` for uint8 ``[B, 1, S, S]``."""
-        x = images_uint8.astype(np.float32) / 255.0
-        names = ["logits", "features"] if self.has_features else ["logits"]
-        out = self.session.run(names, {"image": x})
-        return np.asarray(out[0]), (np.asarray(out[1]) if self.has_features else None)
+        out = self.run(images_uint8, ["logits", "features"] if self.has_features else ["logits"])
+        return out["logits"], out.get("features")
 
     def logits(self, images_uint8: np.ndarray) -> np.ndarray:
         """Logits for uint8 ``[B, 1, S, S]``."""

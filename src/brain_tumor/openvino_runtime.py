@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ def openvino_available() -> bool:
 
 class OpenVinoPredictor:
     """An OpenVINO CPU model compiled from an ONNX export: uint8 slices in, logits (and the
-    penultimate features, for exports that carry them) out; the same interface as
+    penultimate features and tumour evidence, for exports that carry them) out; the same interface as
     :class:`~brain_tumor.onnx_runtime.OnnxPredictor`.
 
     ``precision_hint`` (``f32`` or ``bf16``) overrides OpenVINO's own choice, which is bf16 where
@@ -55,14 +56,23 @@ class OpenVinoPredictor:
     def has_features(self) -> bool:
         return "features" in self.output_names
 
-    def outputs(self, images_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """``(logits, features or None)`` for uint8 ``[B, 1, S, S]``."""
+    @property
+    def has_evidence(self) -> bool:
+        """Whether the export carries a tumour map's evidence (``tumour_evidence``)."""
+        return "tumour_evidence" in self.output_names
+
+    def run(self, images_uint8: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """The outputs ``names`` (of :attr:`output_names`) for uint8 ``[B, 1, S, S]``; copied out
+        under the lock, since the request's buffers are reused by the next call."""
         x = images_uint8.astype(np.float32) / 255.0
         with self._lock:
             result = self._request.infer({"image": x})
-            logits = np.array(result[self.compiled.output("logits")])
-            features = np.array(result[self.compiled.output("features")]) if self.has_features else None
-        return logits, features
+            return {name: np.array(result[self.compiled.output(name)]) for name in names}
+
+    def outputs(self, images_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(logits, features or None)`` for uint8 ``[B, 1, S, S]``."""
+        out = self.run(images_uint8, ["logits", "features"] if self.has_features else ["logits"])
+        return out["logits"], out.get("features")
 
     def logits(self, images_uint8: np.ndarray) -> np.ndarray:
         """Logits for uint8 ``[B, 1, S, S]``."""

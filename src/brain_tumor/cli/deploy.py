@@ -60,6 +60,12 @@ def export(
     typer.echo(f"wrote {output}; max |p_torch - p_onnx| = {diff:.2e}")
     if diff > 1e-4:
         _fail(f"ONNX parity failed ({diff:.2e} > 1e-4)")
+    if predictor.evidence_record is not None:  # the tumour map's evidence travels too
+        gap = float(np.abs(predictor.forward_parts(x, ("evidence",))["evidence"].numpy()
+                           - OnnxPredictor(output).run(x.numpy(), ["tumour_evidence"])["tumour_evidence"]).max())
+        typer.echo(f"the tumour map travels: max |evidence_torch - evidence_onnx| = {gap:.2e}")
+        if gap > 1e-4:
+            _fail(f"ONNX parity of the tumour map failed ({gap:.2e} > 1e-4)")
     if int8_calibration:
         from brain_tumor.data.imageio import ImageReadError, expand_inputs, read_frames
 
@@ -76,6 +82,12 @@ def export(
         agree = float((OnnxPredictor(int8).logits(calibration).argmax(1)
                        == OnnxPredictor(output).logits(calibration).argmax(1)).mean())
         typer.echo(f"wrote {int8} (calibrated on {len(images)} images; agrees with fp32 on {agree:.1%} of them)")
+        if predictor.evidence_record is not None:
+            threshold = float(predictor.evidence_record["threshold"])
+            below = [OnnxPredictor(f).run(calibration, ["tumour_evidence"])["tumour_evidence"] < threshold
+                     for f in (int8, output)]
+            same = float((below[0] == below[1]).mean())
+            typer.echo(f"int8's tumour map answers \"no tumour\" as fp32's does on {same:.1%} of them")
     if package is not None:
         from brain_tumor.export import export_package
 
