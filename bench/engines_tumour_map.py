@@ -97,7 +97,10 @@ def main() -> None:
     for name, how in ENGINES.items():
         kwargs: dict[str, Any] = {**how, "onnx": files[how["onnx"]]} if "onnx" in how else dict(how)
         predictor = load_predictor(files["checkpoint"], **kwargs)
-        row: dict[str, Any] = {"compute": predictor.compute["engine"]}
+        engine = dict(predictor.compute["engine"])
+        if engine.get("onnx_path"):  # the file's name: the work folder is this machine's
+            engine["onnx_path"] = Path(engine["onnx_path"]).name
+        row: dict[str, Any] = {"compute": engine}
         for shown, kind in ((images, "as is"), (erased, "erased")):
             answers, speed = run_engine(predictor, shown, f"{name}, {kind}")
             evidence = np.array([float(p.extra["tumour_evidence"]) for p in answers])
