@@ -52,3 +52,26 @@ def test_recipe_fingerprint_ignores_machine_and_seed_but_not_the_recipe() -> Non
     assert elsewhere == base and "train.seed" not in base and "data.root" not in base
     assert recipe_fingerprint(to_dict(apply_overrides(RunConfig(), ["train.counterfactual=0.2"]))) != base
     assert recipe_fingerprint({"train": {"lr": 1e-4}}) == base  # an older config: defaults filled in
+
+
+@pytest.mark.parametrize("key, good, bad, no_mixup", [("counterfactual", 0.2, 0.8, True),
+                                                      ("context_mix", 0.3, 1.5, False),
+                                                      ("context_penalty", 0.5, -1, True),
+                                                      ("tumour_map", 0.5, -1, True)])
+def test_tumour_box_settings_are_checked(key: str, good: float, bad: float, no_mixup: bool) -> None:
+    """The settings that use the tumour's box: a share or weight in range, on the paper pipeline
+    (the box is the manifest's, in its frame), and without mixup where a mixed slice would have
+    two boxes or an erased slice no label to mix (context mixing keeps one label and mixes)."""
+    from brain_tumor.config import RunConfig, apply_overrides
+
+    assert getattr(apply_overrides(RunConfig(), [f"train.{key}={good}"]).train, key) == good
+    with pytest.raises(ValueError, match=key):
+        apply_overrides(RunConfig(), [f"train.{key}={bad}"])
+    with pytest.raises(ValueError, match="preprocessing"):
+        apply_overrides(RunConfig(), [f"train.{key}={good}", "data.preprocessing=robust"])
+    mixed = [f"train.{key}={good}", "train.mixup_alpha=0.2"]
+    if no_mixup:
+        with pytest.raises(ValueError, match="mixup"):
+            apply_overrides(RunConfig(), mixed)
+    else:
+        assert apply_overrides(RunConfig(), mixed).train.mixup_alpha == 0.2

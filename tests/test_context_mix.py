@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
-from brain_tumor.config import RunConfig, apply_overrides
 from brain_tumor.data.context_mix import context_mixed
 from brain_tumor.data.datamodule import SliceDataset
 
@@ -66,14 +64,6 @@ def test_dataset_mixes_a_share_keeps_labels_and_only_in_training() -> None:
     assert 25 <= changed <= 60  # about half
     plain = SliceDataset(images, labels, [0, 1, 2], boxes=boxes)
     assert all(torch.equal(plain[i][0], images[i]) for i in range(3))
-
-
-def test_context_mix_setting() -> None:
-    assert apply_overrides(RunConfig(), ["train.context_mix=0.3"]).train.context_mix == 0.3
-    with pytest.raises(ValueError, match="context_mix"):
-        apply_overrides(RunConfig(), ["train.context_mix=1.5"])
-    with pytest.raises(ValueError, match="preprocessing"):
-        apply_overrides(RunConfig(), ["train.context_mix=0.3", "data.preprocessing=robust"])
 
 
 def test_a_seeded_dataset_mixes_the_same_way_again() -> None:

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from brain_tumor.config import RunConfig, apply_overrides
 from brain_tumor.data.counterfactual import ERASED
 from brain_tumor.data.datamodule import MASK_GROW, SliceDataset
 from brain_tumor.data.erasing import box_mask
@@ -124,13 +123,3 @@ def test_the_training_loss_adds_the_weighted_penalty_and_validation_ignores_it(s
         assert penalised.training_step((images, labels), 0).item() == pytest.approx(base, rel=1e-5)
         assert penalised._step((images, labels, masks), "val").item() == pytest.approx(
             plain._step((images, labels), "val").item(), rel=1e-5)
-
-
-def test_context_penalty_setting() -> None:
-    assert apply_overrides(RunConfig(), ["train.context_penalty=0.5"]).train.context_penalty == 0.5
-    with pytest.raises(ValueError, match="context_penalty"):
-        apply_overrides(RunConfig(), ["train.context_penalty=-1"])
-    with pytest.raises(ValueError, match="preprocessing"):
-        apply_overrides(RunConfig(), ["train.context_penalty=0.5", "data.preprocessing=robust"])
-    with pytest.raises(ValueError, match="mixup"):
-        apply_overrides(RunConfig(), ["train.context_penalty=0.5", "train.mixup_alpha=0.2"])

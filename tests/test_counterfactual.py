@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from brain_tumor.config import RunConfig, apply_overrides
 from brain_tumor.data.counterfactual import ERASED, control_box, counterfactual, region_mask
 from brain_tumor.data.datamodule import SliceDataset
 from brain_tumor.data.erasing import box_slices
@@ -124,11 +123,3 @@ def test_dataset_erases_only_in_training_and_only_with_boxes() -> None:
     assert all(label != ERASED for i, label in enumerate(drawn) if i % 4 == 3)  # no box, never erased
     plain = SliceDataset(images, labels, [0, 1, 2, 3], boxes=[box] * 4, counterfactual=0.0)
     assert [plain[i][1] for i in range(4)] == [0, 1, 2, 0]
-
-
-def test_counterfactual_setting_is_a_share_on_the_paper_pipeline() -> None:
-    assert apply_overrides(RunConfig(), ["train.counterfactual=0.2"]).train.counterfactual == 0.2
-    with pytest.raises(ValueError, match="counterfactual"):
-        apply_overrides(RunConfig(), ["train.counterfactual=0.8"])
-    with pytest.raises(ValueError, match="preprocessing"):
-        apply_overrides(RunConfig(), ["train.counterfactual=0.2", "data.preprocessing=robust"])

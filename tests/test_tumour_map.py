@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from brain_tumor.answers import NO_TUMOUR, no_tumour_answer
 from brain_tumor.cli import app
-from brain_tumor.config import RunConfig, apply_overrides, to_dict
+from brain_tumor.config import RunConfig, to_dict
 from brain_tumor.data.counterfactual import ERASED
 from brain_tumor.inference import Predictor
 from brain_tumor.model import (
@@ -228,16 +228,6 @@ def test_the_map_travels_in_the_checkpoint_and_old_exports_are_not_used(tmp_path
     torch.save(payload, broken)
     with pytest.raises(ValueError, match="threshold"):
         Predictor.from_checkpoint(broken)
-
-
-def test_tumour_map_setting() -> None:
-    assert apply_overrides(RunConfig(), ["train.tumour_map=0.5"]).train.tumour_map == 0.5
-    with pytest.raises(ValueError, match="tumour_map"):
-        apply_overrides(RunConfig(), ["train.tumour_map=-1"])
-    with pytest.raises(ValueError, match="preprocessing"):
-        apply_overrides(RunConfig(), ["train.tumour_map=0.5", "data.preprocessing=robust"])
-    with pytest.raises(ValueError, match="mixup"):
-        apply_overrides(RunConfig(), ["train.tumour_map=0.5", "train.mixup_alpha=0.2"])
 
 
 def _boxed_dataset(root: Path, per_class: int = 12, size: int = 48) -> Path:

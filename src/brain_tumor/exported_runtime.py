@@ -6,7 +6,7 @@ from brain_tumor.engine_choice import EngineChoice
 from brain_tumor.onnx_runtime import OnnxPredictor
 from brain_tumor.openvino_runtime import OpenVinoPredictor
 
-ExportedModel = OnnxPredictor | OpenVinoPredictor  # both: run(), outputs(), logits(), has_features, has_evidence
+ExportedModel = OnnxPredictor | OpenVinoPredictor  # both brain_tumor.export_outputs.ExportOutputs
 
 
 def open_export(engine: EngineChoice, threads: int | None = None) -> ExportedModel | None:

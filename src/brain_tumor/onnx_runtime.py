@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from brain_tumor.export_outputs import ExportOutputs
+
 FINGERPRINT_KEY = "brain_tumor.checkpoint_sha256"
 
 
@@ -20,7 +22,7 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-class OnnxPredictor:
+class OnnxPredictor(ExportOutputs):
     """An ONNX Runtime CPU session over an exported model: uint8 slices in, logits (and, for
     exports that carry them, the penultimate features the OOD flag and the gate need, and the
     tumour map's evidence) out."""
@@ -37,28 +39,10 @@ class OnnxPredictor:
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
 
-    @property
-    def has_features(self) -> bool:
-        return "features" in self.output_names
-
-    @property
-    def has_evidence(self) -> bool:
-        """Whether the export carries a tumour map's evidence (``tumour_evidence``)."""
-        return "tumour_evidence" in self.output_names
-
     def run(self, images_uint8: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
         """The outputs ``names`` (of :attr:`output_names`) for uint8 ``[B, 1, S, S]``."""
         out = self.session.run(list(names), {"image": images_uint8.astype(np.float32) / 255.0})
         return {name: np.asarray(value) for name, value in zip(names, out)}
-
-    def outputs(self, images_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """``(logits, features or None)`` for uint8 ``[B, 1, S, S]``."""
-        out = self.run(images_uint8, ["logits", "features"] if self.has_features else ["logits"])
-        return out["logits"], out.get("features")
-
-    def logits(self, images_uint8: np.ndarray) -> np.ndarray:
-        """Logits for uint8 ``[B, 1, S, S]``."""
-        return self.outputs(images_uint8)[0]
 
     def made_from(self, checkpoint: str | Path) -> bool:
         """Whether this model was exported from exactly that checkpoint file."""

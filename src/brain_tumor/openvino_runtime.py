@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from brain_tumor.export_outputs import ExportOutputs
+
 PRECISION_HINTS = {"32-true": "f32", "bf16-mixed": "bf16"}  # a precision the user forced -> OpenVINO's hint
 
 
@@ -25,7 +27,7 @@ def openvino_available() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
-class OpenVinoPredictor:
+class OpenVinoPredictor(ExportOutputs):
     """An OpenVINO CPU model compiled from an ONNX export: uint8 slices in, logits (and the
     penultimate features and tumour evidence, for exports that carry them) out; the same interface as
     :class:`~brain_tumor.onnx_runtime.OnnxPredictor`.
@@ -52,15 +54,6 @@ class OpenVinoPredictor:
         self._request = self.compiled.create_infer_request()
         self._lock = threading.Lock()
 
-    @property
-    def has_features(self) -> bool:
-        return "features" in self.output_names
-
-    @property
-    def has_evidence(self) -> bool:
-        """Whether the export carries a tumour map's evidence (``tumour_evidence``)."""
-        return "tumour_evidence" in self.output_names
-
     def run(self, images_uint8: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
         """The outputs ``names`` (of :attr:`output_names`) for uint8 ``[B, 1, S, S]``; copied out
         under the lock, since the request's buffers are reused by the next call."""
@@ -68,12 +61,3 @@ class OpenVinoPredictor:
         with self._lock:
             result = self._request.infer({"image": x})
             return {name: np.array(result[self.compiled.output(name)]) for name in names}
-
-    def outputs(self, images_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """``(logits, features or None)`` for uint8 ``[B, 1, S, S]``."""
-        out = self.run(images_uint8, ["logits", "features"] if self.has_features else ["logits"])
-        return out["logits"], out.get("features")
-
-    def logits(self, images_uint8: np.ndarray) -> np.ndarray:
-        """Logits for uint8 ``[B, 1, S, S]``."""
-        return self.outputs(images_uint8)[0]
