@@ -1,0 +1,114 @@
+"""The tumour map's "no tumour" answer over a whole patient-wise CV (``train.tumour_map``, issue 22).
+
+A CV scores the classifier; this adds, for every held-out slice of every fold, its fold model's
+tumour evidence, and so what a user gets with the map's answer on: the share of these tumour
+slices answered "no tumour" (each fold at its own threshold, fitted on that fold's inner
+validation slices), and the share answered right, paired with another CV on the same slices (a
+recipe without the map, whose every answer is a tumour class). 95% CIs resample patients.
+
+    python bench/map_answer_cv.py results/cv/MAP_CV --work-dir runs/cv/MAP_CV --baseline results/cv/OTHER_CV
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from brain_tumor.atomic import write_csv, write_text
+from brain_tumor.batched import slice_evidence
+from brain_tumor.comparison import patients_by_path, read_predictions
+from brain_tumor.config import load_config
+from brain_tumor.cv_report import fold_number
+from brain_tumor.data.imageio import read_slice
+from brain_tumor.evaluation.report import markdown_table
+from brain_tumor.evaluation.statistics import bootstrap_ci, bootstrap_mean
+from brain_tumor.inference import Predictor
+
+
+def fold_evidence(model: Path, data_root: Path, paths: list[str]) -> tuple[np.ndarray, float]:
+    """Each held-out slice's tumour evidence under its fold model, and that model's threshold."""
+    predictor = Predictor.from_checkpoint(model)
+    if predictor.evidence_record is None:
+        raise SystemExit(f"{model}: has no tumour map with a threshold")
+    images = torch.stack([predictor.to_tensor(read_slice(data_root / p))
+                          for p in tqdm(paths, desc=model.parent.name, unit="img")])
+    return slice_evidence(predictor, images), float(predictor.evidence_record["threshold"])
+
+
+def pct(ci: tuple[float, float, float]) -> list[float]:
+    return [round(100 * v, 2) for v in ci]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("cv", type=Path, help="the map CV's results folder (fold-*/test_predictions.csv)")
+    parser.add_argument("--work-dir", type=Path, required=True, help="its fold models (fold-K/model.pt)")
+    parser.add_argument("--baseline", type=Path, required=True, help="a CV of the same folds without the map")
+    parser.add_argument("-o", "--output", type=Path, help="default: CV/map_answer")
+    args = parser.parse_args()
+    output = args.output or args.cv / "map_answer"
+    data_root = Path(load_config(args.cv / "config.yaml").data.root)
+    names = ["glioma", "meningioma", "pituitary"]
+    rows: list[list[Any]] = []
+    per_fold = {}
+    for fold_dir in sorted(args.cv.glob("fold-*"), key=fold_number):
+        k = fold_number(fold_dir)
+        paths, labels, probs = read_predictions([fold_dir])
+        evidence, threshold = fold_evidence(args.work_dir / f"fold-{k}" / "model.pt", data_root, paths)
+        none = evidence < threshold
+        per_fold[k] = {"threshold": threshold, "n": len(paths), "called_no_tumour_pct": round(100 * none.mean(), 2),
+                       "classifier_accuracy_pct": round(100 * float((probs.argmax(1) == labels).mean()), 2),
+                       "accuracy_with_answer_pct": round(100 * float((~none & (probs.argmax(1) == labels)).mean()), 2)}
+        rows += [[p, k, names[y], names[int(q.argmax())], f"{e:.6f}", f"{threshold:.6f}", int(n)]
+                 for p, y, q, e, n in zip(paths, labels, probs, evidence, none)]
+    write_csv(output / "map_evidence.csv", ["path", "fold", "label", "classifier_predicted", "tumour_evidence",
+                                             "threshold", "no_tumour"], rows)
+    patient_of = patients_by_path(args.cv)
+    paths = [r[0] for r in rows]
+    labels = np.array([names.index(r[2]) for r in rows])
+    none = np.array([r[6] == 1 for r in rows])
+    right = ~none & np.array([r[2] == r[3] for r in rows])
+    groups = [patient_of.get(p, p) for p in paths]
+    base_paths, base_labels, base_probs = read_predictions(sorted(args.baseline.glob("fold-*")))
+    base_right = dict(zip(base_paths, base_probs.argmax(1) == base_labels))
+    paired = np.array([[float(r), float(base_right[p])] for r, p in zip(right, paths)])
+    difference = bootstrap_ci(lambda _, v: float((v[:, 0] - v[:, 1]).mean()), labels, paired, groups)
+    result = {"cv": args.cv.name, "baseline": args.baseline.name, "n": len(rows), "per_fold": per_fold,
+              "called_no_tumour_pct": pct(bootstrap_mean(none.astype(float), groups)),
+              "called_no_tumour_per_class_pct": {c: round(100 * float(none[labels == i].mean()), 2)
+                                                 for i, c in enumerate(names)},
+              "accuracy_with_answer_pct": pct(bootstrap_mean(right.astype(float), groups)),
+              "baseline_accuracy_pct": round(100 * float(paired[:, 1].mean()), 2),
+              "difference_vs_baseline_points": pct(difference)}
+    write_text(output / "map_answer.json", json.dumps(result, indent=2) + "\n")
+    write_text(output / "map_answer.md", markdown(result))
+    print(markdown(result))
+
+
+def markdown(r: dict[str, Any]) -> str:
+    def cell(v: list[float]) -> str:
+        return f"{v[0]:.2f} [{v[1]:.2f}, {v[2]:.2f}]"
+
+    table = markdown_table(["fold", "slices", "threshold", "called no tumour %", "classifier accuracy %",
+                            "accuracy with the answer on %"],
+                           [[k, v["n"], f"{v['threshold']:.4f}", f"{v['called_no_tumour_pct']:.2f}",
+                             f"{v['classifier_accuracy_pct']:.2f}", f"{v['accuracy_with_answer_pct']:.2f}"]
+                            for k, v in r["per_fold"].items()])
+    per_class = ", ".join(f"{c} {v:.2f}%" for c, v in r["called_no_tumour_per_class_pct"].items())
+    return "\n".join([f"# The tumour map's answer over the CV `{r['cv']}`", "",
+                      f"{r['n']} held-out tumour slices, each answered by its fold's model at that fold's threshold "
+                      "(fitted on its inner validation slices). 95% CIs resample patients.", "",
+                      f"- Answered \"no tumour\": {cell(r['called_no_tumour_pct'])}% ({per_class}).",
+                      f"- Answered right with the answer on: {cell(r['accuracy_with_answer_pct'])}%; "
+                      f"`{r['baseline']}` on the same slices: {r['baseline_accuracy_pct']:.2f}%; paired difference "
+                      f"{cell(r['difference_vs_baseline_points'])} points.", "", table, ""])
+
+
+if __name__ == "__main__":
+    main()
