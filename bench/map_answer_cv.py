@@ -1,7 +1,8 @@
 """The tumour map's "no tumour" answer over a whole patient-wise CV (``train.tumour_map``, issue 22).
 
-A CV scores the classifier; this adds, for every held-out slice of every fold, its fold model's
-tumour evidence, and so what a user gets with the map's answer on: the share of these tumour
+A CV scores the classifier; this takes, for every held-out slice of every fold, its fold model's
+tumour evidence (from the fold's test_predictions.csv, or, for folds written before it held it,
+from the fold model under ``--work-dir``), and so what a user gets with the map's answer on: the share of these tumour
 slices answered "no tumour" (each fold at its own threshold, fitted on that fold's inner
 validation slices), and the share answered right, paired with another CV on the same slices (a
 recipe without the map, whose every answer is a tumour class). 95% CIs resample patients.
@@ -12,6 +13,7 @@ recipe without the map, whose every answer is a tumour class). 95% CIs resample 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,17 @@ def fold_evidence(model: Path, data_root: Path, paths: list[str]) -> tuple[np.nd
     return slice_evidence(predictor, images), float(predictor.evidence_record["threshold"])
 
 
+def committed_evidence(fold_dir: Path) -> tuple[np.ndarray, float] | None:
+    """The evidence a CV fold wrote itself (``tumour_evidence`` in test_predictions.csv, its
+    threshold in metrics.json), or None for a fold written before folds wrote it."""
+    with (fold_dir / "test_predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    answer = json.loads((fold_dir / "metrics.json").read_text()).get("tumour_map")
+    if not rows or "tumour_evidence" not in rows[0] or not answer:
+        return None
+    return np.array([float(r["tumour_evidence"]) for r in rows]), float(answer["threshold"])
+
+
 def pct(ci: tuple[float, float, float]) -> list[float]:
     return [round(100 * v, 2) for v in ci]
 
@@ -48,7 +61,8 @@ def pct(ci: tuple[float, float, float]) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("cv", type=Path, help="the map CV's results folder (fold-*/test_predictions.csv)")
-    parser.add_argument("--work-dir", type=Path, required=True, help="its fold models (fold-K/model.pt)")
+    parser.add_argument("--work-dir", type=Path, help="its fold models (fold-K/model.pt), for folds written "
+                        "before a fold's test_predictions.csv held each slice's tumour evidence")
     parser.add_argument("--baseline", type=Path, required=True, help="a CV of the same folds without the map")
     parser.add_argument("-o", "--output", type=Path, help="default: CV/map_answer")
     args = parser.parse_args()
@@ -60,7 +74,12 @@ def main() -> None:
     for fold_dir in sorted(args.cv.glob("fold-*"), key=fold_number):
         k = fold_number(fold_dir)
         paths, labels, probs = read_predictions([fold_dir])
-        evidence, threshold = fold_evidence(args.work_dir / f"fold-{k}" / "model.pt", data_root, paths)
+        found = committed_evidence(fold_dir)
+        if found is None:
+            if args.work_dir is None:
+                raise SystemExit(f"{fold_dir}: its predictions hold no tumour evidence: give --work-dir")
+            found = fold_evidence(args.work_dir / f"fold-{k}" / "model.pt", data_root, paths)
+        evidence, threshold = found
         none = evidence < threshold
         per_fold[k] = {"threshold": threshold, "n": len(paths), "called_no_tumour_pct": round(100 * none.mean(), 2),
                        "classifier_accuracy_pct": round(100 * float((probs.argmax(1) == labels).mean()), 2),

@@ -261,8 +261,11 @@ def test_train_with_a_tumour_map_stores_its_threshold(tmp_path: Path) -> None:
     run = json.loads((results / "run.json").read_text())
     assert run["recipe"]["tumour_map"] == 1.0
     assert record["fitted_on"].startswith(f"{run['data']['n_val']} inner-validation")  # validation slices only
-    predictions = (results / "test_predictions.csv").read_text().splitlines()
-    assert len(predictions) > 1
+    header, *predictions = (results / "test_predictions.csv").read_text().splitlines()
+    assert predictions and header.split(",")[-1] == "tumour_evidence"  # each held-out slice's evidence
+    metrics = json.loads((results / "metrics.json").read_text())
+    called = [float(row.split(",")[-1]) < metrics["tumour_map"]["threshold"] for row in predictions]
+    assert np.mean(called) == pytest.approx(metrics["tumour_map"]["called_no_tumour"])
 
 
 def test_answer_metrics_count_no_tumour_answers_as_not_right() -> None:
@@ -279,12 +282,14 @@ def test_evaluation_of_a_map_model_adds_the_answer_it_gives(tmp_path: Path) -> N
     slices = [synthetic_slice(np.random.default_rng(k), k % 3, 64) for k in range(6)]
     images = torch.from_numpy(np.stack(slices))[:, None]
     labels = torch.tensor([k % 3 for k in range(6)])
-    metrics, _, _ = evaluate_checkpoint(_checkpoint(tmp_path, bias=-6.0), images, labels, list(range(6)))
+    metrics, _, _, evidence = evaluate_checkpoint(_checkpoint(tmp_path, bias=-6.0), images, labels, list(range(6)))
     assert metrics["tumour_map"]["called_no_tumour"] == 1.0 and metrics["tumour_map"]["accuracy_with_map_answer"] == 0
+    assert evidence is not None and evidence.shape == (6,) and (evidence < 0.01).all()
     plain = tmp_path / "plain.pt"
     save_model_checkpoint(plain, build_classifier("none", 3), architecture="resnet50-v1", class_names=CLASSES,
                           preprocessing=preprocessing_for("none", 64), config=to_dict(RunConfig()), epoch=0, metrics={})
-    assert "tumour_map" not in evaluate_checkpoint(plain, images, labels, list(range(6)))[0]
+    measured = evaluate_checkpoint(plain, images, labels, list(range(6)))
+    assert "tumour_map" not in measured.metrics and measured.evidence is None
 
 
 def test_the_gate_answers_before_the_map_and_a_check_without_threshold_never_answers() -> None:

@@ -56,7 +56,8 @@ def run_scenario(config: RunConfig, data: PreparedData, run_dir: Path, work_dir:
         return {}
     history = read_history(run_dir / "logs" / "metrics.csv")
     start = time.perf_counter()
-    metrics, probs, meta = evaluate_checkpoint(result.checkpoint, data.images, data.labels, data.split.test)
+    metrics, probs, meta, evidence = evaluate_checkpoint(result.checkpoint, data.images, data.labels,
+                                                         data.split.test)
     eval_seconds = time.perf_counter() - start
     y_true = data.labels[data.split.test].numpy()
     best = result.best_epoch
@@ -72,7 +73,7 @@ def run_scenario(config: RunConfig, data: PreparedData, run_dir: Path, work_dir:
         "eval_seconds": eval_seconds, "seed": config.train.seed,
     })
     write_predictions(run_dir / "test_predictions.csv", [data.records[i].result_name for i in data.split.test],
-                      y_true, probs, meta["class_names"])
+                      y_true, probs, meta["class_names"], evidence)
     draw_run_figures(run_dir, metrics, y_true, probs, meta["class_names"], metrics["scenario"])
     split = {"train": data.split.train, "val": data.split.val, "test": data.split.test}
     write_json(run_record(config, kind, data.split.name, split, result.checkpoint, metrics, environment,

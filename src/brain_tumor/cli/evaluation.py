@@ -78,7 +78,7 @@ def _evaluate_split(checkpoint: Path, split: Path, fold: int | None, data: Path 
         test = load_split(split, fold).test
     except (ValueError, OSError, KeyError, IndexError) as exc:
         _fail(f"{split}: cannot read the split ({exc})")
-    metrics, _, _ = evaluate_checkpoint(checkpoint, images, labels, test)
+    metrics = evaluate_checkpoint(checkpoint, images, labels, test).metrics
     write_json(metrics, output / "metrics.json")
     typer.echo(f"accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f} -> {output / 'metrics.json'}")
     if (answered := metrics.get("tumour_map")) is not None:

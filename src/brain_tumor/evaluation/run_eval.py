@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -55,8 +55,18 @@ def read_history(metrics_csv: Path) -> dict[str, list[float]]:
     return {k: [by_epoch.get(e, {}).get(k, float("nan")) for e in epochs] for k in keys}
 
 
+class Evaluation(NamedTuple):
+    """What :func:`evaluate_checkpoint` measured: metrics, probabilities ``[N, classes]``, the
+    checkpoint's metadata and, for a model with a tumour map, each slice's tumour evidence."""
+
+    metrics: dict[str, Any]
+    probs: np.ndarray
+    meta: dict[str, Any]
+    evidence: np.ndarray | None
+
+
 def evaluate_checkpoint(checkpoint: Path, images: torch.Tensor, labels: torch.Tensor,
-                        positions: list[int]) -> tuple[dict[str, Any], np.ndarray, dict[str, Any]]:
+                        positions: list[int]) -> Evaluation:
     """Metrics, probabilities and checkpoint metadata of a model on the given positions, through the
     one inference path (:class:`brain_tumor.inference.Predictor`, PyTorch fp32, raw probabilities).
     The metrics score the classifier; for a model with a tumour map, ``tumour_map`` adds what a
@@ -64,20 +74,26 @@ def evaluate_checkpoint(checkpoint: Path, images: torch.Tensor, labels: torch.Te
     predictor = Predictor.from_checkpoint(checkpoint)
     probs = torch.from_numpy(predictor.logits_for(images[positions], progress=True)).softmax(1).numpy()
     metrics = classification_metrics(labels[positions].numpy(), probs, predictor.class_names)
+    evidence = None
     if predictor.evidence_record is not None:
         evidence = slice_evidence(predictor, images[positions])
         metrics["tumour_map"] = answer_metrics(labels[positions].numpy(), probs, evidence,
                                                float(predictor.evidence_record["threshold"]), predictor.class_names)
-    return metrics, probs, read_checkpoint_meta(checkpoint)
+    return Evaluation(metrics, probs, read_checkpoint_meta(checkpoint), evidence)
 
 
 def write_predictions(path: Path, paths: list[str], y_true: np.ndarray, probs: np.ndarray,
-                      class_names: list[str]) -> Path:
+                      class_names: list[str], evidence: np.ndarray | None = None) -> Path:
     """CSV of every test prediction (for later statistics), written atomically; ``paths`` name the
-    slices (results use each record's ``result_name``: relative to the dataset root)."""
+    slices (results use each record's ``result_name``: relative to the dataset root). With
+    ``evidence`` (a model with a tumour map) a ``tumour_evidence`` column follows; the threshold it
+    is read against is in the run's ``metrics.json`` (``tumour_map``)."""
     header = ["path", "label", "predicted", *[f"p_{c}" for c in class_names]]
-    rows = ([p, class_names[t], class_names[int(row.argmax())], *[f"{v:.6f}" for v in row]]
-            for p, t, row in zip(paths, y_true, probs))
+    rows = [[p, class_names[t], class_names[int(row.argmax())], *[f"{v:.6f}" for v in row]]
+            for p, t, row in zip(paths, y_true, probs)]
+    if evidence is not None:
+        header.append("tumour_evidence")
+        rows = [[*row, f"{e:.6f}"] for row, e in zip(rows, evidence)]
     return atomic.write_csv(path, header, rows)
 
 
