@@ -51,11 +51,12 @@ ENGINES = {  # name -> load_predictor's arguments (the exports are beside the ch
 
 def exported_copy(model: Path, work: Path, calibration: np.ndarray) -> dict[str, Path]:
     """The checkpoint linked into ``work`` (so no calibration or gate beside the original joins in)
-    with its fp32 and int8 exports beside it; made once, reused when present and made from it."""
+    with its fp32 and int8 exports made beside it (again on every run)."""
     work.mkdir(parents=True, exist_ok=True)
     checkpoint = work / "model.pt"
-    if not checkpoint.exists():
-        checkpoint.symlink_to(model.resolve())
+    if checkpoint.is_symlink() or checkpoint.exists():
+        checkpoint.unlink()  # a link left by another model's run
+    checkpoint.symlink_to(model.resolve())
     fp32 = export_onnx(checkpoint, work / "model.onnx")
     return {"checkpoint": checkpoint, "fp32": fp32, "int8": quantize_int8(fp32, int8_path(fp32), calibration)}
 

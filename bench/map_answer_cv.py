@@ -28,13 +28,18 @@ from brain_tumor.comparison import patients_by_path, read_predictions
 from brain_tumor.config import load_config
 from brain_tumor.cv_report import fold_number
 from brain_tumor.data.imageio import read_slice
+from brain_tumor.data.manifest import CLASS_NAMES
 from brain_tumor.evaluation.report import markdown_table
 from brain_tumor.evaluation.statistics import bootstrap_ci, bootstrap_mean
 from brain_tumor.inference import Predictor
+from brain_tumor.onnx_runtime import file_sha256
 
 
-def fold_evidence(model: Path, data_root: Path, paths: list[str]) -> tuple[np.ndarray, float]:
-    """Each held-out slice's tumour evidence under its fold model, and that model's threshold."""
+def fold_evidence(model: Path, data_root: Path, paths: list[str], sha256: str | None) -> tuple[np.ndarray, float]:
+    """Each held-out slice's tumour evidence under its fold model, and that model's threshold;
+    the model must be the one the fold's run.json names (``sha256``), not one trained again."""
+    if sha256 is None or file_sha256(model) != sha256:
+        raise SystemExit(f"{model}: not the model whose predictions the fold holds (run.json's checkpoint sha256)")
     predictor = Predictor.from_checkpoint(model)
     if predictor.evidence_record is None:
         raise SystemExit(f"{model}: has no tumour map with a threshold")
@@ -68,7 +73,7 @@ def main() -> None:
     args = parser.parse_args()
     output = args.output or args.cv / "map_answer"
     data_root = Path(load_config(args.cv / "config.yaml").data.root)
-    names = ["glioma", "meningioma", "pituitary"]
+    names = list(CLASS_NAMES)
     rows: list[list[Any]] = []
     per_fold = {}
     for fold_dir in sorted(args.cv.glob("fold-*"), key=fold_number):
@@ -78,7 +83,9 @@ def main() -> None:
         if found is None:
             if args.work_dir is None:
                 raise SystemExit(f"{fold_dir}: its predictions hold no tumour evidence: give --work-dir")
-            found = fold_evidence(args.work_dir / f"fold-{k}" / "model.pt", data_root, paths)
+            run = json.loads((fold_dir / "run.json").read_text())
+            found = fold_evidence(args.work_dir / f"fold-{k}" / "model.pt", data_root, paths,
+                                  (run.get("checkpoint") or {}).get("sha256"))
         evidence, threshold = found
         none = evidence < threshold
         per_fold[k] = {"threshold": threshold, "n": len(paths), "called_no_tumour_pct": round(100 * none.mean(), 2),
@@ -93,7 +100,10 @@ def main() -> None:
     labels = np.array([names.index(r[2]) for r in rows])
     none = np.array([r[6] == 1 for r in rows])
     right = ~none & np.array([r[2] == r[3] for r in rows])
-    groups = [patient_of.get(p, p) for p in paths]
+    unknown = [p for p in paths if p not in patient_of]
+    if unknown:
+        raise SystemExit(f"{unknown[0]} (and {len(unknown) - 1} more): not in the dataset's manifest, no patient")
+    groups = [patient_of[p] for p in paths]
     base_paths, base_labels, base_probs = read_predictions(sorted(args.baseline.glob("fold-*")))
     base_right = dict(zip(base_paths, base_probs.argmax(1) == base_labels))
     paired = np.array([[float(r), float(base_right[p])] for r, p in zip(right, paths)])

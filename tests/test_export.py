@@ -99,7 +99,7 @@ def test_onnx_export_carries_features_for_the_ood_flag(tiny_checkpoint: Path, tm
     x = torch.randint(0, 256, (3, 1, 64, 64), dtype=torch.uint8)
     features, _ = Predictor.from_checkpoint(tiny_checkpoint).embed(x)
     session = OnnxPredictor(onnx_path)
-    assert session.has_features
+    assert session.output_names == ["logits", "features"] and not session.has_evidence  # no map: no evidence
     _, theirs = session.outputs(x.numpy())
     assert theirs is not None and theirs.shape == (3, 2048)
     assert np.abs(theirs - features.numpy()).max() < 1e-3 * max(1.0, float(features.abs().max()))
@@ -159,8 +159,26 @@ def _map_checkpoint(path: Path, x: torch.Tensor) -> Path:
     return save(float(middle))  # three slices below, three above
 
 
+def _old_style_export(checkpoint: Path, output: Path) -> Path:
+    """An export as made before the exports carried the tumour map: logits and features only."""
+    from brain_tumor.export import ExportWrapper, stamp_fingerprint
+
+    predictor = Predictor.from_checkpoint(checkpoint)
+    wrapper = ExportWrapper(predictor.network, predictor.normalize).eval()
+    wrapper.with_evidence = False
+    torch.onnx.export(wrapper, (torch.rand(1, 1, 64, 64),), str(output), input_names=["image"],
+                      output_names=["logits", "features"], dynamic_axes={"image": {0: "batch"}},
+                      opset_version=17, dynamo=False)
+    stamp_fingerprint(output, checkpoint)
+    return output
+
+
 def test_exports_carry_the_tumour_map_and_every_engine_gives_its_answer(tmp_path: Path) -> None:
     import onnx
+    from typer.testing import CliRunner
+
+    from brain_tumor.cli import app
+    from brain_tumor.export import export_package
 
     x = torch.randint(0, 256, (6, 1, 64, 64), dtype=torch.uint8)
     checkpoint = _map_checkpoint(tmp_path / "model.pt", x)
@@ -168,7 +186,16 @@ def test_exports_carry_the_tumour_map_and_every_engine_gives_its_answer(tmp_path
     evidence = reference.forward_parts(x, ("evidence",))["evidence"].numpy()
     expected = [p.predicted for p in reference.predict_batch(x, list("abcdef"))]
     assert expected.count("no_tumour") == 3
-    fp32 = export_onnx(checkpoint, tmp_path / "model.onnx")
+    old = _old_style_export(checkpoint, tmp_path / "model.onnx")  # beside it, with the right fingerprint
+    assert load_predictor(checkpoint).compute["engine"]["engine"] == "pytorch"  # skipped
+    with pytest.raises(ValueError, match="tumour map's evidence"):
+        load_predictor(checkpoint, engine="openvino")
+    with pytest.raises(ValueError, match="no tumour_evidence output"):
+        load_predictor(checkpoint, onnx=old)
+    assert not (export_package(checkpoint, tmp_path / "package") / "model.onnx").exists()  # left out
+    result = CliRunner().invoke(app, ["export", "-m", str(checkpoint)])  # replaces the old export
+    assert result.exit_code == 0 and "the tumour map travels" in result.output, result.output
+    fp32 = tmp_path / "model.onnx"
     session = OnnxPredictor(fp32)
     assert session.output_names == ["logits", "features", "tumour_evidence"] and session.has_evidence
     assert np.abs(session.run(x.numpy(), ["tumour_evidence"])["tumour_evidence"] - evidence).max() < 1e-5
@@ -179,16 +206,22 @@ def test_exports_carry_the_tumour_map_and_every_engine_gives_its_answer(tmp_path
                                                                                      dtype=np.uint8))
     graph = onnx.load(str(int8)).graph
     producers = {o: n.op_type for n in graph.node for o in n.output}
-    head = next(n for n in graph.node if n.op_type == "Conv" and "/tumour_map/" in n.name)
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    head = next(n for n in convs if "/tumour_map/" in n.name)
     assert producers.get(head.input[1]) != "DequantizeLinear"  # the map's head keeps fp32 weights
+    assert all(producers.get(c.input[1]) == "DequantizeLinear" for c in convs[1:] if c is not head)  # not the rest
     rounded = OnnxPredictor(int8).run(x.numpy(), ["tumour_evidence"])["tumour_evidence"]  # its fidelity on real
-    assert rounded.shape == (6,) and ((rounded > 0) & (rounded < 1)).all()  # slices: bench/export_evidence.py
-    for engine in ("onnx", "openvino"):  # the exports beside the checkpoint are used, and answer as PyTorch
+    assert rounded.shape == (6,) and ((rounded > 0) & (rounded < 1)).all()  # slices: bench/engines_tumour_map.py
+    auto = load_predictor(checkpoint).compute["engine"]  # neither int8 nor OpenVINO's own precision
+    assert (auto["engine"], auto["precision"]) == ("onnx", "fp32") and "tumour map" in auto["reason"]
+    for engine in ("onnx", "openvino"):  # asked for, the exports beside the checkpoint are used
         chosen = load_predictor(checkpoint, engine=engine, precision="fp32" if engine == "openvino" else "auto")
         assert chosen.onnx is not None and chosen.compute["engine"]["engine"] == engine
         if engine == "openvino":
             answers = chosen.predict_batch(x, list("abcdef"))
             assert [p.predicted for p in answers] == expected
             assert all(p.extra["no_tumour_from"] == "tumour_map" for p in answers if p.predicted == "no_tumour")
-    given = load_predictor(checkpoint, onnx=fp32)
-    assert [p.predicted for p in given.predict_batch(x, list("abcdef"))] == expected
+    given = load_predictor(checkpoint, onnx=fp32).use_tta("flip")  # the map reads the unflipped slice
+    answers = given.predict_batch(x, list("abcdef"))
+    assert [p.extra["tumour_evidence"] for p in answers] == pytest.approx(evidence.tolist(), abs=1e-5)
+    assert [p.predicted for p in answers] == expected

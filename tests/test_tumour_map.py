@@ -298,3 +298,18 @@ def test_the_gate_answers_before_the_map_and_a_check_without_threshold_never_ans
     assert no_tumour_answer(0.2, 0.5, 0.8, 0.3) is None  # neither
     assert no_tumour_answer(0.9, None, 0.1, None) is None  # no thresholds, no answer
     assert no_tumour_answer(None, 0.5, 0.3, 0.3) is None  # evidence at the threshold is not below it
+
+
+def test_predictions_carry_each_slice_evidence_in_its_row(tmp_path: Path) -> None:
+    from brain_tumor.evaluation.run_eval import write_predictions
+
+    probs = np.eye(3)[[0, 1, 2]]
+    path = write_predictions(tmp_path / "p.csv", ["a.jpg", "b.jpg", "c.jpg"], np.array([0, 1, 0]), probs, CLASSES,
+                             np.array([0.1, 0.5, 0.9]))
+    header, *rows = path.read_text().splitlines()
+    assert header.split(",")[-1] == "tumour_evidence"
+    assert [(r.split(",")[0], float(r.split(",")[-1])) for r in rows] == [("a.jpg", 0.1), ("b.jpg", 0.5),
+                                                                         ("c.jpg", 0.9)]
+    with pytest.raises(ValueError):  # one value per slice, or nothing is written
+        write_predictions(tmp_path / "q.csv", ["a.jpg"], np.array([0]), probs[:1], CLASSES, np.array([0.1, 0.2]))
+    assert not (tmp_path / "q.csv").exists()

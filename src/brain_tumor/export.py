@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from brain_tumor.inference import Predictor
 from brain_tumor.model.backbone import TUMOUR_MAP, has_tumour_map, tumour_evidence
 from brain_tumor.onnx_runtime import FINGERPRINT_KEY, OnnxPredictor, file_sha256
 from brain_tumor.transforms import Normalize
+
+log = logging.getLogger(__name__)
 
 
 class ExportWrapper(nn.Module):
@@ -121,6 +124,8 @@ def quantize_int8(fp32_onnx: str | Path, output: str | Path, calibration_uint8: 
         quant_pre_process(str(fp32_onnx), str(prepared))
         convs = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Conv"]
         heads = [name for name in convs if f"/{TUMOUR_MAP}/" in name]
+        if "tumour_evidence" in OnnxPredictor(fp32_onnx).output_names and not heads:
+            raise ValueError(f"{fp32_onnx}: the tumour map's head is not found by name: it would be quantized")
         quantize_static(str(prepared), str(output), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         op_types_to_quantize=["Conv", "Gemm"],
@@ -232,7 +237,9 @@ def export_package(checkpoint: str | Path, out_dir: str | Path, model_card: str 
         gate=find_beside(checkpoint, "gate.json") is not None)
     (tmp / "model_card.md").write_text(card)
     for source in find_exports(checkpoint):
-        if source:
+        if source and payload.get("tumour_evidence") and not OnnxPredictor(source).has_evidence:
+            log.warning("%s: made before exports carried the tumour map: left out of the package", source)
+        elif source:
             shutil.copy2(source, tmp / Path(source).name)
     for name in ("calibration.json", "gate.json", "shortcut.json"):  # checked when loaded (a foreign gate is refused)
         extra = find_beside(checkpoint, name)
@@ -253,5 +260,6 @@ def evidence_section(record: dict[str, Any] | None) -> str:
             f"slice whose strongest cell stays below {float(record['threshold']):.4f} is answered \"no tumour\" "
             f"(fitted on {record.get('fitted_on')}, {100 * float(record.get('quantile', 0)):.0f}% of which fall below "
             "it; new patients' tumour slices may fall below it more often: `brain-tumor shortcut-test` measures it on "
-            "unmodified held-out slices). Its ONNX exports (`brain-tumor export`) carry the map, so ONNX Runtime and "
-            "OpenVINO give this answer too.\n")
+            "unmodified held-out slices). Its ONNX exports (`brain-tumor export`) carry the map; `--engine auto` "
+            "runs it in PyTorch or ONNX Runtime fp32, which answer as training measured; int8 and OpenVINO's bf16 "
+            "move single slices near the threshold.\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -121,12 +122,20 @@ def load_predictor(checkpoint: str | Path, precision: str = "auto", engine: str 
         if engine in ("onnx", "openvino") and any(found) and not (int8 or fp32):
             raise ValueError(f"{checkpoint}: its exports lack an output this model needs (the features for its OOD "
                              "flag or gate, or its tumour map's evidence): export it again with brain-tumor export")
+    # A tumour map's threshold was fitted at training's precision: int8 and OpenVINO's own bf16 move
+    # single slices across it (results/bench/engines-tumour-map-*), so auto takes neither for such a model
+    exact = engine == "auto" and predictor.evidence_record is not None
+    if exact:
+        int8 = None
     if onnx is not None and engine == "openvino":  # the given file, under OpenVINO
         choice = resolve_engine("openvino", precision_choice, None, str(onnx), detect_cpu(), openvino_available())
     elif onnx is not None:
         choice = EngineChoice("onnx", "as exported", str(onnx), "ONNX model given explicitly")
     else:
-        choice = resolve_engine(engine, precision_choice, int8, fp32, detect_cpu(), openvino_available())
+        choice = resolve_engine(engine, precision_choice, int8, fp32, detect_cpu(), openvino_available() and not exact)
+        if exact:
+            choice = replace(choice, reason=choice.reason + "; not int8 or OpenVINO's own precision, which move the "
+                             "tumour map's answers near its threshold")
     predictor.use_engine(choice, thread_choice)
     engine_record = choice.describe()
     if isinstance(predictor.onnx, OpenVinoPredictor):  # what OpenVINO runs at on this CPU
@@ -146,4 +155,8 @@ def _missing_outputs(predictor: Predictor, export: str | Path) -> str | None:
     if not any(needs.values()):
         return None
     names = OnnxPredictor(export).output_names
-    return next((name for name, needed in needs.items() if needed and name not in names), None)
+    missing = next((name for name, needed in needs.items() if needed and name not in names), None)
+    if missing:
+        logging.getLogger(__name__).warning("%s: has no %s output, which this model needs: not used "
+                                            "(export it again with brain-tumor export)", export, missing)
+    return missing

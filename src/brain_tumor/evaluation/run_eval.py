@@ -90,10 +90,10 @@ def write_predictions(path: Path, paths: list[str], y_true: np.ndarray, probs: n
     is read against is in the run's ``metrics.json`` (``tumour_map``)."""
     header = ["path", "label", "predicted", *[f"p_{c}" for c in class_names]]
     rows = [[p, class_names[t], class_names[int(row.argmax())], *[f"{v:.6f}" for v in row]]
-            for p, t, row in zip(paths, y_true, probs)]
+            for p, t, row in zip(paths, y_true, probs, strict=True)]
     if evidence is not None:
         header.append("tumour_evidence")
-        rows = [[*row, f"{e:.6f}"] for row, e in zip(rows, evidence)]
+        rows = [[*row, f"{e:.6f}"] for row, e in zip(rows, evidence, strict=True)]
     return atomic.write_csv(path, header, rows)
 
 
