@@ -126,7 +126,7 @@ def markdown(r: dict[str, Any]) -> str:
 
     table = markdown_table(["fold", "slices", "threshold", "called no tumour %", "classifier accuracy %",
                             "accuracy with the answer on %"],
-                           [[k, v["n"], f"{v['threshold']:.4f}", f"{v['called_no_tumour_pct']:.2f}",
+                           [[str(k), str(v["n"]), f"{v['threshold']:.4f}", f"{v['called_no_tumour_pct']:.2f}",
                              f"{v['classifier_accuracy_pct']:.2f}", f"{v['accuracy_with_answer_pct']:.2f}"]
                             for k, v in r["per_fold"].items()])
     per_class = ", ".join(f"{c} {v:.2f}%" for c, v in r["called_no_tumour_per_class_pct"].items())
