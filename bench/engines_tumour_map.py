@@ -16,7 +16,6 @@ validation slices at training's precision); nothing is tuned here.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from importlib.metadata import version
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm import tqdm
+from tumour_map import held_out_fold_parser  # bench/tumour_map.py: this script's folder is on the path
 
 from brain_tumor.atomic import write_text
 from brain_tumor.batched import predict_slices
@@ -69,11 +69,7 @@ def run_engine(predictor: Predictor, images: list[np.ndarray], desc: str) -> tup
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-m", "--model", type=Path, required=True)
-    parser.add_argument("--split", type=Path, required=True)
-    parser.add_argument("--fold", type=int, required=True)
-    parser.add_argument("--data", type=Path, required=True, help="the tumour dataset (manifest with boxes)")
+    parser = held_out_fold_parser(__doc__)
     parser.add_argument("--calibration-slices", type=int, default=200, help="training slices for int8's ranges")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work-dir", type=Path, default=Path("runs/bench/engines-tumour-map"))

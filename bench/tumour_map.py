@@ -77,12 +77,19 @@ def share(flags: np.ndarray, groups: list[str]) -> list[float]:
     return [round(100 * v, 1) for v in bootstrap_mean(flags.astype(float), groups)]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def held_out_fold_parser(description: str | None) -> argparse.ArgumentParser:
+    """The arguments of a bench on one CV fold's held-out slices: a model, the CV's splits, the fold
+    and the tumour dataset (shared with ``bench/engines_tumour_map.py``)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-m", "--model", type=Path, required=True)
     parser.add_argument("--split", type=Path, required=True)
     parser.add_argument("--fold", type=int, required=True)
     parser.add_argument("--data", type=Path, required=True, help="the tumour dataset (manifest with boxes)")
+    return parser
+
+
+def main() -> None:
+    parser = held_out_fold_parser(__doc__)
     parser.add_argument("--no-tumour", type=Path, required=True, help="a collection of slices without a tumour")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-o", "--output", type=Path, required=True)
