@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,17 @@ LAYERS_TSV = SHARED / "reference" / "keras_resnet50_layers.tsv"
 
 needs_data = pytest.mark.skipif(not (DATA / "manifest.csv").is_file(), reason="shared dataset absent")
 needs_weights = pytest.mark.skipif(not (WEIGHTS / "model.json").is_file(), reason="shared weights absent")
+
+
+@pytest.fixture(autouse=True)
+def root_logging_restored() -> Iterator[None]:
+    """A CLI test sets up logging on the test runner's stream, closed once the command returns:
+    put the root logger back as it was, so later tests' log lines do not fail to print."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def synthetic_slice(rng: np.random.Generator, label: int, size: int = 48) -> np.ndarray:

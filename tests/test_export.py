@@ -193,12 +193,10 @@ def test_exports_carry_the_tumour_map_and_every_engine_gives_its_answer(tmp_path
     with pytest.raises(ValueError, match="no tumour_evidence output"):
         load_predictor(checkpoint, onnx=old)
     assert not (export_package(checkpoint, tmp_path / "package") / "model.onnx").exists()  # left out
-    result = CliRunner().invoke(app, ["export", "-m", str(checkpoint)])  # replaces the old export
-    assert result.exit_code == 0 and "the tumour map travels" in result.output, result.output
-    fp32 = tmp_path / "model.onnx"
+    fp32 = export_onnx(checkpoint, tmp_path / "model.onnx")  # replaces the old export
     session = OnnxPredictor(fp32)
     assert session.output_names == ["logits", "features", "tumour_evidence"] and session.has_evidence
-    assert np.abs(session.run(x.numpy(), ["tumour_evidence"])["tumour_evidence"] - evidence).max() < 1e-5
+    assert np.abs(session.run(x.numpy(), ["tumour_evidence"])["tumour_evidence"] - evidence).max() < 1e-4
     exact = OpenVinoPredictor(fp32, threads=1, precision_hint="f32")
     assert exact.has_evidence
     assert np.abs(exact.run(x.numpy(), ["tumour_evidence"])["tumour_evidence"] - evidence).max() < 1e-4
@@ -225,3 +223,5 @@ def test_exports_carry_the_tumour_map_and_every_engine_gives_its_answer(tmp_path
     answers = given.predict_batch(x, list("abcdef"))
     assert [p.extra["tumour_evidence"] for p in answers] == pytest.approx(evidence.tolist(), abs=1e-5)
     assert [p.predicted for p in answers] == expected
+    result = CliRunner().invoke(app, ["export", "-m", str(checkpoint)])  # the command checks the map's parity
+    assert result.exit_code == 0 and "the tumour map travels" in result.output, result.output
