@@ -221,7 +221,7 @@ def test_exports_carry_the_tumour_map_and_every_engine_gives_its_answer(tmp_path
             assert all(p.extra["no_tumour_from"] == "tumour_map" for p in answers if p.predicted == "no_tumour")
     given = load_predictor(checkpoint, onnx=fp32).use_tta("flip")  # the map reads the unflipped slice
     answers = given.predict_batch(x, list("abcdef"))
-    assert [p.extra["tumour_evidence"] for p in answers] == pytest.approx(evidence.tolist(), abs=1e-5)
+    assert [p.extra["tumour_evidence"] for p in answers] == pytest.approx(evidence.tolist(), abs=1e-4)
     assert [p.predicted for p in answers] == expected
     result = CliRunner().invoke(app, ["export", "-m", str(checkpoint)])  # the command checks the map's parity
     assert result.exit_code == 0 and "the tumour map travels" in result.output, result.output
