@@ -33,6 +33,7 @@ from brain_tumor.evaluation.report import markdown_table
 from brain_tumor.evaluation.statistics import bootstrap_ci, bootstrap_mean
 from brain_tumor.inference import Predictor
 from brain_tumor.onnx_runtime import file_sha256
+from brain_tumor.tumour_evidence import answer_metrics
 
 
 def fold_evidence(model: Path, data_root: Path, paths: list[str], sha256: str | None) -> tuple[np.ndarray, float]:
@@ -74,8 +75,7 @@ def main() -> None:
     output = args.output or args.cv / "map_answer"
     data_root = Path(load_config(args.cv / "config.yaml").data.root)
     names = list(CLASS_NAMES)
-    rows: list[list[Any]] = []
-    per_fold = {}
+    per_fold, pooled = {}, []
     for fold_dir in sorted(args.cv.glob("fold-*"), key=fold_number):
         k = fold_number(fold_dir)
         paths, labels, probs = read_predictions([fold_dir])
@@ -87,19 +87,22 @@ def main() -> None:
             found = fold_evidence(args.work_dir / f"fold-{k}" / "model.pt", data_root, paths,
                                   (run.get("checkpoint") or {}).get("sha256"))
         evidence, threshold = found
-        none = evidence < threshold
-        per_fold[k] = {"threshold": threshold, "n": len(paths), "called_no_tumour_pct": round(100 * none.mean(), 2),
+        answer = answer_metrics(labels, probs, evidence, threshold, names)
+        per_fold[k] = {"threshold": threshold, "n": len(paths),
+                       "called_no_tumour_pct": round(100 * answer["called_no_tumour"], 2),
                        "classifier_accuracy_pct": round(100 * float((probs.argmax(1) == labels).mean()), 2),
-                       "accuracy_with_answer_pct": round(100 * float((~none & (probs.argmax(1) == labels)).mean()), 2)}
-        rows += [[p, k, names[y], names[int(q.argmax())], f"{e:.6f}", f"{threshold:.6f}", int(n)]
-                 for p, y, q, e, n in zip(paths, labels, probs, evidence, none)]
+                       "accuracy_with_answer_pct": round(100 * answer["accuracy_with_map_answer"], 2)}
+        pooled += [(p, k, y, int(q.argmax()), float(e), threshold)
+                   for p, y, q, e in zip(paths, labels, probs, evidence, strict=True)]
+    paths = [r[0] for r in pooled]
+    labels = np.array([r[2] for r in pooled])
+    none = np.array([r[4] < r[5] for r in pooled])
+    right = ~none & (labels == np.array([r[3] for r in pooled]))
     write_csv(output / "map_evidence.csv", ["path", "fold", "label", "classifier_predicted", "tumour_evidence",
-                                             "threshold", "no_tumour"], rows)
+                                             "threshold", "no_tumour"],
+              [[p, k, names[y], names[q], f"{e:.6f}", f"{t:.6f}", int(n)]
+               for (p, k, y, q, e, t), n in zip(pooled, none)])
     patient_of = patients_by_path(args.cv)
-    paths = [r[0] for r in rows]
-    labels = np.array([names.index(r[2]) for r in rows])
-    none = np.array([r[6] == 1 for r in rows])
-    right = ~none & np.array([r[2] == r[3] for r in rows])
     unknown = [p for p in paths if p not in patient_of]
     if unknown:
         raise SystemExit(f"{unknown[0]} (and {len(unknown) - 1} more): not in the dataset's manifest, no patient")
@@ -108,7 +111,7 @@ def main() -> None:
     base_right = dict(zip(base_paths, base_probs.argmax(1) == base_labels))
     paired = np.array([[float(r), float(base_right[p])] for r, p in zip(right, paths)])
     difference = bootstrap_ci(lambda _, v: float((v[:, 0] - v[:, 1]).mean()), labels, paired, groups)
-    result = {"cv": args.cv.name, "baseline": args.baseline.name, "n": len(rows), "per_fold": per_fold,
+    result = {"cv": args.cv.name, "baseline": args.baseline.name, "n": len(pooled), "per_fold": per_fold,
               "called_no_tumour_pct": pct(bootstrap_mean(none.astype(float), groups)),
               "called_no_tumour_per_class_pct": {c: round(100 * float(none[labels == i].mean()), 2)
                                                  for i, c in enumerate(names)},

@@ -122,9 +122,10 @@ def quantize_int8(fp32_onnx: str | Path, output: str | Path, calibration_uint8: 
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_onnx), str(prepared))
-        convs = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Conv"]
+        graph = onnx.load(str(prepared)).graph
+        convs = [n.name for n in graph.node if n.op_type == "Conv"]
         heads = [name for name in convs if f"/{TUMOUR_MAP}/" in name]
-        if "tumour_evidence" in OnnxPredictor(fp32_onnx).output_names and not heads:
+        if any(o.name == "tumour_evidence" for o in graph.output) and not heads:
             raise ValueError(f"{fp32_onnx}: the tumour map's head is not found by name: it would be quantized")
         quantize_static(str(prepared), str(output), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,

@@ -54,15 +54,17 @@ def export(
     export_onnx(checkpoint, output)
     size = predictor.preprocessing.image_size
     x = torch.randint(0, 256, (4, 1, size, size), dtype=torch.uint8)
-    ours = predictor.logits(x).softmax(1).numpy()
-    theirs = torch.from_numpy(OnnxPredictor(output).logits(x.numpy())).softmax(1).numpy()
-    diff = float(np.abs(ours - theirs).max())
+    mapped = predictor.evidence_record is not None  # the tumour map's evidence travels too
+    names = ["logits", "tumour_evidence"] if mapped else ["logits"]
+    ours = predictor.forward_parts(x, ("evidence",) if mapped else ())
+    theirs = OnnxPredictor(output).run(x.numpy(), names)
+    probs = (ours["logits"].softmax(1), torch.from_numpy(theirs["logits"]).softmax(1))
+    diff = float((probs[0] - probs[1]).abs().max())
     typer.echo(f"wrote {output}; max |p_torch - p_onnx| = {diff:.2e}")
     if diff > 1e-4:
         _fail(f"ONNX parity failed ({diff:.2e} > 1e-4)")
-    if predictor.evidence_record is not None:  # the tumour map's evidence travels too
-        gap = float(np.abs(predictor.forward_parts(x, ("evidence",))["evidence"].numpy()
-                           - OnnxPredictor(output).run(x.numpy(), ["tumour_evidence"])["tumour_evidence"]).max())
+    if mapped:
+        gap = float(np.abs(ours["evidence"].numpy() - theirs["tumour_evidence"]).max())
         typer.echo(f"the tumour map travels: max |evidence_torch - evidence_onnx| = {gap:.2e}")
         if gap > 1e-4:
             _fail(f"ONNX parity of the tumour map failed ({gap:.2e} > 1e-4)")
@@ -79,14 +81,12 @@ def export(
             _fail("no readable calibration images")
         calibration = torch.stack(images).numpy()
         int8 = quantize_int8(output, int8_path(output), calibration)
-        agree = float((OnnxPredictor(int8).logits(calibration).argmax(1)
-                       == OnnxPredictor(output).logits(calibration).argmax(1)).mean())
+        rounded, exact = (OnnxPredictor(f).run(calibration, names) for f in (int8, output))  # one pass each
+        agree = float((rounded["logits"].argmax(1) == exact["logits"].argmax(1)).mean())
         typer.echo(f"wrote {int8} (calibrated on {len(images)} images; agrees with fp32 on {agree:.1%} of them)")
-        if predictor.evidence_record is not None:
+        if mapped:
             threshold = float(predictor.evidence_record["threshold"])
-            below = [OnnxPredictor(f).run(calibration, ["tumour_evidence"])["tumour_evidence"] < threshold
-                     for f in (int8, output)]
-            same = float((below[0] == below[1]).mean())
+            same = float(((rounded["tumour_evidence"] < threshold) == (exact["tumour_evidence"] < threshold)).mean())
             typer.echo(f"int8's tumour map answers \"no tumour\" as fp32's does on {same:.1%} of them")
     if package is not None:
         from brain_tumor.export import export_package
