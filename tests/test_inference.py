@@ -112,3 +112,25 @@ def test_a_checkpoint_is_read_once_until_it_changes(tiny_checkpoint: Path, tmp_p
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the file itself replaced
     ck.load_checkpoint(path)
     assert len(reads) == 3
+
+
+def test_a_built_network_has_the_checkpoint_weights_in_its_own_memory(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    import dataclasses
+
+    import torch
+
+    from brain_tumor.training.checkpoint import CheckpointError, load_checkpoint
+
+    checkpoint = load_checkpoint(tiny_checkpoint)
+    network = checkpoint.build()
+    state = network.state_dict()
+    assert set(state) == set(checkpoint.state_dict) and not network.training
+    for name, tensor in checkpoint.state_dict.items():
+        assert torch.equal(state[name], tensor) and not state[name].is_meta, name
+    with torch.no_grad():  # changing the network (BN adaptation, fine-tuning) leaves the cached checkpoint alone
+        network.fc.weight.add_(1.0)
+    assert not torch.equal(network.fc.weight, checkpoint.state_dict["fc.weight"])
+    partial = dataclasses.replace(checkpoint, state_dict={k: v for k, v in checkpoint.state_dict.items()
+                                                          if not k.startswith("layer4.2.")})
+    with pytest.raises((CheckpointError, RuntimeError), match="layer4.2"):
+        partial.build()

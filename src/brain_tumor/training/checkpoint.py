@@ -94,13 +94,18 @@ class Checkpoint:
     meta: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def build(self) -> nn.Module:
-        """The network with these weights, in eval mode."""
-        network = build_network(self.architecture, len(self.class_names),
-                                tumour_map=f"{TUMOUR_MAP}.weight" in self.state_dict)
+        """The network with these weights (its own copy), in eval mode. Built on the meta device and
+        given the weights, since a random initialisation that the weights replace cost seconds at
+        every start of predict and serve."""
+        with torch.device("meta"):
+            network = build_network(self.architecture, len(self.class_names),
+                                    tumour_map=f"{TUMOUR_MAP}.weight" in self.state_dict)
         for m in network.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.eps = self.bn_eps
-        network.load_state_dict(self.state_dict)
+        network.load_state_dict({k: v.clone() for k, v in self.state_dict.items()}, assign=True)
+        if left := [n for n, t in [*network.named_parameters(), *network.named_buffers()] if t.is_meta]:
+            raise CheckpointError(f"the checkpoint holds no weights for {left[0]} (and {len(left) - 1} more)")
         built: nn.Module = network.eval()
         return built
 
