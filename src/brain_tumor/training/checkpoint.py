@@ -103,9 +103,9 @@ class Checkpoint:
         for m in network.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.eps = self.bn_eps
-        network.load_state_dict({k: v.clone() for k, v in self.state_dict.items()}, assign=True)
-        if left := [n for n, t in [*network.named_parameters(), *network.named_buffers()] if t.is_meta]:
-            raise CheckpointError(f"the checkpoint holds no weights for {left[0]} (and {len(left) - 1} more)")
+        # strict: a missing weight raises; floating tensors in fp32, as copying into a built network did
+        network.load_state_dict({k: v.to(torch.float32, copy=True) if v.is_floating_point() else v.clone()
+                                 for k, v in self.state_dict.items()}, assign=True)
         built: nn.Module = network.eval()
         return built
 
