@@ -114,7 +114,7 @@ def test_a_checkpoint_is_read_once_until_it_changes(tiny_checkpoint: Path, tmp_p
     assert len(reads) == 3
 
 
-def test_a_built_network_has_the_checkpoint_weights_in_its_own_memory(tiny_checkpoint: Path, tmp_path: Path) -> None:
+def test_a_built_network_has_the_checkpoint_weights_in_its_own_memory(tiny_checkpoint: Path) -> None:
     import dataclasses
 
     import torch
