@@ -36,16 +36,24 @@ from brain_tumor.onnx_runtime import file_sha256
 from brain_tumor.tumour_evidence import answer_metrics
 
 
-def fold_evidence(model: Path, data_root: Path, paths: list[str], sha256: str | None) -> tuple[np.ndarray, float]:
-    """Each held-out slice's tumour evidence under its fold model, and that model's threshold;
-    the model must be the one the fold's run.json names (``sha256``), not one trained again."""
+def fold_predictor(model: Path, sha256: str | None) -> Predictor:
+    """A CV fold's model with a tumour map and its threshold; it must be the one the fold's
+    run.json names (``sha256``), not one trained again (shared with ``bench/map_erased_cv.py``)."""
     if sha256 is None or file_sha256(model) != sha256:
         raise SystemExit(f"{model}: not the model whose predictions the fold holds (run.json's checkpoint sha256)")
     predictor = Predictor.from_checkpoint(model)
     if predictor.evidence_record is None:
         raise SystemExit(f"{model}: has no tumour map with a threshold")
+    return predictor
+
+
+def fold_evidence(model: Path, data_root: Path, paths: list[str], sha256: str | None) -> tuple[np.ndarray, float]:
+    """Each held-out slice's tumour evidence under its fold model (:func:`fold_predictor`), and
+    that model's threshold."""
+    predictor = fold_predictor(model, sha256)
     images = torch.stack([predictor.to_tensor(read_slice(data_root / p))
                           for p in tqdm(paths, desc=model.parent.name, unit="img")])
+    assert predictor.evidence_record is not None  # fold_predictor refuses a model without one
     return slice_evidence(predictor, images), float(predictor.evidence_record["threshold"])
 
 

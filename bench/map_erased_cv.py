@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from map_answer_cv import committed_evidence
+from map_answer_cv import committed_evidence, fold_predictor
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
@@ -50,7 +50,6 @@ from brain_tumor.environment import describe_environment
 from brain_tumor.evaluation.report import markdown_table
 from brain_tumor.evaluation.statistics import bootstrap_ci, bootstrap_mean
 from brain_tumor.inference import Predictor
-from brain_tumor.onnx_runtime import file_sha256
 
 VAL_ERASER = "box_fill"  # the validation slices' eraser for the erased-90% rule (like training's)
 RULES = ("deployed", "clean-5%", "erased-90%")
@@ -73,11 +72,8 @@ def fold_rows(cv: Path, k: int, work_dir: Path, records: list[Record], erasers: 
     fold_dir = cv / f"fold-{k}"
     model = work_dir / f"fold-{k}" / "model.pt"
     run = json.loads((fold_dir / "run.json").read_text())
-    if file_sha256(model) != (run.get("checkpoint") or {}).get("sha256"):
-        raise SystemExit(f"{model}: not the model whose predictions {fold_dir} holds (run.json's sha256)")
-    predictor = Predictor.from_checkpoint(model)
-    if predictor.evidence_record is None:
-        raise SystemExit(f"{model}: has no tumour map with a threshold")
+    predictor = fold_predictor(model, (run.get("checkpoint") or {}).get("sha256"))
+    assert predictor.evidence_record is not None  # fold_predictor refuses a model without one
     threshold = f"{float(predictor.evidence_record['threshold']):.6f}"
     split = load_split(cv / "splits.json", k)
     by_name = {r.result_name: r for r in records}

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -39,7 +38,7 @@ print(json.dumps({"imports_s": t1 - t0, "load_s": t2 - t1, "first_answer_s": t3 
 
 def time_once(model: str, engine: str, slice_path: str) -> dict[str, object]:
     out = subprocess.run([sys.executable, "-c", CHILD, model, engine, slice_path], check=True,
-                         capture_output=True, text=True, env=os.environ.copy())
+                         capture_output=True, text=True)  # the child inherits PYTHONPATH: the code measured
     result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 
