@@ -292,6 +292,24 @@ def test_evaluation_of_a_map_model_adds_the_answer_it_gives(tmp_path: Path) -> N
     assert "tumour_map" not in measured.metrics and measured.evidence is None
 
 
+def test_logits_and_evidence_come_from_one_forward_pass_per_batch(tmp_path: Path) -> None:
+    from brain_tumor.batched import logits_and_evidence, slice_evidence
+
+    predictor = Predictor.from_checkpoint(_checkpoint(tmp_path, bias=0.3))
+    images = torch.from_numpy(np.stack([synthetic_slice(np.random.default_rng(k), k % 3, 64)
+                                        for k in range(5)]))[:, None]
+    calls: list[int] = []
+    handle = predictor.network.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    logits, evidence = logits_and_evidence(predictor, images, batch_size=2)
+    handle.remove()
+    assert calls == [2, 2, 1]  # one pass a batch, not one for the logits and one for the evidence
+    assert logits == pytest.approx(predictor.logits_for(images), abs=1e-5)
+    assert evidence == pytest.approx(slice_evidence(predictor, images, batch_size=5), abs=1e-6)
+    flipped = logits_and_evidence(predictor.use_tta("flip"), images, batch_size=5)
+    assert flipped[0] == pytest.approx(predictor.logits_for(images), abs=1e-5)  # the TTA's logits
+    assert flipped[1] == pytest.approx(evidence, abs=1e-6)  # the unflipped slice's evidence
+
+
 def test_the_gate_answers_before_the_map_and_a_check_without_threshold_never_answers() -> None:
     assert no_tumour_answer(0.9, 0.5, 0.1, 0.3) == ("gate", 0.9)  # both say no tumour: the gate's answer
     assert no_tumour_answer(0.2, 0.5, 0.1, 0.3) == pytest.approx(("tumour_map", 0.9))  # only the map

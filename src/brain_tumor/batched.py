@@ -117,10 +117,26 @@ def embeddings_for(predictor: Predictor, images: torch.Tensor, batch_size: int =
     return _embed(predictor, _shown(chunks(images, batch_size), progress, desc, len(images), batch_size))
 
 
-def slice_evidence(predictor: Predictor, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
-    """Tumour evidence ``[N]`` of uint8 ``[N, 1, S, S]`` prepared slices, from the PyTorch forward
-    pass that also gives the logits (a model with a tumour map; :mod:`brain_tumor.tumour_evidence`)."""
+def logits_and_evidence(predictor: Predictor, images: torch.Tensor, batch_size: int = 64,
+                        progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """``(logits [N, classes], tumour evidence [N])`` of uint8 ``[N, 1, S, S]`` prepared slices, both
+    from one PyTorch forward pass a batch (a model with a tumour map; the logits as
+    :meth:`Predictor.logits` gives them, so a flip TTA adds its mirrored pass, and the evidence is
+    the unflipped slice's: :mod:`brain_tumor.tumour_evidence`)."""
     if not has_tumour_map(predictor.network):
         raise ValueError("this model has no tumour map")
-    out = [predictor.forward_parts(batch, ("evidence",))["evidence"] for batch in chunks(images, batch_size)]
-    return torch.cat(out).float().numpy() if out else np.zeros(0, np.float32)
+    if predictor.onnx is not None:
+        raise ValueError("the tumour evidence comes from the PyTorch engine; this predictor runs an export")
+    logits, evidence = [], []
+    for batch in _shown(chunks(images, batch_size), progress, "predicting", len(images), batch_size):
+        out = predictor.forward_parts(batch, ("evidence",))
+        logits.append(out["logits"] if predictor.tta == "none" else predictor.logits(batch))
+        evidence.append(out["evidence"])
+    if not logits:
+        return np.zeros((0, len(predictor.class_names)), np.float32), np.zeros(0, np.float32)
+    return torch.cat(logits).float().numpy(), torch.cat(evidence).float().numpy()
+
+
+def slice_evidence(predictor: Predictor, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+    """Tumour evidence ``[N]`` alone (:func:`logits_and_evidence`)."""
+    return logits_and_evidence(predictor, images, batch_size)[1]

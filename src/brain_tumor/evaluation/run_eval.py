@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from brain_tumor import atomic
-from brain_tumor.batched import slice_evidence
+from brain_tumor.batched import logits_and_evidence
 from brain_tumor.evaluation.metrics import classification_metrics, roc_curves
 from brain_tumor.evaluation.plots import plot_confusion_matrix, plot_history, plot_roc
 from brain_tumor.inference import Predictor
@@ -72,13 +72,16 @@ def evaluate_checkpoint(checkpoint: Path, images: torch.Tensor, labels: torch.Te
     The metrics score the classifier; for a model with a tumour map, ``tumour_map`` adds what a
     user gets with its "no tumour" answer on (:func:`brain_tumor.tumour_evidence.answer_metrics`)."""
     predictor = Predictor.from_checkpoint(checkpoint)
-    probs = torch.from_numpy(predictor.logits_for(images[positions], progress=True)).softmax(1).numpy()
-    metrics = classification_metrics(labels[positions].numpy(), probs, predictor.class_names)
-    evidence = None
-    if predictor.evidence_record is not None:
-        evidence = slice_evidence(predictor, images[positions])
-        metrics["tumour_map"] = answer_metrics(labels[positions].numpy(), probs, evidence,
-                                               float(predictor.evidence_record["threshold"]), predictor.class_names)
+    record, x, y = predictor.evidence_record, images[positions], labels[positions].numpy()
+    evidence: np.ndarray | None = None
+    if record is None:
+        logits = predictor.logits_for(x, progress=True)
+    else:  # one forward pass gives both
+        logits, evidence = logits_and_evidence(predictor, x, progress=True)
+    probs = torch.from_numpy(logits).softmax(1).numpy()
+    metrics = classification_metrics(y, probs, predictor.class_names)
+    if record is not None and evidence is not None:
+        metrics["tumour_map"] = answer_metrics(y, probs, evidence, float(record["threshold"]), predictor.class_names)
     return Evaluation(metrics, probs, read_checkpoint_meta(checkpoint), evidence)
 
 
