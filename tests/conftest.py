@@ -31,6 +31,16 @@ def root_logging_restored() -> Iterator[None]:
     root.setLevel(level)
 
 
+@pytest.fixture(autouse=True)
+def bf16_probe_cache_kept_apart(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """precision auto may time this CPU and cache the answer under its kind; tests that pretend to
+    be another CPU must not leave this machine's timing under that kind in the user's cache."""
+    from brain_tumor import bf16_probe
+
+    folder = tmp_path_factory.getbasetemp() / "bf16-probe-cache"
+    monkeypatch.setattr(bf16_probe, "cache_home", lambda: folder)
+
+
 def synthetic_slice(rng: np.random.Generator, label: int, size: int = 48) -> np.ndarray:
     """A dark 'head' disc with a bright blob whose position depends on the class."""
     yy, xx = np.mgrid[:size, :size] / size

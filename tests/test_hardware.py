@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from brain_tumor import hardware
+from brain_tumor.bf16_probe import Bf16Probe
 from brain_tumor.config import load_config, resolve_precision_setting
 from brain_tumor.hardware import CpuInfo, GpuInfo, cpu_info_from, resolve_engine, resolve_precision, resolve_threads
 
@@ -77,7 +78,8 @@ def test_run_config_records_what_auto_chose(monkeypatch: pytest.MonkeyPatch, cap
     assert any("auto -> 32-true" in r.getMessage() for r in caplog.records)
     hardware.choose_precision.cache_clear()
     monkeypatch.setattr(hardware, "detect_cpu", lambda: cpu_info_from(ZEN4))
-    assert resolve_precision_setting(cfg).train.precision == "bf16-mixed"
+    monkeypatch.setattr(hardware, "cached_bf16_probe", lambda cpu: Bf16Probe(cpu.kind(), "test", 2.3, 1.0))
+    assert resolve_precision_setting(cfg).train.precision == "bf16-mixed"  # as measured on that CPU
     hardware.choose_precision.cache_clear()
 
 

@@ -1,9 +1,10 @@
 """What this machine computes fast, and the precision, inference engine and threads chosen from it.
 
-bf16 pays only where the hardware has it: on a CPU with AVX512_BF16 or AMX, bf16 autocast trains
-about 2x faster than fp32; on one without (most laptops, AVX2-only servers) PyTorch emulates it
-and runs many times slower than fp32. ``precision: auto`` therefore resolves to bf16 only where
-it is native, and says why. The figures behind these rules are in ``results/bench/speed-*.json``
+bf16 pays only where the hardware makes it fast: with AMX, bf16 autocast trains about 2x faster
+than fp32; without AVX512_BF16 or AMX (most laptops, AVX2-only servers) PyTorch emulates it and
+runs many times slower than fp32; with AVX512_BF16 alone it can go either way, so this machine
+is measured once (:mod:`brain_tumor.bf16_probe`). ``precision: auto`` resolves to bf16 only
+where it is native and fast, and says why. The figures behind these rules are in ``results/bench/speed-*.json``
 (``bench/speed.py``).
 
 No library answers "is bf16 native on this CPU" portably (torch reports only its vector ISA), so
@@ -22,6 +23,7 @@ from dataclasses import asdict
 from functools import lru_cache
 from typing import Any
 
+from brain_tumor.bf16_probe import cached_bf16_probe
 from brain_tumor.cpu_capabilities import ONEDNN_ISAS, CpuInfo, GpuInfo, cpu_info_from, detect_cpu, detect_gpu
 from brain_tumor.engine_choice import (
     ENGINES,
@@ -56,7 +58,7 @@ log = logging.getLogger(__name__)
 def choose_precision(requested: str, accelerator: str = "auto") -> PrecisionChoice:
     """:func:`resolve_precision` on this machine, logging the choice and any warning (once per
     process and setting)."""
-    choice = resolve_precision(requested, accelerator, detect_cpu(), detect_gpu())
+    choice = resolve_precision(requested, accelerator, detect_cpu(), detect_gpu(), cached_bf16_probe)
     log.info("precision %s -> %s (%s)", choice.requested, choice.precision, choice.reason)
     if choice.warning:
         log.warning(choice.warning)

@@ -67,6 +67,7 @@ class PrecisionOut(BaseModel):
     device: str
     reason: str
     warning: str | None = None
+    probe: dict[str, Any] | None = Field(None, description="The bf16 timing behind the choice, where one was made.")
 
 
 class EngineOut(BaseModel):
