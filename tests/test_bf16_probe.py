@@ -9,7 +9,7 @@ import pytest
 
 from brain_tumor import bf16_probe, hardware
 from brain_tumor.bf16_probe import PROBE_FILE, Bf16Probe, cached_bf16_probe, measure_bf16
-from brain_tumor.hardware import cpu_info_from, resolve_precision
+from brain_tumor.hardware import GpuInfo, cpu_info_from, resolve_precision
 from tests.test_hardware import SAPPHIRE, ZEN3, ZEN4
 
 EMERALD = ("vendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 207\nmodel name\t: Intel Xeon\n"
@@ -82,3 +82,43 @@ def test_choose_precision_measures_this_machine(monkeypatch: pytest.MonkeyPatch)
 def test_the_real_measurement_times_both_precisions() -> None:
     probe = measure_bf16(cpu_info_from(ZEN4), repeats=1, batch=2)
     assert probe.fp32_seconds > 0 and probe.bf16_seconds > 0 and probe.speedup > 0
+
+
+def test_the_probe_runs_only_where_it_can_change_the_answer() -> None:
+    calls: list[str] = []
+    probe = fake_probe(0.8, calls)
+    emerald = cpu_info_from(EMERALD)
+    assert resolve_precision("auto", "gpu", emerald, GpuInfo("H100", True), probe).device == "cuda"
+    assert resolve_precision("fp16", cpu=emerald, probe=probe).precision == "16-mixed"
+    assert resolve_precision("auto", cpu=cpu_info_from(EMERALD, onednn_max_isa="AVX2"), probe=probe).precision \
+        == "32-true"
+    assert calls == []
+    # AMX that oneDNN may not use is AVX512_BF16 at best: measured like it
+    capped = cpu_info_from(SAPPHIRE, onednn_max_isa="AVX512_CORE_BF16")
+    assert capped.amx and not capped.amx_usable and cpu_info_from(SAPPHIRE).amx_usable
+    assert resolve_precision("auto", cpu=capped, probe=probe).precision == "32-true" and len(calls) == 1
+
+
+def test_a_failed_timing_falls_back_to_the_flag_and_says_so() -> None:
+    def broken(cpu):  # type: ignore[no-untyped-def]
+        raise RuntimeError("oneDNN primitive creation failed\nmore")
+
+    choice = resolve_precision("auto", cpu=cpu_info_from(EMERALD), probe=broken)
+    assert choice.bf16 and "timing failed (RuntimeError: oneDNN primitive creation failed)" in choice.reason
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000, '{"format": "brain-tumor-bf16-probe/1", "entries": '
+                                  '{"KEY": {"fp32_seconds": Infinity, "bf16_seconds": 1.0}}}'])
+def test_a_damaged_or_absurd_cache_entry_is_measured_anew(text: str, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    emerald = cpu_info_from(EMERALD)
+    (tmp_path / PROBE_FILE).write_text(text.replace("KEY", bf16_probe._key(emerald)))
+    monkeypatch.setattr(bf16_probe, "measure_bf16", lambda cpu: Bf16Probe(cpu.kind(), "x", 1.0, 2.0))
+    assert cached_bf16_probe(emerald, tmp_path).speedup == pytest.approx(0.5)
+
+
+def test_an_unwritable_cache_is_not_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setattr(bf16_probe, "measure_bf16", lambda cpu: Bf16Probe(cpu.kind(), "x", 2.0, 1.0))
+    assert cached_bf16_probe(cpu_info_from(EMERALD), blocked).speedup == pytest.approx(2.0)

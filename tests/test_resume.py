@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -38,8 +39,9 @@ SCRIPT = textwrap.dedent("""
 
 def run(root: Path, out: Path, kill_at: int) -> subprocess.CompletedProcess[str]:
     out.mkdir(parents=True, exist_ok=True)
+    home = {"BRAIN_TUMOR_HOME": str(out.parent / "home")}  # precision auto's cache: not the user's, one for all runs
     return subprocess.run([sys.executable, "-c", SCRIPT, str(root), str(out), str(kill_at)],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, env={**os.environ, **home})
 
 
 @pytest.mark.slow

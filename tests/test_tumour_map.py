@@ -293,21 +293,34 @@ def test_evaluation_of_a_map_model_adds_the_answer_it_gives(tmp_path: Path) -> N
 
 
 def test_logits_and_evidence_come_from_one_forward_pass_per_batch(tmp_path: Path) -> None:
-    from brain_tumor.batched import logits_and_evidence, slice_evidence
+    from brain_tumor.batched import logits_and_evidence
 
-    predictor = Predictor.from_checkpoint(_checkpoint(tmp_path, bias=0.3))
+    torch.manual_seed(1)
+    network = add_tumour_map(build_classifier("none", 3)).eval()
+    with torch.no_grad():  # a map whose evidence differs from slice to slice
+        network.tumour_map.weight.normal_(0, 0.05)  # type: ignore[union-attr, operator]
+    path = save_model_checkpoint(tmp_path / "m.pt", network, architecture="resnet50-v1", class_names=CLASSES,
+                                 preprocessing=preprocessing_for("none", 64), config=to_dict(RunConfig()), epoch=0,
+                                 metrics={}, extra={"tumour_evidence": {"threshold": 0.5, "quantile": 0.01}})
+    predictor = Predictor.from_checkpoint(path)
     images = torch.from_numpy(np.stack([synthetic_slice(np.random.default_rng(k), k % 3, 64)
                                         for k in range(5)]))[:, None]
+    separate = predictor.forward_parts(images, ("evidence",))["evidence"].numpy()  # the two-pass path's evidence
+    assert np.ptp(separate) > 1e-3
     calls: list[int] = []
     handle = predictor.network.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
     logits, evidence = logits_and_evidence(predictor, images, batch_size=2)
     handle.remove()
     assert calls == [2, 2, 1]  # one pass a batch, not one for the logits and one for the evidence
     assert logits == pytest.approx(predictor.logits_for(images), abs=1e-5)
-    assert evidence == pytest.approx(slice_evidence(predictor, images, batch_size=5), abs=1e-6)
+    assert evidence == pytest.approx(separate, abs=1e-5)
+    calls.clear()
+    handle = predictor.network.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
     flipped = logits_and_evidence(predictor.use_tta("flip"), images, batch_size=5)
+    handle.remove()
+    assert calls == [5, 5]  # the slice and its mirror, nothing more
     assert flipped[0] == pytest.approx(predictor.logits_for(images), abs=1e-5)  # the TTA's logits
-    assert flipped[1] == pytest.approx(evidence, abs=1e-6)  # the unflipped slice's evidence
+    assert flipped[1] == pytest.approx(separate, abs=1e-5)  # the unflipped slice's evidence
 
 
 def test_the_gate_answers_before_the_map_and_a_check_without_threshold_never_answers() -> None:

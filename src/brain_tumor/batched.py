@@ -130,7 +130,7 @@ def logits_and_evidence(predictor: Predictor, images: torch.Tensor, batch_size: 
     logits, evidence = [], []
     for batch in _shown(chunks(images, batch_size), progress, "predicting", len(images), batch_size):
         out = predictor.forward_parts(batch, ("evidence",))
-        logits.append(out["logits"] if predictor.tta == "none" else predictor.logits(batch))
+        logits.append(predictor.with_tta(out["logits"], batch))
         evidence.append(out["evidence"])
     if not logits:
         return np.zeros((0, len(predictor.class_names)), np.float32), np.zeros(0, np.float32)

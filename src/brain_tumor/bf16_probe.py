@@ -13,6 +13,7 @@ answers this question; the timing is a few lines of torch.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -39,6 +40,7 @@ class Bf16Probe:
     torch_version: str
     fp32_seconds: float
     bf16_seconds: float
+    threads: int = 0  # torch's intra-op threads while timed
 
     @property
     def speedup(self) -> float:
@@ -77,18 +79,20 @@ def measure_bf16(cpu: CpuInfo, repeats: int = 5, batch: int = 16) -> Bf16Probe:
     for _ in range(repeats):
         for bf16 in (False, True):
             times[bf16].append(step(bf16))
-    return Bf16Probe(cpu.kind(), torch.__version__, statistics.median(times[False]), statistics.median(times[True]))
+    return Bf16Probe(cpu.kind(), torch.__version__, statistics.median(times[False]), statistics.median(times[True]),
+                     torch.get_num_threads())
 
 
 def _key(cpu: CpuInfo) -> str:
-    return f"{cpu.kind()}|torch-{torch.__version__}"
+    """CPU kind, torch version and the intra-op threads in effect (the timing depends on all three)."""
+    return f"{cpu.kind()}|torch-{torch.__version__}|threads-{torch.get_num_threads()}"
 
 
 def _read(path: Path) -> dict[str, Any]:
     """The cached entries, or none if the file is missing, unreadable or of another format."""
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
     if not isinstance(data, dict) or data.get("format") != PROBE_FORMAT or not isinstance(data.get("entries"), dict):
         return {}
@@ -107,8 +111,8 @@ def cached_bf16_probe(cpu: CpuInfo, cache_dir: Path | None = None) -> Bf16Probe:
             fp32, bf16 = float(found["fp32_seconds"]), float(found["bf16_seconds"])
         except (KeyError, TypeError, ValueError):
             fp32 = bf16 = 0.0
-        if fp32 > 0 and bf16 > 0:
-            return Bf16Probe(cpu.kind(), torch.__version__, fp32, bf16)
+        if all(math.isfinite(t) and t > 0 for t in (fp32, bf16)):
+            return Bf16Probe(cpu.kind(), torch.__version__, fp32, bf16, torch.get_num_threads())
     probe = measure_bf16(cpu)
     try:
         atomic.write_json({"format": PROBE_FORMAT, "entries": {**entries, _key(cpu): probe.describe()}}, path)

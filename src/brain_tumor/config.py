@@ -72,7 +72,7 @@ class TrainConfig:
     early_stop_patience: int = 3
     class_weighted_loss: bool = False
     seed: int = 42
-    precision: str = "auto"  # bf16 where the hardware has it natively, else fp32 (brain_tumor.hardware)
+    precision: str = "auto"  # bf16 where the hardware makes it fast, else fp32 (brain_tumor.precision)
     ema_decay: float | None = None  # e.g. 0.99: validate, select and export an EMA of the weights
     # share of training slices whose tumour box is erased, target "no class" (uniform); as many get a
     # same-size box erased away from the tumour, label kept (brain_tumor.data.counterfactual)

@@ -59,6 +59,13 @@ class CpuInfo:
     def amx(self) -> bool:
         return bool(self.flags & {"amx_bf16", "amx_tile"})
 
+    @property
+    def amx_usable(self) -> bool:
+        """AMX present and oneDNN not capped below it (else bf16 runs on AVX512_BF16 at best)."""
+        cap = (self.onednn_max_isa or "").upper()
+        capped = cap in ONEDNN_ISAS and ONEDNN_ISAS.index(cap) < ONEDNN_ISAS.index("AVX512_CORE_AMX")
+        return self.amx and not capped
+
     def capabilities(self) -> dict[str, bool]:
         return {"avx2": "avx2" in self.flags, "avx512": self.avx512, "vnni": self.vnni,
                 "avx512_bf16": "avx512_bf16" in self.flags, "amx": self.amx, "native_bf16": self.native_bf16}

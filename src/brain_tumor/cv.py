@@ -18,6 +18,7 @@ from brain_tumor.data.manifest import CLASS_NAMES
 from brain_tumor.data.splits import Split, cv_splits
 from brain_tumor.evaluation.plots import plot_confusion_matrix
 from brain_tumor.evaluation.run_eval import write_json
+from brain_tumor.hardware import apply_threads, resolve_threads
 from brain_tumor.scenario import run_scenario
 from brain_tumor.training.fit import PreparedData, load_data
 
@@ -42,6 +43,7 @@ def run_cv(config: RunConfig, grouping: str, results_dir: Path, work_dir: Path,
                                     [r.cv_fold for r in records], grouping, config.data.val_fraction, config.data.seed)
     results_dir.mkdir(parents=True, exist_ok=True)
     # "auto" saved as what it chose on this machine; each fold resolves it again and records why
+    apply_threads(resolve_threads(config.train.threads))  # before: auto may time bf16 at these threads
     save_config(resolve_precision_setting(config), results_dir / "config.yaml")
     fold_metrics, run_dirs = [], []
     for k, split in enumerate(splits, start=1):

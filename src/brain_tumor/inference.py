@@ -76,7 +76,8 @@ class Predictor:
         return self
 
     @torch.inference_mode()
-    def _with_tta(self, logits: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+    def with_tta(self, logits: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        """``logits`` of ``batch`` (one pass) averaged with its mirror's, under a flip TTA."""
         if self.tta == "none":
             return logits
         mirrored = self._logits_once(batch.flip(-1))
@@ -140,7 +141,7 @@ class Predictor:
     @torch.inference_mode()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """Raw logits for uint8 ``[B, 1, S, S]`` (averaged over the test-time augmentation, if any)."""
-        return self._with_tta(self._logits_once(batch), batch)
+        return self.with_tta(self._logits_once(batch), batch)
 
     def _logits_once(self, batch: torch.Tensor) -> torch.Tensor:
         if self.onnx is not None:
@@ -203,7 +204,7 @@ class Predictor:
             captured = self.forward_parts(batch, ("fc", "evidence") if evidence_needed else ("fc",))
             logits, features, found = captured["logits"], captured["fc"], captured.get("evidence")
         evidence = None if found is None else [float(v) for v in found]
-        logits = self._with_tta(logits, batch)
+        logits = self.with_tta(logits, batch)
         scores = None
         if self.ood is not None:
             from brain_tumor.evaluation.ood import knn_scores

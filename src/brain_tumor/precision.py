@@ -72,16 +72,21 @@ def resolve_precision(requested: str, accelerator: str = "auto", cpu: CpuInfo | 
             return PrecisionChoice(requested, "bf16-mixed", "cuda", f"{gpu.name} supports bf16")
         return PrecisionChoice(requested, "16-mixed", "cuda", f"{gpu.name} lacks bf16: fp16 autocast")
     kind = cpu.kind()
-    measured = probe(cpu) if probe is not None and cpu.native_bf16 and not cpu.amx and name in (
-        "auto", "bf16-mixed") else None
+    measured, failed = None, None
+    if probe is not None and cpu.native_bf16 and not cpu.amx_usable and name in ("auto", "bf16-mixed"):
+        try:
+            measured = probe(cpu)
+        except (RuntimeError, OSError, ValueError) as exc:  # a failed timing must not stop the run
+            failed = f"{type(exc).__name__}: {exc}".splitlines()[0]
     record = None if measured is None else measured.describe()
     if name == "auto":
         if not cpu.native_bf16:
             why = ("oneDNN capped at " + str(cpu.onednn_max_isa)) if cpu.isa_capped_below_bf16 else "no AVX512_BF16/AMX"
             return PrecisionChoice(requested, "32-true", "cpu", f"CPU {kind} has no native bf16 ({why}): fp32")
         if measured is None:
-            return PrecisionChoice(requested, "bf16-mixed", "cpu",
-                                   f"CPU {kind} has native bf16 ({'AMX' if cpu.amx else 'AVX512_BF16, not measured'})")
+            how = "AMX" if cpu.amx_usable else f"AVX512_BF16, timing failed ({failed})" if failed else \
+                "AVX512_BF16, not measured"
+            return PrecisionChoice(requested, "bf16-mixed", "cpu", f"CPU {kind} has native bf16 ({how})")
         faster = measured.speedup >= MIN_SPEEDUP
         return PrecisionChoice(requested, "bf16-mixed" if faster else "32-true", "cpu",
                                f"CPU {kind} has AVX512_BF16 without AMX; bf16 autocast measured "

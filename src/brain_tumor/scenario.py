@@ -25,7 +25,7 @@ from brain_tumor.evaluation.run_eval import (
     write_json,
     write_predictions,
 )
-from brain_tumor.hardware import choose_precision, describe_compute, resolve_threads
+from brain_tumor.hardware import apply_threads, choose_precision, describe_compute, resolve_threads
 from brain_tumor.run_record import run_record
 from brain_tumor.training.fit import PreparedData, fit
 
@@ -45,6 +45,7 @@ def run_scenario(config: RunConfig, data: PreparedData, run_dir: Path, work_dir:
         return dict(json.loads(done.read_text()))
     run_dir.mkdir(parents=True, exist_ok=True)
     requested = config.train.precision
+    apply_threads(resolve_threads(config.train.threads))  # before: auto may time bf16 at these threads
     config = resolve_precision_setting(config)  # the saved config says what "auto" chose
     save_config(config, run_dir / "config.yaml")  # written only by the run that trains
     compute = describe_compute(choose_precision(requested, config.train.accelerator),
