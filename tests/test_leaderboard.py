@@ -137,6 +137,11 @@ def test_an_ensemble_of_cvs_is_scored_fold_by_fold_and_joins_the_table(class_fol
         ensemble_cv(members[:2], members[2])
     assert (members[0] / "fold-1" / "test_predictions.csv").read_text() == before  # refused before any write
     # two ensembles compared: patients come from a member's config, so the CIs resample patients
+    _cv(root, "adamw-288", class_folder_dataset, {"optimizer": "adamw"}, right=0.7, image_size=288)
+    ensemble_cv([members[0], root / "adamw-288"], root / "ensemble-224-288")  # members of two resolutions
+    mixed = {e.name: e for e in leaderboard(root, n_boot=10)}["ensemble-224-288"]
+    assert mixed.px == "224+288" and mixed.baseline == "paper-224"  # against the paper recipe at the smaller
+    assert by_name["adamw-cosine-224"].px == "224"
     ensemble_cv(members[1:], root / "ensemble-2")
     both = CliRunner().invoke(app, ["compare", str(root / "ensemble-3"), str(root / "ensemble-2")])
     assert both.exit_code == 0, both.output

@@ -56,6 +56,11 @@ class Entry:
     baseline: str | None = None
     difference: dict[str, float] | None = None  # accuracy points against the baseline, on shared slices
     meningioma_difference: dict[str, float] | None = None
+    member_sizes: list[int] | None = None  # an ensemble's members' resolutions, where they differ
+
+    @property
+    def px(self) -> str:
+        return "+".join(map(str, self.member_sizes)) if self.member_sizes else str(self.image_size)
 
 
 def recipe_text(config: dict[str, Any]) -> str:
@@ -153,7 +158,8 @@ def choose_baseline(entry: Entry, config: dict[str, Any] | None, candidates: dic
 
 def score_ensemble(cv_dir: Path, patient_of: dict[str, str], members: dict[str, Entry], n_boot: int = 2000) -> Entry:
     """The row of an ensemble folder (``brain-tumor ensemble``): scored from its own predictions;
-    its cost is its members' (their minutes per fold and core-hours added up, where all are known)."""
+    its cost is its members' (their minutes per fold and core-hours added up, where all are known).
+    Members of several resolutions: it is compared with the paper recipe at the smallest."""
     spec = json.loads((cv_dir / ENSEMBLE_FILE).read_text())
     names = [str(n) for n in spec["members"]]
     known = [members[n] for n in names if n in members]
@@ -161,7 +167,8 @@ def score_ensemble(cv_dir: Path, patient_of: dict[str, str], members: dict[str, 
     minutes = [e.minutes_per_fold for e in known]
     hours = [e.cpu_hours for e in known]
     complete = len(known) == len(names)
-    return Entry(**{**asdict(entry), "image_size": max(int(v) for v in spec["image_sizes"]),
+    sizes = sorted({int(v) for v in spec["image_sizes"]})
+    return Entry(**{**asdict(entry), "image_size": sizes[0], "member_sizes": sizes if len(sizes) > 1 else None,
                     "recipe": "ensemble, mean of the probabilities of " + " + ".join(f"`{n}`" for n in names),
                     "minutes_per_fold": sum(m for m in minutes if m is not None)
                     if complete and None not in minutes else None,
@@ -209,7 +216,7 @@ def markdown(entries: list[Entry]) -> str:
     header = ["CV folder", "px", "recipe (changed from the defaults)", "folds", "accuracy [95% CI]",
               "vs paper recipe, points [95% CI]", "meningioma recall [95% CI]", "macro-F1", "ECE",
               "patient-level accuracy", "min per fold", "core-hours, all folds", "CPU"]
-    rows = [[f"`{e.name}`", str(e.image_size), e.recipe, ",".join(map(str, e.folds)),
+    rows = [[f"`{e.name}`", e.px, e.recipe, ",".join(map(str, e.folds)),
              ci_text({k: 100 * v for k, v in e.accuracy.items()}, 2),
              _difference_text(e, entries),
              ci_text(e.meningioma_recall, 3), f"{e.macro_f1:.3f}", f"{e.ece:.4f}", f"{100 * e.patient_accuracy:.2f}",
