@@ -6,8 +6,8 @@ cores), bf16 autocast ran 2.3x as fast as fp32 channels-last on an AMD EPYC fami
 family 6 model 207 whose AMX is not exposed (AVX512_BF16 alone: its matmul peak 205 GFLOP/s in
 bf16 against 373 in fp32). So where a CPU has AVX512_BF16 without AMX, ``precision: auto`` times
 a ResNet-50 bottleneck block's training step both ways (1-3 s on 2 cores) and keeps the answer in
-the cache home (``bf16-probe.json``), one entry per CPU kind and torch version. No library
-answers this question; the timing is a few lines of torch.
+the cache home (``bf16-probe.json``), one entry per CPU kind, torch version and thread count.
+No library answers this question; the timing is a few lines of torch.
 """
 
 from __future__ import annotations
