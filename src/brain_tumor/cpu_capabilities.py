@@ -33,13 +33,15 @@ class CpuInfo:
     flags: frozenset[str] = field(default_factory=frozenset)
     onednn_max_isa: str | None = None  # ONEDNN_MAX_CPU_ISA, when the user caps oneDNN
 
+    def _capped_below(self, isa: str) -> bool:
+        """oneDNN is told (``ONEDNN_MAX_CPU_ISA``) to stop short of ``isa``; an unknown cap caps nothing."""
+        cap = (self.onednn_max_isa or "").upper()
+        return cap in ONEDNN_ISAS and ONEDNN_ISAS.index(cap) < ONEDNN_ISAS.index(isa)
+
     @property
     def isa_capped_below_bf16(self) -> bool:
         """oneDNN is told not to use the bf16 instructions even if the CPU has them."""
-        cap = (self.onednn_max_isa or "").upper()
-        if not cap or cap not in ONEDNN_ISAS:
-            return False
-        return ONEDNN_ISAS.index(cap) < ONEDNN_ISAS.index("AVX512_CORE_BF16")
+        return self._capped_below("AVX512_CORE_BF16")
 
     @property
     def native_bf16(self) -> bool:
@@ -62,9 +64,7 @@ class CpuInfo:
     @property
     def amx_usable(self) -> bool:
         """AMX present and oneDNN not capped below it (else bf16 runs on AVX512_BF16 at best)."""
-        cap = (self.onednn_max_isa or "").upper()
-        capped = cap in ONEDNN_ISAS and ONEDNN_ISAS.index(cap) < ONEDNN_ISAS.index("AVX512_CORE_AMX")
-        return self.amx and not capped
+        return self.amx and not self._capped_below("AVX512_CORE_AMX")
 
     def capabilities(self) -> dict[str, bool]:
         return {"avx2": "avx2" in self.flags, "avx512": self.avx512, "vnni": self.vnni,

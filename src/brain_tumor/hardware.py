@@ -4,8 +4,8 @@ bf16 pays only where the hardware makes it fast: with AMX, bf16 autocast trains 
 than fp32; without AVX512_BF16 or AMX (most laptops, AVX2-only servers) PyTorch emulates it and
 runs many times slower than fp32; with AVX512_BF16 alone it can go either way, so this machine
 is measured once (:mod:`brain_tumor.bf16_probe`). ``precision: auto`` resolves to bf16 only
-where it is native and fast, and says why. The figures behind these rules are in ``results/bench/speed-*.json``
-(``bench/speed.py``).
+where it is native and fast, and says why. The figures behind these rules are in
+``results/bench/speed-*.json`` (``bench/speed.py``).
 
 No library answers "is bf16 native on this CPU" portably (torch reports only its vector ISA), so
 the CPU flags are read here: ``/proc/cpuinfo`` on Linux, torch's ISA report elsewhere. oneDNN's
